@@ -1,0 +1,4 @@
+"""The sandwich DiT: layers, one transformer block, the whole model."""
+from .model import SandwichDiT
+
+__all__ = ["SandwichDiT"]

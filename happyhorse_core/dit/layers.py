@@ -1,0 +1,63 @@
+"""MLP activations, the MLP, and the input adapter of the DiT (MODEL_SPEC §1.2-1.3)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import DiTConfig
+from ..modality import ModalitySplit
+from ..ops import Ops
+from ..rope import RopeTable
+
+CLAMP = 7.0  # both activations clamp at 7
+
+
+def gelu7(x: torch.Tensor) -> torch.Tensor:
+    """Non-gated GELU7 (layers 0-3): c * sigmoid(1.702 c) with c = min(x, 7)."""
+    c = x.clamp(max=CLAMP)
+    return c * torch.sigmoid(1.702 * c)
+
+
+def swiglu7(x: torch.Tensor) -> torch.Tensor:
+    """Interleaved SwiGLU7: even columns gate a, odd columns linear b; a·σ(1.702a)·(b + 1)."""
+    a = x[..., 0::2].clamp(max=CLAMP)
+    b = x[..., 1::2].clamp(min=-CLAMP, max=CLAMP)
+    return a * torch.sigmoid(1.702 * a) * (b + 1)
+
+
+class MLP(nn.Module):
+    """pre-norm -> up_gate_proj -> activation (fp32) -> down_proj; returns the residual delta."""
+
+    def __init__(self, cfg: DiTConfig, layer: int, ops: Ops) -> None:
+        super().__init__()
+        experts, shared = cfg.num_experts(layer), cfg.is_shared(layer)
+        inner = cfg.mlp_intermediate(layer)
+        self.gelu = cfg.is_gelu7(layer)
+        self.pre_norm = ops.rms_norm(cfg.hidden_size, experts, cfg.norm_eps)
+        up = inner if self.gelu else 2 * inner
+        self.up_gate_proj = ops.expert_linear(cfg.hidden_size, up, experts, shared)
+        self.down_proj = ops.expert_linear(inner, cfg.hidden_size, experts, shared)
+
+    def forward(self, h: torch.Tensor, split: ModalitySplit, cdt: torch.dtype) -> torch.Tensor:
+        x = self.pre_norm(h, split).to(cdt)  # [L, D]
+        x = self.up_gate_proj(x, split, cdt).float()  # [L, inner or 2*inner]
+        x = (gelu7(x) if self.gelu else swiglu7(x)).to(cdt)  # [L, inner]
+        return self.down_proj(x, split, cdt).float()  # [L, D]
+
+
+class Adapter(nn.Module):
+    """Per-modality fp32 embedders (with bias) into the hidden size, and the RoPE table."""
+
+    def __init__(self, cfg: DiTConfig, ops: Ops) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.video_embedder = ops.fp32_linear(cfg.video_in_channels, d, bias=True)
+        self.text_embedder = ops.fp32_linear(cfg.text_in_channels, d, bias=True)
+        self.audio_embedder = ops.fp32_linear(cfg.audio_in_channels, d, bias=True)
+        self.rope = RopeTable(cfg.head_dim, device=ops.device)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """video [Nv, 192], audio [F, 64], text [n, Dt] -> hidden [Nv + F + n, D] fp32."""
+        parts = [emb(x.float()) for emb, x in ((self.video_embedder, video), (self.audio_embedder, audio),
+                                               (self.text_embedder, text)) if x.shape[0] > 0]
+        return torch.cat(parts, dim=0)
