@@ -6,8 +6,8 @@ initial audio [1, F, 64] (skipped when reference audio is given), then initial v
 SR stage one tensor shaped like the upsampled video latent, then one like the base audio
 latent. Here the caller passes a `torch.Generator` instead of a global RNG; drawing through
 these helpers in pipeline order keeps that sequence. All noise is fp32 on the generator's
-device (a CUDA generator seeded with s gives the same stream as the reference's global CUDA
-RNG after `torch.manual_seed(s)`).
+device. [UNVERIFIED, no GPU run] a CUDA generator seeded with s should give the same stream as
+the reference's global CUDA RNG after `torch.manual_seed(s)` (both Philox at offset 0).
 """
 from __future__ import annotations
 
