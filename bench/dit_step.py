@@ -1,0 +1,147 @@
+"""One DiT forward vs the bare matmuls it contains (CPU by default).
+
+    python bench/dit_step.py [--json] [--hidden 1024] [--layers 8] [--frames 9] [--dtype bf16]
+
+The model is the real structure (sandwich experts, GQA, gated attention, SwiGLU7/GELU7) at a
+scaled-down width, on the token geometry of a 256p (448x256) clip: 112 video tokens per latent
+frame, 4 audio tokens per latent frame, 160 text tokens. "Bare" time is the same GEMMs run as
+plain torch.matmul calls on preallocated inputs: every block linear (per expert slice) plus the
+two attention products QK^T and PV per head group. The ratio forward / bare is the overhead of
+everything else (norms, RoPE, activations, routing, softmax, casts). Target: <= 1.25.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from happyhorse_core.config import DiTConfig  # noqa: E402
+from happyhorse_core.dit import SandwichDiT  # noqa: E402
+from happyhorse_core.ops import Ops  # noqa: E402
+from happyhorse_core.sequence import pack  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def build(args) -> tuple[SandwichDiT, DiTConfig]:
+    n = args.layers
+    cfg = DiTConfig(num_layers=n, hidden_size=args.hidden, head_dim=128, num_heads_kv=max(1, args.hidden // 640),
+                    mm_layers=(0, 1, n - 2, n - 1), gelu7_layers=(0, 1))
+    model = SandwichDiT(cfg, Ops(compute_dtype=DTYPES[args.dtype]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            std = 0.05 if p.ndim == 1 else p.shape[1] ** -0.5
+            p.copy_((torch.randn(p.shape, generator=g) * std).to(p.dtype))
+    return model.eval(), cfg
+
+
+def inputs(args):
+    g = torch.Generator().manual_seed(1)
+    frames = args.frames
+    video = torch.randn(1, 48, frames, 16, 28, generator=g)  # 448x256 latent
+    audio = torch.randn(1, 4 * (frames - 1) + 1, 64, generator=g)
+    text = torch.randn(160, 3584, generator=g)
+    return pack(video, audio, text)
+
+
+def gemm_plan(cfg: DiTConfig, counts: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """(M, K, N) of every matmul in one forward: block linears per expert slice + attention."""
+    L = sum(counts)
+    plan = []
+    for i in range(cfg.num_layers):
+        rows = [c for c in counts if c] if cfg.num_experts(i) == 3 else [L]
+        inner = cfg.mlp_intermediate(i)
+        up = inner if cfg.is_gelu7(i) else 2 * inner
+        for m in rows:
+            plan += [(m, cfg.hidden_size, cfg.qkv_out), (m, cfg.hidden_size, cfg.hidden_size),
+                     (m, cfg.hidden_size, up), (m, inner, cfg.hidden_size)]
+        plan.append(("attn", L, cfg.num_heads_q, cfg.head_dim))
+    return plan
+
+
+def time_bare(plan, dtype, repeats: int) -> float:
+    ops = []
+    for item in plan:
+        if item[0] == "attn":
+            _, L, H, D = item
+            q = torch.randn(H, L, D, dtype=torch.float32)
+            k = torch.randn(H, D, L, dtype=torch.float32)
+            p = torch.randn(H, L, L, dtype=torch.float32)
+            v = torch.randn(H, L, D, dtype=torch.float32)
+            ops.append((q, k))
+            ops.append((p, v))
+        else:
+            m, k_, n = item
+            ops.append((torch.randn(m, k_, dtype=dtype), torch.randn(k_, n, dtype=dtype)))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for a, b in ops:
+            torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def time_forward(model, seq, repeats: int) -> float:
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(seq.video, seq.audio, seq.text, seq.coords, seq.tokens_per_frame)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def attention_share(model, seq) -> float:
+    """Fraction of forward time spent inside the attention dispatcher (profiled once)."""
+    from happyhorse_core import attention as attn
+    spent = [0.0]
+    inner = attn._FUNCS["sdpa"]
+
+    def timed(q, k, v):
+        t0 = time.perf_counter()
+        out = inner(q, k, v)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    attn._FUNCS["sdpa"] = timed
+    try:
+        total = time_forward(model, seq, 1)
+    finally:
+        attn._FUNCS["sdpa"] = inner
+    return spent[0] / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hidden", type=int, default=1280)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=9, help="latent frames (9 = 1.3 s; 32 = 5 s)")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    model, cfg = build(args)
+    seq = inputs(args)
+    time_forward(model, seq, 1)  # warm-up
+    fwd = time_forward(model, seq, args.repeats)
+    bare = time_bare(gemm_plan(cfg, seq.split.counts), DTYPES[args.dtype], args.repeats)
+    share = attention_share(model, seq)
+    res = {"forward_s": round(fwd, 4), "bare_gemm_s": round(bare, 4), "ratio": round(fwd / bare, 3),
+           "attention_share": round(share, 3), "tokens": seq.split.total, "hidden": cfg.hidden_size,
+           "layers": cfg.num_layers, "dtype": args.dtype, "threads": torch.get_num_threads()}
+    print(f"tokens {res['tokens']} (video {seq.split.video}, audio {seq.split.audio}, text {seq.split.text}), "
+          f"hidden {cfg.hidden_size}, {cfg.num_layers} layers, {args.dtype}, {res['threads']} threads")
+    print(f"forward {fwd:.3f} s   bare GEMMs {bare:.3f} s   ratio {fwd / bare:.2f}   attention share {share:.0%}")
+    if args.json:
+        print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The denoising loop: text(+image, +voice) -> video and audio latents (MODEL_SPEC §4.1-4.3, §4.7).
+
+Two modes:
+  * "distilled": one conditional forward per step and the re-noising DDIM-like update with
+    fresh noise every step (8 steps by default, no CFG);
+  * "base": conditional + negative-prompt forward per step, CFG (video 5.0 while t > 500 then
+    2.0, audio 5.0) and the flow UniPC update (32 steps by default).
+
+Latents here are in MODEL space (Wan2.2 latents already normalised by the 48-channel mean/std;
+audio latents as the Stable Audio VAE gives them). Hosts convert at their boundary.
+Image-to-video overwrites latent frame 0 with the clean image latent before every call and
+once after the loop (§2.4). A supplied voice latent is fed as audio tokens and, in base mode,
+never updated. In distilled mode the reference also re-noises the supplied audio each step
+(§4.3); we do the same so that results match it, and report the voice latent unchanged only
+in base mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .guidance import GuidanceConfig, apply_cfg, video_scale
+from .noise import distill_step_noise, initial_noise, make_generator
+from .scheduler import FlowUniPC, flow_sigmas, step_ddim
+from .sequence import pack, unpack
+
+ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
+InterruptFn = Callable[[], None]  # raises to stop
+PreviewFn = Callable[[int, torch.Tensor], None]  # (step, x0 video latent [1, 48, T, h, w])
+
+MODES = ("distilled", "base")
+DEFAULT_STEPS = {"distilled": 8, "base": 32}
+
+
+@dataclass
+class TextConditioning:
+    """Encoded prompt rows (the DiT only ever sees the real tokens, never padding)."""
+
+    positive: torch.Tensor  # [n, Dt] fp32
+    negative: Optional[torch.Tensor] = None  # [m, Dt] fp32; needed for CFG
+
+
+@dataclass
+class SamplingOptions:
+    mode: str = "distilled"
+    steps: Optional[int] = None  # None -> 8 (distilled) / 32 (base)
+    seed: int = 42
+    shift: float = 5.0
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"sampling mode must be one of {MODES}, got {self.mode!r}")
+        if self.steps is None:
+            self.steps = DEFAULT_STEPS[self.mode]
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+
+
+@dataclass
+class Hooks:
+    progress: Optional[ProgressFn] = None
+    interrupt: Optional[InterruptFn] = None
+    preview: Optional[PreviewFn] = None
+
+    def before_step(self) -> None:
+        if self.interrupt is not None:
+            self.interrupt()
+
+    def after_step(self, done: int, total: int, x0_video: torch.Tensor) -> None:
+        if self.preview is not None:
+            self.preview(done, x0_video)
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+class Denoiser:
+    """Calls the DiT on latents: packs, runs, unpacks. Returns velocities in fp32."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str | None = None) -> None:
+        self.model = model
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.style = model.config.coords_style
+
+    @torch.no_grad()
+    def __call__(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = pack(video, audio, text, style=self.style)
+        dev = self.device
+        v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), seq.text.to(dev), seq.coords.to(dev),
+                                  seq.tokens_per_frame)
+        v, a = unpack(v_tok, a_tok, seq)
+        return v.to(video.device), a.to(audio.device)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def _check_inputs(text: TextConditioning, opts: SamplingOptions, latent_shape, image_latent, audio_latent):
+    if text.positive.ndim != 2 or text.positive.shape[0] == 0:
+        raise ValueError("the prompt encoded to no tokens; write a prompt (even one word)")
+    if opts.mode == "base" and text.negative is None:
+        raise ValueError("base mode uses CFG and needs the negative prompt's embedding")
+    _, _, T, h, w = latent_shape
+    if image_latent is not None and tuple(image_latent.shape) != (1, 48, 1, h, w):
+        raise ValueError(f"image latent must be [1, 48, 1, {h}, {w}] to match the video, got {list(image_latent.shape)}")
+    if audio_latent is not None and (audio_latent.ndim != 3 or audio_latent.shape[2] != 64):
+        raise ValueError(f"voice latent must be [1, F, 64], got {list(audio_latent.shape)}")
+
+
+def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: int, latent_h: int, latent_w: int,
+             audio_frames: int, opts: SamplingOptions, image_latent: Optional[torch.Tensor] = None,
+             audio_latent: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+             hooks: Optional[Hooks] = None, device: torch.device | str | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one clip. Returns (video latent [1, 48, T, h, w], audio latent [1, F, 64]), model space, fp32 CPU.
+
+    `generator` (CPU) defaults to one seeded with opts.seed; pass the same generator on to the
+    SR stage to reproduce the reference's single RNG stream.
+    """
+    hooks = hooks or Hooks()
+    gen = generator if generator is not None else make_generator(opts.seed)
+    shape = (1, 48, latent_frames, latent_h, latent_w)
+    _check_inputs(text, opts, shape, image_latent, audio_latent)
+    if audio_latent is not None and audio_latent.shape[1] != audio_frames:
+        raise ValueError(f"voice latent has {audio_latent.shape[1]} frames but the clip needs {audio_frames}; "
+                         "trim or pad the audio to the clip length first")
+    audio_noise, video = initial_noise(gen, audio_frames, latent_frames, latent_h, latent_w,
+                                       draw_audio=audio_latent is None)
+    audio = audio_latent.float().clone() if audio_latent is not None else audio_noise
+    denoise = Denoiser(model, device)
+    sigmas, timesteps = flow_sigmas(opts.steps, opts.shift)
+    fixed_audio = audio_latent is not None
+    unipc = (FlowUniPC(opts.steps, opts.shift), FlowUniPC(opts.steps, opts.shift)) if opts.mode == "base" else None
+    for i in range(opts.steps):
+        hooks.before_step()
+        if image_latent is not None:
+            video[:, :, :1] = image_latent
+        v_vid, v_aud = denoise(video, audio, text.positive)
+        if opts.mode == "base":
+            u_vid, u_aud = denoise(video, audio, text.negative)
+            v_vid = apply_cfg(v_vid, u_vid, video_scale(opts.guidance, timesteps[i]))
+            v_aud = apply_cfg(v_aud, u_aud, opts.guidance.audio_scale)
+        x0_video = video - sigmas[i] * v_vid
+        if opts.mode == "distilled":
+            n_vid, n_aud = distill_step_noise(gen, video.shape, audio.shape)
+            video = step_ddim(v_vid, sigmas[i], sigmas[i + 1], video, n_vid)
+            audio = step_ddim(v_aud, sigmas[i], sigmas[i + 1], audio, n_aud)
+        else:
+            video = unipc[0].step(v_vid, i, video)
+            if not fixed_audio:
+                audio = unipc[1].step(v_aud, i, audio)
+        hooks.after_step(i + 1, opts.steps, x0_video)
+    if image_latent is not None:
+        video[:, :, :1] = image_latent
+    return video, audio

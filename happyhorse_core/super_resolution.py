@@ -1,0 +1,87 @@
+"""Latent super-resolution: lift a 256p clip to 540p / 1080p in latent space (MODEL_SPEC §4.5-4.6).
+
+1. trilinear upsample of the final base video latent to the SR latent size (align_corners);
+2. VP-style re-noise x = a·x_up + sqrt(1 - a²)·ε with a = zero-SNR sigma[220] = 0.8389;
+3. the SR DiT (v1 coordinates; the 1080p model with windowed attention) runs 5 UniPC steps
+   from sigma 0.9998, conditional only by default (the published SR configs disable CFG);
+4. audio is context only: 0.7·ε + 0.3·base audio goes in, the base audio comes out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .guidance import GuidanceConfig, apply_cfg, sr_video_scale
+from .noise import sr_noise
+from .pipeline import Denoiser, Hooks, TextConditioning
+from .scheduler import FlowUniPC, sr_audio_context, sr_renoise
+
+SR_TARGETS = {"540p": (512, 896), "1080p": (1088, 1920)}  # (height, width) for 16:9
+
+
+@dataclass
+class SROptions:
+    steps: int = 5
+    shift: float = 5.0
+    cfg: bool = False  # published configs: conditional only
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"SR steps must be at least 1, got {self.steps}")
+
+
+def sr_latent_size(height: int, width: int) -> tuple[int, int]:
+    """Pixel target -> even latent (h, w): sr_latent = size // 16 // 2 * 2."""
+    h, w = height // 16 // 2 * 2, width // 16 // 2 * 2
+    if h < 2 or w < 2:
+        raise ValueError(f"SR target {width}x{height} is too small; use at least 64x64 pixels")
+    return h, w
+
+
+def upsample_latent(video: torch.Tensor, latent_h: int, latent_w: int) -> torch.Tensor:
+    """[1, 48, T, h, w] -> [1, 48, T, H, W], trilinear, align_corners=True."""
+    return F.interpolate(video.float(), size=(video.shape[2], latent_h, latent_w), mode="trilinear",
+                         align_corners=True)
+
+
+def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, text: TextConditioning, *,
+                  latent_h: int, latent_w: int, generator: torch.Generator, opts: Optional[SROptions] = None,
+                  image_latent: Optional[torch.Tensor] = None, hooks: Optional[Hooks] = None,
+                  device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refine a base-stage clip at the SR latent size. Returns (video [1, 48, T, H, W], base audio)."""
+    opts, hooks = opts or SROptions(), hooks or Hooks()
+    if model.config.coords_style != "v1":
+        raise ValueError("this DiT was loaded as a base/distill model; load the SR checkpoint with variant "
+                         "sr_540p or sr_1080p for the super-resolution stage")
+    if video.ndim != 5 or video.shape[:2] != (1, 48):
+        raise ValueError(f"SR input must be a video latent [1, 48, T, h, w], got {list(video.shape)}")
+    if text.positive.shape[0] < 2:
+        raise ValueError("the SR model needs a prompt of at least 2 tokens")
+    if opts.cfg and text.negative is None:
+        raise ValueError("SR with CFG needs the negative prompt's embedding")
+    if image_latent is not None and tuple(image_latent.shape) != (1, 48, 1, latent_h, latent_w):
+        raise ValueError(f"SR image latent must be [1, 48, 1, {latent_h}, {latent_w}], got {list(image_latent.shape)}")
+    up = upsample_latent(video, latent_h, latent_w)
+    n_vid, n_aud = sr_noise(generator, up.shape, audio.shape)
+    x = sr_renoise(up, n_vid)
+    audio_ctx = sr_audio_context(audio.float(), n_aud)
+    denoise, unipc = Denoiser(model, device), FlowUniPC(opts.steps, opts.shift)
+    scale = sr_video_scale(opts.guidance, x.shape[2]) if opts.cfg else None
+    for i in range(opts.steps):
+        hooks.before_step()
+        if image_latent is not None:
+            x[:, :, :1] = image_latent
+        v, _ = denoise(x, audio_ctx, text.positive)
+        if opts.cfg:
+            u, _ = denoise(x, audio_ctx, text.negative)
+            v = apply_cfg(v, u, scale)
+        x0 = x - unipc.sigmas[i] * v
+        x = unipc.step(v, i, x)
+        hooks.after_step(i + 1, opts.steps, x0)
+    if image_latent is not None:
+        x[:, :, :1] = image_latent
+    return x, audio

@@ -1,0 +1,54 @@
+"""Deterministic tiny random DiTs for tests, the `--tiny` CLI and the built-in demo weights.
+
+Same structure as the real model (sandwich experts, GQA, gates, both MLP kinds), small widths.
+Weights are drawn like the golden cases: norm offsets ~ N(0, 0.1), biases ~ N(0, 0.02),
+matrices ~ N(0, 1/fan_in), from one seeded generator in state_dict order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .config import PRESETS, DiTConfig
+from .dit import SandwichDiT
+from .ops import Ops
+
+TINY_VARIANTS = {"distill": "tiny", "base": "tiny", "sr_540p": "tiny_sr", "sr_1080p": "tiny_sr"}
+
+
+def tiny_config(variant: str = "distill") -> DiTConfig:
+    if variant not in TINY_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(TINY_VARIANTS)}")
+    cfg = PRESETS[TINY_VARIANTS[variant]]
+    return cfg if variant != "sr_540p" else cfg.replace(local_attn_layers=())
+
+
+def init_random_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("rope.bands"):
+                continue
+            if t.ndim == 1:
+                std = 0.02 if name.endswith("bias") else 0.1
+            else:
+                std = t.shape[1] ** -0.5
+            t.copy_((torch.randn(t.shape, generator=g) * std).to(t.dtype))
+    return model
+
+
+def tiny_dit(variant: str = "distill", seed: int = 0, compute_dtype: torch.dtype = torch.bfloat16) -> SandwichDiT:
+    """A tiny random SandwichDiT; the same seed always gives the same weights."""
+    model = SandwichDiT(tiny_config(variant), Ops(compute_dtype=compute_dtype))
+    return init_random_(model, seed).eval()
+
+
+def write_tiny_dit(path: str | Path, variant: str = "distill", seed: int = 0) -> Path:
+    """Save a tiny DiT as one safetensors file in the official layout (reference key names)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in tiny_dit(variant, seed).state_dict().items()}
+    save_file(sd, str(path), metadata={"happyhorse": f"tiny random {variant} DiT, seed {seed} (test weights)"})
+    return path
