@@ -1,0 +1,198 @@
+"""Strict, memory-mapped loading of Turbo-VAED weights from `.safetensors`.
+
+The reference loads the pickle checkpoint with strict=False, so a wrong file "loads" with random
+weights. Here every key and shape must match the module built from the config (given, or inferred
+from the tensor shapes), and mismatches are listed. Pickles are never opened here: the one legacy
+path is the explicit converter (`python -m happyhorse_core.decoders.convert_ckpt`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from safetensors import safe_open
+
+from .turbo_config import TurboVAEDConfig
+from .turbo_vaed import TurboVAED
+
+log = logging.getLogger("HappyHorse.turbo_vaed")
+
+LEGACY_SUFFIXES = (".ckpt", ".pt", ".pth")
+PREFIX = "decoder."
+Shapes = Mapping[str, Sequence[int]]
+
+
+def converter_command(src: Union[str, os.PathLike]) -> str:
+    """The exact shell command that turns a legacy pickle checkpoint into a loadable file."""
+    src = Path(src)
+    dst = src.with_suffix(".safetensors")
+    return f"python -m happyhorse_core.decoders.convert_ckpt {shlex.quote(str(src))} {shlex.quote(str(dst))}"
+
+
+def canonical_key_map(names: Sequence[str]) -> dict[str, str]:
+    """File key -> module key: strip leading `module.`; add `decoder.` when no key carries it."""
+    stripped = {}
+    for name in names:
+        key = name
+        while key.startswith("module."):
+            key = key[len("module.") :]
+        stripped[name] = key
+    has_prefix = any(key.startswith(PREFIX) for key in stripped.values())
+    mapping = {name: key if has_prefix else PREFIX + key for name, key in stripped.items()}
+    seen: dict[str, str] = {}
+    for name, key in mapping.items():
+        if key in seen:
+            raise ValueError(
+                f"tensors {seen[key]!r} and {name!r} both map to {key!r}; the file holds duplicate weights"
+            )
+        seen[key] = name
+    return mapping
+
+
+def _indices(shapes: Shapes, prefix: str) -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(m.group(1)) for key in shapes if (m := pattern.match(key))})
+
+
+def _shape(shapes: Shapes, key: str) -> Sequence[int]:
+    if key not in shapes:
+        raise ValueError(f"cannot infer the Turbo-VAED structure: tensor {key!r} is missing")
+    return shapes[key]
+
+
+def infer_config(shapes: Shapes) -> TurboVAEDConfig:
+    """Rebuild the decoder structure from `decoder.*` tensor shapes (chunking/eps keep their defaults)."""
+    latent_channels = _shape(shapes, "decoder.conv_in.conv.weight")[1]
+    mid_layers = len(_indices(shapes, "decoder.mid_block.resnets."))
+    block_ids = _indices(shapes, "decoder.up_blocks.")
+    if not block_ids or block_ids != list(range(len(block_ids))):
+        raise ValueError(f"cannot infer the Turbo-VAED structure: up_blocks indices are {block_ids}")
+    width = _shape(shapes, "decoder.conv_in.conv.weight")[0]
+    widths, layers, scaling, space_only = [], [], [], []
+    for i in block_ids:
+        base = f"decoder.up_blocks.{i}."
+        if f"{base}conv_in.conv1.conv.weight" in shapes:
+            width = shapes[f"{base}conv_in.conv1.conv.weight"][0]
+        has_up = f"{base}upsamplers.0.resample.1.weight" in shapes
+        widths.append(width)
+        layers.append(len(_indices(shapes, f"{base}resnets.")))
+        scaling.append(has_up)
+        space_only.append(has_up and f"{base}upsamplers.0.time_conv.conv.weight" not in shapes)
+    patch = 2
+    out_channels = _shape(shapes, "decoder.conv_out.conv.weight")[0] // (patch * patch)
+    n_time = sum(s and not o for s, o in zip(scaling, space_only))
+    return TurboVAEDConfig(
+        latent_channels=latent_channels,
+        out_channels=out_channels,
+        block_out_channels=tuple(reversed(widths)),
+        layers_per_block=tuple(reversed([mid_layers] + layers)),
+        spatio_temporal_scaling=tuple(reversed(scaling)),
+        spatio_only=tuple(reversed(space_only)),
+        patch_size=patch,
+        spatial_compression_ratio=patch * 2 ** sum(scaling),
+        temporal_compression_ratio=2**n_time,
+    )
+
+
+def _first(names: Sequence[str], n: int = 10) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def shape_report(expected: Shapes, found: Shapes) -> Optional[str]:
+    """None when keys and shapes agree; else counts and the first 10 names of each problem."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first 10: {_first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first 10: {_first(unexpected)})")
+    if wrong:
+        detail = [f"{k} file {list(found[k])} vs model {list(expected[k])}" for k in wrong]
+        parts.append(f"{len(wrong)} shape mismatches (first 10: {_first(detail)})")
+    return "; ".join(parts)
+
+
+def _read_shapes(path: Path) -> dict[str, list[int]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as exc:  # safetensors raises its own error type for a bad header
+        hint = ""
+        if path.stat().st_size < 1024 and path.read_bytes().startswith(b"version https://git-lfs"):
+            hint = " It is a git-lfs pointer: download the real file (git lfs pull)."
+        raise ValueError(f"{path} is not a readable .safetensors file ({exc}).{hint}") from exc
+
+
+def _check_path(path: Path) -> None:
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        raise ValueError(
+            f"{path} is a pickle checkpoint; Turbo-VAED weights load from .safetensors only. "
+            f"Convert it once with:\n  {converter_command(path)}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Turbo-VAED weights not found: {path} (expected a .safetensors file converted from "
+            "turbo_vae/checkpoint-340000.ckpt)"
+        )
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path}: expected a .safetensors file, got suffix {path.suffix!r}")
+
+
+def load_turbo_vaed(
+    path: Union[str, os.PathLike],
+    *,
+    config: Union[TurboVAEDConfig, str, os.PathLike, None] = None,
+    dtype: torch.dtype = torch.bfloat16,
+    device: Union[torch.device, str] = "cpu",
+) -> TurboVAED:
+    """Build the decoder and load `path` strictly (keys and shapes), cast to `dtype` on `device`.
+
+    `config`: a TurboVAEDConfig, a path to the reference JSON, or None to infer the structure from
+    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes.
+    """
+    path = Path(path)
+    _check_path(path)
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point dtype such as torch.bfloat16, got {dtype}")
+    if config is not None and not isinstance(config, TurboVAEDConfig):
+        config = TurboVAEDConfig.from_json(config)
+    raw_shapes = _read_shapes(path)
+    key_map = canonical_key_map(list(raw_shapes))
+    shapes = {key_map[name]: shape for name, shape in raw_shapes.items()}
+    if config is None:
+        try:
+            config = infer_config(shapes)
+        except ValueError as exc:
+            log.warning("HappyHorse: %s: %s; checking against the released structure", path, exc)
+            config = TurboVAEDConfig()
+    with torch.device("meta"):
+        model = TurboVAED(config)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    problem = shape_report(expected, shapes)
+    if problem:
+        raise ValueError(
+            f"{path} does not match the Turbo-VAED decoder ({config}): {problem}. "
+            "Use the Turbo-VAED decoder weights (turbo_vae/ folder of the release), or pass the matching config JSON."
+        )
+    log.info(
+        "HappyHorse: Turbo-VAED %s: %d tensors, %s structure",
+        path.name,
+        len(shapes),
+        "released TurboV3" if config == TurboVAEDConfig() else "non-default",
+    )
+    state = {}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for name, key in key_map.items():
+            tensor = f.get_tensor(name)  # memory-mapped
+            state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
