@@ -76,8 +76,9 @@ class T5GemmaEncoderConfig:
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any], **overrides: Any) -> "T5GemmaEncoderConfig":
-        """Read the `encoder` sub-config of an HF T5Gemma `config.json` (or a bare module config)."""
-        enc = config.get("encoder", config)
+        """Read the `encoder` sub-config of an HF T5Gemma `config.json` (or a bare `t5_gemma_module` one)."""
+        bare = config.get("model_type") == "t5_gemma_module"
+        enc = config if bare else config.get("encoder")
         if not isinstance(enc, dict) or "hidden_size" not in enc:
             raise ValueError("config.json has no T5Gemma encoder section (expected an 'encoder' object with "
                              "'hidden_size'); use the config.json of google/t5gemma-9b-9b-ul2")

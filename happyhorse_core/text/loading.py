@@ -66,7 +66,7 @@ def _select_encoder(weight_map: dict[str, Path], allow_bare: bool) -> dict[str, 
                      f"first keys seen: {_names(sorted(weight_map))}")
 
 
-def _check_keys(model: nn.Module, selected: dict[str, tuple[str, Path]], source: Path) -> None:
+def _check_keys(model: nn.Module, selected: dict[str, tuple[str, Path]], source: Path, sizes_from: str) -> None:
     expected = set(model.state_dict().keys())
     missing = sorted(expected - selected.keys())
     unexpected = sorted(selected.keys() - expected)
@@ -76,14 +76,14 @@ def _check_keys(model: nn.Module, selected: dict[str, tuple[str, Path]], source:
     if any(k.endswith(("._data", "._scale")) for k in unexpected):
         hint = " This looks like an optimum-quanto quantized file, which is not supported: use a bf16 file."
     raise ValueError(
-        f"{source} does not match the T5Gemma encoder: {len(missing)} missing keys "
+        f"{source} does not match the T5Gemma encoder built from {sizes_from}: {len(missing)} missing keys "
         f"[{_names(missing)}], {len(unexpected)} unexpected keys [{_names(unexpected)}].{hint} "
-        f"Use the encoder of {HUB_REPO} (and its config.json if the sizes differ).")
+        f"Use the encoder of {HUB_REPO}, with the config.json that came with the weights.")
 
 
-def _assign_tensors(model: nn.Module, selected: dict[str, tuple[str, Path]], dtype: torch.dtype,
-                    device: torch.device | str) -> None:
-    """Shape-check everything from headers first, then read tensor by tensor, file by file."""
+def _check_shapes(model: nn.Module, selected: dict[str, tuple[str, Path]], sizes_from: str
+                  ) -> dict[Path, list[str]]:
+    """Compare every tensor shape from the file headers (nothing is read yet); group names by file."""
     params = dict(model.named_parameters())
     by_file: dict[Path, list[str]] = {}
     for name, (_, path) in selected.items():
@@ -96,9 +96,15 @@ def _assign_tensors(model: nn.Module, selected: dict[str, tuple[str, Path]], dty
             for name in names:
                 shape = tuple(f.get_slice(selected[name][0]).get_shape())
                 if shape != tuple(params[name].shape):
-                    raise ValueError(f"{path.name}: {selected[name][0]} has shape {shape}, the encoder config "
-                                     f"expects {tuple(params[name].shape)}; the config.json does not match the "
-                                     f"weights (pass the config.json that came with this file)")
+                    raise ValueError(f"{path.name}: {selected[name][0]} has shape {shape}, but the encoder "
+                                     f"built from {sizes_from} expects {tuple(params[name].shape)}; pass the "
+                                     f"config.json that came with these weights")
+    return by_file
+
+
+def _assign_tensors(model: nn.Module, selected: dict[str, tuple[str, Path]], by_file: dict[Path, list[str]],
+                    dtype: torch.dtype, device: torch.device | str) -> None:
+    """Read tensor by tensor, file by file, replacing the meta parameters."""
     for path, names in by_file.items():
         with safe_open(str(path), framework="pt") as f:
             for name in names:
@@ -107,11 +113,15 @@ def _assign_tensors(model: nn.Module, selected: dict[str, tuple[str, Path]], dty
                 model.get_submodule(owner)._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
 
 
-def _read_config(folder: Path) -> T5GemmaEncoderConfig:
+def _read_config(folder: Path) -> tuple[T5GemmaEncoderConfig, str]:
+    """(config, where its sizes came from) for the weights in `folder`."""
     path = folder / "config.json"
-    if not path.is_file():
-        return T5GemmaEncoderConfig()  # the 9B defaults; shapes are still checked strictly
-    return T5GemmaEncoderConfig.from_hf_config(json.loads(path.read_text(encoding="utf-8")))
+    if not path.is_file():  # the 9B defaults; shapes are still checked strictly
+        return T5GemmaEncoderConfig(), f"the 9B default sizes (no config.json in {folder})"
+    try:
+        return T5GemmaEncoderConfig.from_hf_config(json.loads(path.read_text(encoding="utf-8"))), str(path)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
@@ -125,25 +135,30 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
     if path.is_dir():
         if require_tokenizer:
             find_tokenizer_file(path)
-        cfg = config or _read_config(path)
+        cfg, sizes_from = (config, "the config passed in") if config else _read_config(path)
         selected = _select_encoder(_folder_weight_map(path), allow_bare=False)
     elif path.is_file():
         if path.suffix != ".safetensors":
             raise ValueError(f"{path.name} is not a .safetensors file; only safetensors weights are loaded")
-        cfg = config or _read_config(path.parent)
+        cfg, sizes_from = (config, "the config passed in") if config else _read_config(path.parent)
         selected = _select_encoder({k: path for k in _safetensors_keys(path)}, allow_bare=True)
     else:
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
                                 f"{HUB_REPO} or an encoder-only .safetensors file")
     with torch.device("meta"):
         model = T5GemmaEncoder(cfg)
-    _check_keys(model, selected, path)
-    _assign_tensors(model, selected, dtype, device)
+    _check_keys(model, selected, path, sizes_from)
+    _assign_tensors(model, selected, _check_shapes(model, selected, sizes_from), dtype, device)
     return model.eval()
 
 
-def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16,
-                    device: torch.device | str = "cpu") -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
-    """Encoder + tokenizer from one HF folder (tokenizer checked before any weight is read)."""
-    tokenizer = load_tokenizer(folder)
-    return load_encoder(folder, dtype=dtype, device=device, require_tokenizer=False), tokenizer
+def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
+                    config: T5GemmaEncoderConfig | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
+    """Encoder + tokenizer from one HF folder, or from an encoder file and the tokenizer beside it.
+
+    The tokenizer is loaded first, so a folder without one fails before any weight is read.
+    """
+    folder = Path(folder)
+    tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
+    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False)
+    return encoder, tokenizer

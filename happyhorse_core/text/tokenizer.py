@@ -18,6 +18,8 @@ import torch
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # in order of preference
 HUB_REPO = "google/t5gemma-9b-9b-ul2"
+# GemmaTokenizer's defaults, used when tokenizer_config.json does not name the special tokens.
+GEMMA_SPECIALS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
 def find_tokenizer_file(folder: str | Path) -> Path:
@@ -61,9 +63,9 @@ class T5GemmaTokenizer:
             self._init_tokenizers()
         else:
             self._init_sentencepiece(cfg)
-        self.bos_id = self._special_id(cfg, "bos_token", "<bos>")
-        self.eos_id = self._special_id(cfg, "eos_token", "<eos>")
-        self.pad_id = self._special_id(cfg, "pad_token", "<pad>")
+        self.bos_id = self._special_id(cfg, "bos_token")
+        self.eos_id = self._special_id(cfg, "eos_token")
+        self.pad_id = self._special_id(cfg, "pad_token")
         if self.add_bos and self.bos_id is None:
             raise ValueError(f"{folder}/tokenizer_config.json sets add_bos_token but the vocabulary has no BOS token")
         if self.add_eos and self.eos_id is None:
@@ -88,8 +90,7 @@ class T5GemmaTokenizer:
         self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
         self.vocab_size = self._sp.get_piece_size()
         # Like HF's slow tokenizer: special/added tokens are cut out of the text before sentencepiece.
-        keys = ("bos_token", "eos_token", "pad_token", "unk_token")
-        specials: set[str | None] = {_token_content(cfg.get(k)) for k in keys}
+        specials: set[str | None] = {_token_content(cfg.get(k)) or d for k, d in GEMMA_SPECIALS.items()}
         specials.update(_token_content(t) for t in cfg.get("additional_special_tokens") or [])
         specials.update(_token_content(t) for t in (cfg.get("added_tokens_decoder") or {}).values())
         unk_id = self._sp.unk_id()
@@ -101,8 +102,8 @@ class T5GemmaTokenizer:
         self._split = (re.compile("(" + "|".join(map(re.escape, sorted(self._specials, key=len, reverse=True)))
                                   + ")") if self._specials else None)
 
-    def _special_id(self, cfg: dict[str, Any], key: str, default: str) -> int | None:
-        content = _token_content(cfg.get(key)) or default
+    def _special_id(self, cfg: dict[str, Any], key: str) -> int | None:
+        content = _token_content(cfg.get(key)) or GEMMA_SPECIALS[key]
         if self.backend == "tokenizers":
             return self._tok.token_to_id(content)
         idx = self._sp.piece_to_id(content)
