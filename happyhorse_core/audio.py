@@ -179,7 +179,9 @@ def _as_channels_first(waveform: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"waveform must be a torch.Tensor, got {type(waveform).__name__}")
     if waveform.dim() == 3:
         if waveform.shape[0] != 1:
-            raise ValueError(f"expected one audio track, got a batch of {waveform.shape[0]} (shape {tuple(waveform.shape)})")
+            raise ValueError(
+                f"expected one audio track, got a batch of {waveform.shape[0]} (shape {tuple(waveform.shape)})"
+            )
         waveform = waveform[0]
     elif waveform.dim() == 1:
         waveform = waveform[None]
