@@ -128,13 +128,13 @@ def resample(
     cutoff = rolloff * min(1.0, new_rate / orig_rate)  # in units of the input Nyquist
     half = int(math.ceil(zero_crossings / cutoff))  # filter half-width in input samples
     dtype = torch.float64 if waveform.dtype == torch.float64 else torch.float32
-    bank = _phase_bank(m, l, half, cutoff, beta).to(dtype).T  # [m + K, l]
+    bank = _phase_bank(m, l, half, cutoff, beta).to(device=waveform.device, dtype=dtype).T  # [m + K, l]
     lead = waveform.shape[:-1]
     n_win = -(-n_out // l)  # windows q = 0 .. n_win-1, each giving l outputs
     right = max(0, n_win * m + bank.shape[0] - half - n_in)
     x = torch.nn.functional.pad(waveform.reshape(-1, n_in).to(dtype), (half, right))  # x[:, i + half] = sample i
     windows = x.unfold(-1, bank.shape[0], m)[:, :n_win]  # [C, n_win, m + K] (a view)
-    out = torch.empty(x.shape[0], n_win, l, dtype=dtype)
+    out = torch.empty(x.shape[0], n_win, l, dtype=dtype, device=x.device)
     step = max(1, max_chunk_elems // (x.shape[0] * bank.shape[0]))
     for q in range(0, n_win, step):
         out[:, q : q + step] = windows[:, q : q + step] @ bank  # [C, step, l]
