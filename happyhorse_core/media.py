@@ -23,14 +23,19 @@ from .audio import resample
 from .geometry import AUDIO_OUTPUT_RATE, FPS
 
 AAC_FRAME = 1024  # samples per AAC frame
+Frames = torch.Tensor | np.ndarray  # [T, H, W, 3] uint8 or float 0..1
 
 
-def _check_frames(frames: torch.Tensor | np.ndarray, pad_to_even: bool) -> tuple[np.ndarray, tuple[int, int]]:
-    """Validate frames [T, H, W, 3]; return them as a numpy view and the encoded (W, H)."""
-    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+def _check_frames(frames: Frames, pad_to_even: bool) -> tuple[Frames, tuple[int, int]]:
+    """Validate frames [T, H, W, 3]; return them (on the CPU, not yet converted) and the encoded (W, H)."""
+    arr = frames.detach().cpu() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
         raise ValueError(f"frames must be [T, H, W, 3] with T >= 1, got shape {tuple(arr.shape)}")
-    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+    if isinstance(arr, torch.Tensor):
+        ok = arr.dtype == torch.uint8 or arr.is_floating_point()
+    else:
+        ok = arr.dtype == np.uint8 or np.issubdtype(arr.dtype, np.floating)
+    if not ok:
         raise ValueError(f"frames must be uint8 or float 0..1, got dtype {arr.dtype}")
     _, h, w, _ = arr.shape
     if (h % 2 or w % 2) and not pad_to_even:
@@ -41,8 +46,10 @@ def _check_frames(frames: torch.Tensor | np.ndarray, pad_to_even: bool) -> tuple
     return arr, (w + w % 2, h + h % 2)
 
 
-def _frame_uint8(frame: np.ndarray, index: int) -> np.ndarray:
+def _frame_uint8(frame: Frames, index: int) -> np.ndarray:
     """One frame [H, W, 3] uint8 or float 0..1 -> contiguous uint8 [H', W', 3] with even H', W'."""
+    if isinstance(frame, torch.Tensor):  # per frame, so a bf16 clip is never copied whole
+        frame = frame.numpy() if frame.dtype == torch.uint8 else frame.float().numpy()
     if frame.dtype != np.uint8:
         if not np.isfinite(frame).all():
             raise ValueError(f"frame {index} contains NaN or infinite values")
@@ -89,7 +96,7 @@ def _add_audio_stream(container: av.container.OutputContainer, bitrate: int):
     return stream
 
 
-def _encode_video(container: av.container.OutputContainer, stream, frames: np.ndarray) -> None:
+def _encode_video(container: av.container.OutputContainer, stream, frames: Frames) -> None:
     for i in range(frames.shape[0]):  # converted one at a time: a 1080p clip is GBs as float
         frame = av.VideoFrame.from_ndarray(_frame_uint8(frames[i], i), format="rgb24")
         frame.pts = i

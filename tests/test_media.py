@@ -32,9 +32,11 @@ def _tone_nominal(frames: int, freq: float = 440.0) -> torch.Tensor:
     return (0.5 * torch.sin(2 * math.pi * freq * k / AUDIO_NOMINAL_RATE)).float().expand(2, -1)
 
 
-def _decode_first_frame_and_audio(path):
+def _decode_first_frame_and_audio(path, audio: bool = True):
     with av.open(str(path)) as c:
         first = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    if not audio:
+        return first, None
     with av.open(str(path)) as c:
         pcm = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)  # fltp [2, n]
     return first, pcm
@@ -69,9 +71,13 @@ def test_uint8_mono_and_resampled_audio(tmp_path):
     assert info["audio_duration_s"] == pytest.approx(1.0, abs=0.001)
 
 
-def test_video_only(tmp_path):
-    info = media.probe_mp4(media.write_mp4(tmp_path / "v.mp4", _moving_gradient(5)))
+def test_video_only_bfloat16_frames(tmp_path):
+    frames = _moving_gradient(5)
+    out = media.write_mp4(tmp_path / "v.mp4", frames.to(torch.bfloat16))
+    info = media.probe_mp4(out)
     assert info["frames"] == 5 and info["audio_codec"] is None and info["audio_duration_s"] is None
+    first, _ = _decode_first_frame_and_audio(out, audio=False)
+    assert np.abs(first / 255.0 - frames[0].numpy()).mean() < 0.03
 
 
 @pytest.mark.badinput
