@@ -1,0 +1,268 @@
+"""Clip sizes and durations: one place that turns (width, height, seconds) into every derived shape.
+
+The model (MODEL_SPEC §5) runs at a fixed 25 fps. A clip of ``s`` whole seconds has
+``25·s + 1`` pixel frames; the Wan2.2 VAE compresses time by 4 and space by 16, and the DiT
+patches the latent 2×2, so the pixel size is always a multiple of 32 and
+
+    T = (frames − 1) // 4 + 1          latent video frames
+    h = H // 16 // 2 · 2               latent height (w likewise)
+    F = frames                         audio latent frames (one per video frame, 64 channels)
+    tokens per latent frame = (h/2)·(w/2)
+
+The decoders return ``4·(T − 1) + 1`` frames, which equals ``frames`` only when ``25·s`` is a
+multiple of 4 (s = 4, 8, 12); e.g. 5 s → 126 frames → T = 32 → 125 decoded frames.
+
+Presets (not in the reference, our own table). Rule: the short side is 256 / 512 / 1088
+pixels for "256p" / "540p" / "1080p"; the long side is short·(a/b) for aspect a:b, rounded
+half-up to a multiple of 32. This reproduces the reference sizes 448×256, 896×512 and
+1920×1088 for 16:9 (see PRESET_SIZES for the whole table).
+
+Custom sizes are floored to multiples of 32 (as the reference does) with a
+:class:`SizeRoundedWarning`. Limits: each side 32 … 1920 pixels and at most 1920·1088 pixels
+in total (the 1080p class; 1088×1920 portrait is allowed); seconds are whole numbers 1 … 15.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+
+FPS = 25
+VAE_STRIDE_T = 4  # Wan2.2 VAE temporal compression
+VAE_STRIDE_HW = 16  # Wan2.2 VAE spatial compression
+PATCH_HW = 2  # DiT 2x2 spatial patch
+SIZE_MULTIPLE = VAE_STRIDE_HW * PATCH_HW  # 32: pixel sizes are multiples of this
+VIDEO_LATENT_CHANNELS = 48
+AUDIO_LATENT_CHANNELS = 64
+AUDIO_HOP = 2048  # Stable Audio Open VAE samples per latent frame
+AUDIO_NOMINAL_RATE = FPS * AUDIO_HOP  # 51 200 Hz: the rate the audio latent is defined at
+AUDIO_OUTPUT_RATE = 44_100  # the decoded waveform is re-timed to this rate (MODEL_SPEC §7.3)
+
+MIN_SECONDS, MAX_SECONDS = 1, 15
+MIN_SIDE = SIZE_MULTIPLE
+MAX_SIDE = 1920
+MAX_PIXELS = 1920 * 1088  # 2 088 960 pixels, the 1080p class
+
+ASPECTS: dict[str, tuple[int, int]] = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4)}
+RESOLUTION_SHORT_SIDE: dict[str, int] = {"256p": 256, "540p": 512, "1080p": 1088}
+
+
+class SizeRoundedWarning(UserWarning):
+    """A requested pixel size was floored to a multiple of 32."""
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _as_int(value: object, name: str) -> int:
+    """Accept Python/numpy integers and integral floats; anything else is a ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number, got the boolean {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def preset_size(aspect: str, resolution: str) -> tuple[int, int]:
+    """(width, height) in pixels of a preset, e.g. ("16:9", "256p") -> (448, 256)."""
+    if aspect not in ASPECTS:
+        raise ValueError(f"unknown aspect {aspect!r}; choose one of {', '.join(ASPECTS)}")
+    if resolution not in RESOLUTION_SHORT_SIDE:
+        raise ValueError(f"unknown resolution {resolution!r}; choose one of {', '.join(RESOLUTION_SHORT_SIDE)}")
+    a, b = ASPECTS[aspect]
+    short = RESOLUTION_SHORT_SIDE[resolution]
+    long = _round_half_up(short * max(a, b) / min(a, b) / SIZE_MULTIPLE) * SIZE_MULTIPLE
+    return (long, short) if a >= b else (short, long)
+
+
+PRESET_SIZES: dict[tuple[str, str], tuple[int, int]] = {
+    (aspect, res): preset_size(aspect, res) for aspect in ASPECTS for res in RESOLUTION_SHORT_SIDE
+}
+
+
+def _check_limits(width: int, height: int) -> None:
+    for name, side in (("width", width), ("height", height)):
+        if side < MIN_SIDE:
+            raise ValueError(f"{name} {side} px is too small: the minimum is {MIN_SIDE} px (one 2x2 latent patch)")
+        if side > MAX_SIDE:
+            raise ValueError(f"{name} {side} px is too large: the maximum side is {MAX_SIDE} px (1080p class)")
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"{width}x{height} = {width * height} pixels exceeds the 1080p-class limit of {MAX_PIXELS} "
+            f"(1920x1088); choose a smaller size or a preset"
+        )
+
+
+def resolve_size(width: int, height: int) -> tuple[int, int]:
+    """Validate a requested pixel size and floor it to multiples of 32.
+
+    Warns (SizeRoundedWarning) when flooring changed the size; raises ValueError for
+    non-integers, zero/negative sizes, sides under 32 or over 1920 px, or more than 1920·1088
+    pixels (limits are checked on the floored size).
+    """
+    w, h = _as_int(width, "width"), _as_int(height, "height")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"width and height must be positive, got {w}x{h}")
+    rw, rh = w // SIZE_MULTIPLE * SIZE_MULTIPLE, h // SIZE_MULTIPLE * SIZE_MULTIPLE
+    _check_limits(rw, rh)
+    if (rw, rh) != (w, h):
+        warnings.warn(
+            f"size {w}x{h} is not a multiple of {SIZE_MULTIPLE} (VAE stride 16 x patch 2); using {rw}x{rh}",
+            SizeRoundedWarning,
+            stacklevel=2,
+        )
+    return rw, rh
+
+
+def validate_seconds(seconds: int) -> int:
+    """Clip duration in whole seconds, 1 … 15 (fps is fixed at 25)."""
+    s = _as_int(seconds, "seconds")
+    if not MIN_SECONDS <= s <= MAX_SECONDS:
+        raise ValueError(f"seconds must be between {MIN_SECONDS} and {MAX_SECONDS}, got {s}")
+    return s
+
+
+def validate_steps(steps: int) -> int:
+    """Number of sampler steps: a whole number >= 1."""
+    n = _as_int(steps, "steps")
+    if n < 1:
+        raise ValueError(f"steps must be at least 1, got {n}")
+    return n
+
+
+@dataclass(frozen=True)
+class ClipGeometry:
+    """A validated clip size: width/height in pixels (multiples of 32) and whole seconds.
+
+    Build it with :meth:`from_request` (floors with a warning) or :meth:`from_preset`; the
+    constructor itself only accepts already-valid values.
+    """
+
+    width: int
+    height: int
+    seconds: int
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "seconds"):
+            object.__setattr__(self, name, _as_int(getattr(self, name), name))
+        if self.width % SIZE_MULTIPLE or self.height % SIZE_MULTIPLE:
+            raise ValueError(
+                f"ClipGeometry needs multiples of {SIZE_MULTIPLE}, got {self.width}x{self.height}; "
+                f"use ClipGeometry.from_request() to floor a custom size"
+            )
+        _check_limits(self.width, self.height)
+        validate_seconds(self.seconds)
+
+    @classmethod
+    def from_request(cls, width: int, height: int, seconds: int) -> "ClipGeometry":
+        w, h = resolve_size(width, height)
+        return cls(w, h, validate_seconds(seconds))
+
+    @classmethod
+    def from_preset(cls, aspect: str, resolution: str, seconds: int) -> "ClipGeometry":
+        w, h = preset_size(aspect, resolution)
+        return cls(w, h, validate_seconds(seconds))
+
+    # -- time ------------------------------------------------------------------------------
+    @property
+    def frames(self) -> int:
+        """Pixel frames requested: 25·seconds + 1."""
+        return FPS * self.seconds + 1
+
+    @property
+    def latent_frames(self) -> int:
+        """T = (frames − 1)//4 + 1."""
+        return (self.frames - 1) // VAE_STRIDE_T + 1
+
+    @property
+    def decoded_frames(self) -> int:
+        """Frames the video decoders return: 4·(T − 1) + 1 (≤ frames)."""
+        return VAE_STRIDE_T * (self.latent_frames - 1) + 1
+
+    @property
+    def audio_frames(self) -> int:
+        """F = frames: one 64-channel audio latent per video frame."""
+        return self.frames
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / FPS
+
+    @property
+    def audio_samples_nominal(self) -> int:
+        """Decoded waveform length at the nominal 51 200 Hz: 2048·F."""
+        return AUDIO_HOP * self.audio_frames
+
+    @property
+    def audio_samples_output(self) -> int:
+        """Waveform length after re-timing to 44 100 Hz: int(2048·F·441/512)."""
+        return self.audio_samples_nominal * 441 // 512
+
+    # -- space -----------------------------------------------------------------------------
+    @property
+    def latent_h(self) -> int:
+        return self.height // VAE_STRIDE_HW // PATCH_HW * PATCH_HW
+
+    @property
+    def latent_w(self) -> int:
+        return self.width // VAE_STRIDE_HW // PATCH_HW * PATCH_HW
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_h // PATCH_HW) * (self.latent_w // PATCH_HW)
+
+    @property
+    def video_tokens(self) -> int:
+        return self.latent_frames * self.tokens_per_frame
+
+    @property
+    def video_latent_shape(self) -> tuple[int, int, int, int, int]:
+        """[1, 48, T, h, w]."""
+        return (1, VIDEO_LATENT_CHANNELS, self.latent_frames, self.latent_h, self.latent_w)
+
+    @property
+    def audio_latent_shape(self) -> tuple[int, int, int]:
+        """[1, F, 64] (time-major)."""
+        return (1, self.audio_frames, AUDIO_LATENT_CHANNELS)
+
+    # -- super-resolution ------------------------------------------------------------------
+    def sr_geometry(self, target: str | tuple[int, int]) -> "ClipGeometry":
+        """Geometry of the SR stage (MODEL_SPEC §4.5), same duration.
+
+        ``target`` is a resolution name ("540p", "1080p") or an explicit (width, height).
+        A name keeps the aspect: a preset size maps to the same aspect's preset; any other
+        size scales its short side to the class short side and rounds the long side half-up
+        to a multiple of 32. Sizes are then floored as sr_latent = sr_px // 16 // 2 · 2.
+        The SR size must not be smaller than the base size on either side.
+        """
+        if isinstance(target, str):
+            sr_w, sr_h = self._sr_size_for_resolution(target)
+        else:
+            if len(target) != 2:
+                raise ValueError(f"SR target must be a resolution name or (width, height), got {target!r}")
+            sr_w, sr_h = resolve_size(*target)
+        if sr_w < self.width or sr_h < self.height:
+            raise ValueError(
+                f"SR size {sr_w}x{sr_h} is smaller than the base size {self.width}x{self.height}; "
+                f"the SR stage only upscales"
+            )
+        return ClipGeometry(sr_w, sr_h, self.seconds)
+
+    def _sr_size_for_resolution(self, resolution: str) -> tuple[int, int]:
+        if resolution not in RESOLUTION_SHORT_SIDE:
+            raise ValueError(f"unknown SR resolution {resolution!r}; choose one of {', '.join(RESOLUTION_SHORT_SIDE)}")
+        for (aspect, _res), size in PRESET_SIZES.items():
+            if size == (self.width, self.height):
+                return preset_size(aspect, resolution)
+        short = RESOLUTION_SHORT_SIDE[resolution]
+        long_px = _round_half_up(short * max(self.width, self.height) / min(self.width, self.height) / SIZE_MULTIPLE)
+        long_px *= SIZE_MULTIPLE
+        size = (long_px, short) if self.width >= self.height else (short, long_px)
+        _check_limits(*size)
+        return size
