@@ -15,7 +15,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check \
       safetensors einops numpy av pytest hypothesis psutil \
-      "transformers==4.56.0" tokenizers sentencepiece 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -c "import torch, safetensors, einops, numpy, av, pytest, hypothesis, psutil, transformers"
+      "transformers==4.56.0" tokenizers sentencepiece scipy 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import torch, safetensors, einops, numpy, av, pytest, hypothesis, psutil, transformers, tokenizers, scipy"
   echo "$WANT" > "$STAMP"
 fi
