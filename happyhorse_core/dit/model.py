@@ -65,7 +65,7 @@ class SandwichDiT(nn.Module):
         for layer in self.block.layers:
             h = layer(h, ctx)
             if capture is not None:
-                capture.append(h)
+                capture.append(h.clone())  # layers update h in place
         hv, ha = h[split.slice(0)], h[split.slice(1)]
         video_out = self.final_linear_video(self.final_norm_video(hv))  # [Nv, 192]
         audio_out = self.final_linear_audio(self.final_norm_audio(ha))  # [F, 64]
