@@ -61,8 +61,18 @@ class Adapter(nn.Module):
         self.audio_embedder = ops.fp32_linear(cfg.audio_in_channels, d, bias=True)
         self.rope = RopeTable(cfg.head_dim, device=ops.device)
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """video [Nv, 192], audio [F, 64], text [n, Dt] -> hidden [Nv + F + n, D] fp32."""
-        parts = [emb(x.float()) for emb, x in ((self.video_embedder, video), (self.audio_embedder, audio),
-                                               (self.text_embedder, text)) if x.shape[0] > 0]
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor,
+                text_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """video [Nv, 192], audio [F, 64], text [n, Dt] -> hidden [Nv + F + n, D] fp32.
+
+        `text_hidden` [n, D], if given, is `embed_text(text)` computed earlier (it is the same at
+        every denoising step) and is used instead of running the text embedder again.
+        """
+        parts = [emb(x.float()) for emb, x in ((self.video_embedder, video), (self.audio_embedder, audio)) if x.shape[0]]
+        if text.shape[0] > 0:
+            parts.append(self.embed_text(text) if text_hidden is None else text_hidden)
         return torch.cat(parts, dim=0)
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        """text [n, Dt] -> [n, D] fp32."""
+        return self.text_embedder(text.float())
