@@ -1,6 +1,7 @@
 """One DiT forward vs the bare matmuls it contains (CPU by default).
 
-    python bench/dit_step.py [--json] [--hidden 1024] [--layers 8] [--frames 9] [--dtype bf16]
+    python bench/dit_step.py [--json] [--hidden 1280] [--layers 8] [--frames 9] [--dtype bf16]
+                             [--compile] [--threads N] [--profile]
 
 The model is the real structure (sandwich experts, GQA, gated attention, SwiGLU7/GELU7) at a
 scaled-down width, on the token geometry of a 256p (448x256) clip: 112 video tokens per latent
@@ -8,6 +9,10 @@ frame, 4 audio tokens per latent frame, 160 text tokens. "Bare" time is the same
 plain torch.matmul calls on preallocated inputs: every block linear (per expert slice) plus the
 two attention products QK^T and PV per head group. The ratio forward / bare is the overhead of
 everything else (norms, RoPE, activations, routing, softmax, casts). Target: <= 1.25.
+
+--compile runs `SandwichDiT.compile_blocks()` first and reports the first (compiling) call as
+`compile_s`; --profile prints the torch.profiler table of one forward. The machine is usually
+shared: every time is the best of --repeats runs.
 """
 from __future__ import annotations
 
@@ -66,19 +71,22 @@ def gemm_plan(cfg: DiTConfig, counts: tuple[int, int, int]) -> list[tuple[int, i
 
 
 def time_bare(plan, dtype, repeats: int) -> float:
+    made: dict[tuple, torch.Tensor] = {}  # operands of equal shape are shared (values do not matter)
+
+    def rand(*shape, dt=torch.float32):
+        if (shape, dt) not in made:
+            made[(shape, dt)] = torch.randn(*shape).to(dt)
+        return made[(shape, dt)]
+
     ops = []
     for item in plan:
-        if item[0] == "attn":
+        if item[0] == "attn":  # CPU attention runs in fp32 (attention.py)
             _, L, H, D = item
-            q = torch.randn(H, L, D, dtype=torch.float32)
-            k = torch.randn(H, D, L, dtype=torch.float32)
-            p = torch.randn(H, L, L, dtype=torch.float32)
-            v = torch.randn(H, L, D, dtype=torch.float32)
-            ops.append((q, k))
-            ops.append((p, v))
+            ops.append((rand(H, L, D), rand(H, D, L)))  # Q K^T
+            ops.append((rand(H, L, L), rand(H, L, D)))  # P V
         else:
             m, k_, n = item
-            ops.append((torch.randn(m, k_, dtype=dtype), torch.randn(k_, n, dtype=dtype)))
+            ops.append((rand(m, k_, dt=dtype), rand(k_, n, dt=dtype)))
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -118,6 +126,13 @@ def attention_share(model, seq) -> float:
     return spent[0] / total
 
 
+def profile_table(model, seq, rows: int = 25) -> str:
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        time_forward(model, seq, 1)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, default=1280)
@@ -126,19 +141,31 @@ def main() -> None:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks first")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one forward")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, cfg = build(args)
     seq = inputs(args)
-    time_forward(model, seq, 1)  # warm-up
+    if args.compile:
+        model.compile_blocks()
+    compile_s = time_forward(model, seq, 1)  # warm-up (compiles with --compile)
     fwd = time_forward(model, seq, args.repeats)
     bare = time_bare(gemm_plan(cfg, seq.split.counts), DTYPES[args.dtype], args.repeats)
-    share = attention_share(model, seq)
+    share = None if args.compile else attention_share(model, seq)  # compiled graphs bypass the hook
     res = {"forward_s": round(fwd, 4), "bare_gemm_s": round(bare, 4), "ratio": round(fwd / bare, 3),
-           "attention_share": round(share, 3), "tokens": seq.split.total, "hidden": cfg.hidden_size,
-           "layers": cfg.num_layers, "dtype": args.dtype, "threads": torch.get_num_threads()}
+           "attention_share": None if share is None else round(share, 3), "tokens": seq.split.total, "hidden": cfg.hidden_size,
+           "layers": cfg.num_layers, "dtype": args.dtype, "threads": torch.get_num_threads(),
+           "compiled": args.compile, "compile_s": round(compile_s, 1) if args.compile else None}
     print(f"tokens {res['tokens']} (video {seq.split.video}, audio {seq.split.audio}, text {seq.split.text}), "
           f"hidden {cfg.hidden_size}, {cfg.num_layers} layers, {args.dtype}, {res['threads']} threads")
-    print(f"forward {fwd:.3f} s   bare GEMMs {bare:.3f} s   ratio {fwd / bare:.2f}   attention share {share:.0%}")
+    print(f"forward {fwd:.3f} s   bare GEMMs {bare:.3f} s   ratio {fwd / bare:.2f}"
+          + ("" if share is None else f"   attention share {share:.0%}")
+          + (f"   first (compiling) call {compile_s:.1f} s" if args.compile else ""))
+    if args.profile:
+        print(profile_table(model, seq))
     if args.json:
         print(json.dumps(res))
 
