@@ -207,3 +207,30 @@ def test_dit_step_bench_prints_json_last(repo_root):
     assert {"forward_s", "bare_gemm_s", "ratio"} <= set(last)
     assert last["forward_s"] > 0 and last["bare_gemm_s"] > 0
     assert abs(last["ratio"] - last["forward_s"] / last["bare_gemm_s"]) < 0.01
+
+
+def test_gpu_check_plans_on_cpu_and_refuses_to_run_without_cuda(repo_root):
+    py = [sys.executable, "bench/gpu_check.py"]
+    res = subprocess.run(py + ["--dry-run"], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout.strip().splitlines()[-1].removeprefix("plan: "))
+    assert plan["bf16_weights_gb"] > 25 and plan["base_tokens"] == 3584 + 126 + 256  # 448x256 5 s, 256 text tokens
+    assert plan["sr_size"] == "1920x1088" and plan["sr_tokens"] == 32 * 34 * 60 + 126 + 256
+    if not torch.cuda.is_available():
+        res = subprocess.run(py, cwd=repo_root, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "no CUDA device" in res.stdout
+        res = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=repo_root, capture_output=True, text=True,
+                             timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+        assert res.returncode == 2 and "no CUDA device" in res.stderr
+
+
+def test_pipeline_bench_reports_every_stage(repo_root):
+    cmd = [sys.executable, "bench/pipeline.py", "--configs", "tiny", "--seconds", "1", "--size", "128x64", "--sr",
+           "none", "--json"]
+    res = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    tiny = summary["configs"]["tiny"]
+    assert len(tiny["sample_step_s"]) == 8 and tiny["decode_s"] > 0 and tiny["decode_one_shot_s"] > 0
+    assert summary["text_encode_s"] is None or summary["text_encode_s"] > 0
+    assert tiny["mux_s"] is None or tiny["mux_s"] > 0
