@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+import av
 import pytest
 
 from comfyui_server import ComfyUIServer
@@ -81,6 +82,20 @@ def install_native_vaes(srv: ComfyUIServer) -> dict[str, str]:
     place_file(files["wan22"], srv.models_dir / "vae" / TINY_WAN22_VAE)
     place_file(files["stable_audio"], srv.models_dir / "vae" / TINY_SAO_VAE)
     return {"wan22": TINY_WAN22_VAE, "stable_audio": TINY_SAO_VAE}
+
+
+def check_mp4(path, frames: int, width: int, height: int) -> None:
+    """H.264 video at 25 fps with the given size and frame count, plus an AAC audio stream."""
+    with av.open(str(path)) as box:
+        video = box.streams.video[0]
+        audio = box.streams.audio[0]
+        assert video.codec_context.name == "h264"
+        assert video.average_rate == 25
+        assert (video.codec_context.width, video.codec_context.height) == (width, height)
+        assert audio.codec_context.name == "aac"
+        assert audio.codec_context.sample_rate == 44100
+        decoded = sum(1 for _ in box.decode(video=0))
+    assert decoded == frames
 
 
 def artifacts_dir(sub: str) -> Path:

@@ -2,10 +2,9 @@
 (tiny random-weight Wan2.2 + Stable Audio VAEs) to an H.264/AAC mp4."""
 from __future__ import annotations
 
-import av
 import pytest
 
-from comfy_harness import PACK_NAME, TIMINGS
+from comfy_harness import PACK_NAME, TIMINGS, check_mp4
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +36,6 @@ def native_av_graph(vaes: dict[str, str], prefix: str) -> dict:
         "8": {"class_type": "SaveVideo",
               "inputs": {"video": ["7", 0], "filename_prefix": prefix, "format": "mp4", "codec": "h264"}},
     }
-
-
-def check_mp4(path, frames: int, width: int, height: int) -> None:
-    """H.264 video at 25 fps with the given size and frame count, plus an AAC audio stream."""
-    with av.open(str(path)) as box:
-        video = box.streams.video[0]
-        audio = box.streams.audio[0]
-        assert video.codec_context.name == "h264"
-        assert video.average_rate == 25
-        assert (video.codec_context.width, video.codec_context.height) == (width, height)
-        assert audio.codec_context.name == "aac"
-        assert audio.codec_context.sample_rate == 44100
-        decoded = sum(1 for _ in box.decode(video=0))
-    assert decoded == frames
 
 
 def test_native_video_audio_graph_to_mp4(comfy, native_vaes):
