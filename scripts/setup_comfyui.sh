@@ -96,8 +96,8 @@ step "CPU torch ($TORCH_SPEC)"
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "${PIP[@]}" install -qq "$TORCH_SPEC"
 fi
-"$PY" -c "import torch,sys; print('torch', torch.__version__); torch.version.cuda and print('WARNING: CUDA torch build installed')"
-TORCH_VER="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
+"$PY" -W ignore -c "import torch,sys; print('torch', torch.__version__); torch.version.cuda and print('WARNING: CUDA torch build installed')"
+TORCH_VER="$("$PY" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])')"
 
 step "ComfyUI requirements (torch lines removed) + this pack's dependencies"
 REQ="$(mktemp)"

@@ -29,6 +29,7 @@ TINY_WAN22_VAE = "tiny_wan22_vae.safetensors"
 TINY_SAO_VAE = "tiny_stable_audio_vae.safetensors"
 
 TIMINGS: dict[str, float] = {}          # name -> seconds, printed in the terminal summary
+ARTIFACT_FILES: list[Path] = []         # screenshots etc., listed in the terminal summary
 _STATE: dict[str, object] = {"server": None, "printed": False}
 
 
@@ -98,17 +99,22 @@ def check_mp4(path, frames: int, width: int, height: int) -> None:
     assert decoded == frames
 
 
-def artifacts_dir(sub: str) -> Path:
+def artifact_path(sub: str, name: str) -> Path:
+    """.cache/artifacts/<sub>/<name>, listed in the terminal summary."""
     out = ARTIFACTS / sub
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    ARTIFACT_FILES.append(out / name)
+    return out / name
 
 
 def print_timings(terminalreporter) -> None:
-    """Terminal-summary section with the harness timings (once, whichever conftest calls first)."""
-    if _STATE["printed"] or not TIMINGS:
+    """Terminal-summary section with the harness timings and artifact paths (once, whichever conftest calls first)."""
+    if _STATE["printed"] or not (TIMINGS or ARTIFACT_FILES):
         return
     _STATE["printed"] = True
-    terminalreporter.section("ComfyUI harness timings")
+    terminalreporter.section("ComfyUI harness timings and artifacts")
     for name, seconds in TIMINGS.items():
         terminalreporter.write_line(f"{name:<48} {seconds:8.2f}")
+    for path in ARTIFACT_FILES:
+        if path.exists():
+            terminalreporter.write_line(f"artifact: {path}")

@@ -44,3 +44,5 @@ def test_native_video_audio_graph_to_mp4(comfy, native_vaes):
     files = comfy.output_files(result)
     assert len(files) == 1 and files[0].suffix == ".mp4", result["outputs"]
     check_mp4(files[0], frames=5, width=32, height=32)
+    # every tensor of the tiny files matched a parameter (else ComfyUI leaves it uninitialised)
+    assert "Missing VAE keys" not in comfy.log_text(), comfy.log_tail()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import REPO, TIMINGS, artifacts_dir
+from comfy_harness import REPO, TIMINGS, artifact_path
 from workflow_convert import ui_to_api
 
 pytestmark = pytest.mark.ui
@@ -29,7 +29,7 @@ def strip_meta(prompt: dict) -> dict:
 
 def check_workflow_in_ui(path: Path, comfy, ui_smoke, tmp_path: Path) -> None:
     workflow = json.loads(path.read_text())
-    shot = artifacts_dir("ui") / f"{path.parent.name}__{path.stem}.png"
+    shot = artifact_path("ui", f"{path.parent.name}__{path.stem}.png")
     dumped = tmp_path / "frontend_prompt.json"
     t0 = time.monotonic()
     summary = ui_smoke.run(path, node_types(workflow), screenshot=shot, dump_prompt=dumped)
@@ -57,7 +57,7 @@ def test_bogus_node_type_is_reported_missing(comfy, ui_smoke, tmp_path):
     workflow["nodes"][-1]["type"] = "HappyHorseNoSuchNode"
     bogus = tmp_path / "bogus.json"
     bogus.write_text(json.dumps(workflow))
-    summary = ui_smoke.run(bogus, [], screenshot=artifacts_dir("ui") / "selftest__bogus_node.png")
+    summary = ui_smoke.run(bogus, [], screenshot=artifact_path("ui", "selftest__bogus_node.png"))
     assert summary["returncode"] == 1, summary
     assert summary["missing"] == ["HappyHorseNoSuchNode"], summary
     assert summary["missingDialog"], summary["dialogs"]

@@ -102,6 +102,12 @@ try {
   summary.missing = result.unknownBefore;
   if (args.dumpPrompt) fs.writeFileSync(args.dumpPrompt, JSON.stringify(result.prompt, null, 1));
 
+  // frame the whole graph for the screenshot (the frontend's "Fit view" command; no click, which
+  // would close the missing-nodes dialog)
+  summary.fitView = await page.evaluate(async () => {
+    try { await window.app.extensionManager.command.execute("Comfy.Canvas.FitView"); return true; }
+    catch (e) { return String(e).slice(0, 200); }
+  });
   // look for the missing-nodes dialog (text varies between frontend versions)
   await page.waitForTimeout(500);
   summary.dialogs = await page.evaluate(() =>
@@ -114,13 +120,7 @@ try {
   if (args.expectGlobal) {
     summary.expectGlobal = await page.evaluate((g) => Boolean(window[g]), args.expectGlobal);
   }
-  if (args.screenshot) {
-    // frame the whole graph: the frontend's "fit view" command, bound to "." on the canvas
-    await page.mouse.click(700, 600);
-    await page.keyboard.press(".");
-    await page.waitForTimeout(500);
-    await page.screenshot({ path: args.screenshot });
-  }
+  if (args.screenshot) await page.screenshot({ path: args.screenshot });
 
   const problems = summary.missing.length > 0 || missingDialog || (summary.notRegistered || []).length > 0
       || (summary.notRendered || []).length > 0
