@@ -19,8 +19,9 @@
 #   * ComfyUI needs torchvision and torchaudio. Beside the CPU torch wheel only python-only stand-ins can
 #     be installed: PyPI's torchvision is a CUDA build whose C extension does not load, so a plain
 #     `import torchvision` fails ("operator torchvision::nms does not exist") unless launch.py runs first.
-#     transformers imports torchvision whenever it is installed, so putting it into .venv would break the
-#     text-encoder parity tests that run there.
+#     transformers imports torchvision whenever it is installed (image_utils): checked in TARGET/venv,
+#     `from transformers.models.t5gemma import modeling_t5gemma` then fails with that error, so putting
+#     torchvision into .venv would break the T5Gemma parity tests that run there.
 #   * A separate venv keeps ComfyUI-only packages (PIL, scipy, aiohttp, kornia, ...) out of the core test
 #     env, so happyhorse_core cannot silently start depending on them.
 #   The cost is one more torch install (~30 s from the local wheel) and ~1.7 GB disk, paid once per machine.
