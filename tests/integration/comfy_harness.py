@@ -53,11 +53,17 @@ def session_server(request: pytest.FixtureRequest,
     srv = _STATE["server"]
     if srv is not None:
         return srv
+    if _STATE.get("start_error"):                   # do not retry a failed start for every test
+        pytest.fail(f"ComfyUI did not start earlier in this session: {_STATE['start_error']}", pytrace=False)
     home = comfy_home()
     base = tmp_path_factory.mktemp("comfy_base")
     srv = ComfyUIServer(home, custom_nodes={PACK_NAME: REPO}, base_dir=base)
     request.config.add_cleanup(srv.stop)
-    srv.start()
+    try:
+        srv.start()
+    except Exception as e:
+        _STATE["start_error"] = str(e)[-4000:]
+        raise
     TIMINGS["server start (s)"] = srv.start_seconds
     _STATE["server"] = srv
     return srv

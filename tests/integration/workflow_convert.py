@@ -114,7 +114,11 @@ class _Graph:
 
     @staticmethod
     def _bypass_input(node: dict, slot: int, ltype: Optional[str]) -> Optional[int]:
-        """The input link a bypassed node passes through for output `slot` (same slot, else same type)."""
+        """The input link a bypassed node passes through for output `slot`: the input at the same slot
+        if its type matches the output's type, else the first linked input of that type."""
+        outputs = node.get("outputs", [])
+        if slot < len(outputs) and outputs[slot].get("type"):
+            ltype = outputs[slot]["type"]          # a link into a Reroute is typed "*": use the output's
         inputs = node.get("inputs", [])
         if slot < len(inputs) and inputs[slot].get("type") == ltype and inputs[slot].get("link") is not None:
             return inputs[slot]["link"]

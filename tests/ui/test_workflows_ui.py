@@ -46,9 +46,12 @@ def test_shipped_workflow_loads_in_ui(path, comfy, native_vaes, ui_smoke, tmp_pa
     check_workflow_in_ui(path, comfy, ui_smoke, tmp_path)
 
 
-def test_native_fixture_loads_in_ui(comfy, native_vaes, ui_smoke, tmp_path):
-    """Proves the harness on a native-only workflow (Reroute, Note, converted widget, control value)."""
-    check_workflow_in_ui(NATIVE_FIXTURE, comfy, ui_smoke, tmp_path)
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.name)
+def test_fixture_workflow_loads_in_ui(path, comfy, native_vaes, ui_smoke, tmp_path):
+    """Proves the harness on native-only workflows: native_av_tiny (Reroute, Note, converted widget,
+    control value; runnable) and converter_edge_cases (bypassed node behind a Reroute, muted source,
+    legacy PrimitiveNode; only loaded)."""
+    check_workflow_in_ui(path, comfy, ui_smoke, tmp_path)
 
 
 def test_bogus_node_type_is_reported_missing(comfy, ui_smoke, tmp_path):
