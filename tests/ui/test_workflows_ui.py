@@ -16,7 +16,19 @@ pytestmark = pytest.mark.ui
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NATIVE_FIXTURE = FIXTURES / "native_av_tiny.json"
-SHIPPED = sorted(REPO.glob("workflows/*.json")) + sorted(REPO.glob("example_workflows/*.json"))
+
+
+def shipped_workflows() -> list[Path]:
+    """workflows/*.json, plus example_workflows/*.json unless it is the same file (e.g. a symlink)."""
+    seen, out = set(), []
+    for path in sorted(REPO.glob("workflows/*.json")) + sorted(REPO.glob("example_workflows/*.json")):
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            out.append(path)
+    return out
+
+
+SHIPPED = shipped_workflows()
 
 
 def node_types(workflow: dict) -> list[str]:
