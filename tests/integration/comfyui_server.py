@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -70,6 +71,15 @@ class ComfyUIExecutionError(ComfyUIError):
                 error.get("exception_type"), error.get("node_id"), error.get("node_type"),
                 error.get("exception_message"))
         super().__init__(msg)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM the server when the test process dies, so a
+    killed pytest (CI timeout, Ctrl-C twice) does not leave ComfyUI running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -151,7 +161,8 @@ class ComfyUIServer:
         self._log = open(self.log_path, "ab")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=str(self.home), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
         deadline = t0 + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
