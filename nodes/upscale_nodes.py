@@ -32,7 +32,8 @@ class SuperResolution(io.ComfyNode):
                 io.Latent.Input("audio_latent", tooltip="The sampler's audio latent."),
                 io.Combo.Input("resolution", options=["540p", "1080p"], default="1080p",
                                tooltip="540p = 896x512, 1080p = 1920x1088 for 16:9; other aspects keep their ratio."),
-                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the SR re-noise and sampling noise (drawn on the CPU)."),
                 io.Int.Input("steps", default=5, min=1, max=50, tooltip="SR steps; the model was trained for 5."),
                 io.Boolean.Input("cfg", default=False,
                                  tooltip="Negative-prompt CFG (3.5, 2.0 on the first 13 latent frames). The published "
