@@ -77,3 +77,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def tiny_substitute(api_graph: dict) -> dict:
+    """Point the file widgets of an API-format graph at the tiny files (demo and tests).
+
+    HappyHorse model loaders get the tiny DiT of their `variant` widget (distill if auto), the text
+    encoder / Turbo-VAED loaders the tiny ones, native VAELoaders the tiny Wan2.2 VAE when the name
+    mentions "wan" and the tiny Stable Audio VAE otherwise. Returns a new graph.
+    """
+    out = {}
+    for nid, node in api_graph.items():
+        node = {**node, "inputs": dict(node.get("inputs", {}))}
+        inp, kind = node["inputs"], node.get("class_type")
+        if kind == "HappyHorseModelLoader":
+            variant = inp.get("variant", "auto")
+            inp["model_name"] = DIT_FILES["distill" if variant == "auto" else variant]
+        elif kind == "HappyHorseTextEncoderLoader":
+            inp["encoder_name"] = TEXT_ENCODER_FILE
+        elif kind == "HappyHorseTurboVAEDLoader":
+            inp["vae_name"] = TURBO_VAED_FILE
+        elif kind == "VAELoader":
+            inp["vae_name"] = WAN22_VAE_FILE if "wan" in str(inp.get("vae_name", "")).lower() else SAO_VAE_FILE
+        out[nid] = node
+    return out
