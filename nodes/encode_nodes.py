@@ -23,21 +23,6 @@ def _languages() -> list[str]:
     return list(LANGUAGES)
 
 
-def parse_dialogue(speaker: str, language: str, line: str, more: str) -> list[tuple[str, str, str]]:
-    """The first utterance from the widgets, then one `speaker | Language | line` per extra line."""
-    out = []
-    if line.strip():
-        out.append((speaker.strip() or "Speaker", language, line.strip()))
-    for n, raw in enumerate(more.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        parts = [p.strip() for p in raw.split("|")]
-        if len(parts) != 3:
-            raise ValueError(f"more_dialogue line {n} must read 'speaker | Language | line', got {raw!r}")
-        out.append(tuple(parts))
-    return out
-
-
 class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -74,6 +59,7 @@ class TextEncode(io.ComfyNode):
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
         from happyhorse_core.text.prompts import build_prompt
+        from happyhorse_core.validation import parse_dialogue
 
         from . import comfy_bridge as cb
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
@@ -163,6 +149,8 @@ class ImageToVideo(io.ComfyNode):
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
         import comfy.utils
 
+        from happyhorse_core.validation import to_rgb
+
         from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
@@ -175,18 +163,6 @@ class ImageToVideo(io.ComfyNode):
             raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
                              "(48 channels, e.g. wan2.2_vae.safetensors), not a Wan2.1 / SD VAE")
         return io.NodeOutput(cb.video_latent(latent[:, :, :1].float().to(cb.intermediate_device())))
-
-
-def to_rgb(image: torch.Tensor) -> torch.Tensor:
-    """IMAGE [B, H, W, C] with C = 1 (grayscale), 3 or 4 (RGBA) -> [B, H, W, 3]."""
-    c = image.shape[-1]
-    if c == 3:
-        return image
-    if c == 4:
-        return image[..., :3]
-    if c == 1:
-        return image.expand(*image.shape[:-1], 3)
-    raise ValueError(f"image has {c} channels; give an RGB, RGBA or grayscale image")
 
 
 class AudioReference(io.ComfyNode):

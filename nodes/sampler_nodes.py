@@ -11,18 +11,6 @@ from .types import CATEGORY, HHConditioning, HHModel
 log = logging.getLogger("HappyHorse")
 
 
-def check_clip_latents(video: torch.Tensor, audio: torch.Tensor) -> None:
-    """Video [B, 48, T, h, w] and audio [B, 64, F] must describe the same clip: T = (F - 1) // 4 + 1."""
-    t, f = video.shape[2], audio.shape[2]
-    if (f - 1) // 4 + 1 != t or video.shape[0] != audio.shape[0]:
-        raise ValueError(f"the audio latent ({f} frames, batch {audio.shape[0]}) does not match the video latent "
-                         f"({t} latent frames, batch {video.shape[0]}); a clip of s seconds has 25*s+1 audio "
-                         "frames. Connect both outputs of the same HappyHorse Empty Latent")
-    for name, x in (("video", video), ("audio", audio)):
-        if not torch.isfinite(x).all():
-            raise ValueError(f"the {name} latent contains NaN/Inf values; check the node that produced it")
-
-
 class Sampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -64,6 +52,7 @@ class Sampler(io.ComfyNode):
         from happyhorse_core.guidance import GuidanceConfig
         from happyhorse_core.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
         from happyhorse_core.pipeline import SamplingOptions, TextConditioning, generate
+        from happyhorse_core.validation import check_clip_latents
 
         from . import comfy_bridge as cb
         from .runtime import hooks_for, oom_advice, placed

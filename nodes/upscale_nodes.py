@@ -7,13 +7,6 @@ from comfy_api.latest import io
 from .types import CATEGORY, HHConditioning, HHModel
 
 
-def sr_latent_hw(base_h: int, base_w: int, target: str) -> tuple[int, int]:
-    """SR latent size for a base latent (h, w): the preset of the same aspect at `target`."""
-    from happyhorse_core.geometry import ClipGeometry
-    sr = ClipGeometry(base_w * 16, base_h * 16, 1).sr_geometry(target)  # seconds do not matter for sizes
-    return sr.latent_h, sr.latent_w
-
-
 class SuperResolution(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -52,10 +45,10 @@ class SuperResolution(io.ComfyNode):
         from happyhorse_core.noise import make_generator
         from happyhorse_core.pipeline import TextConditioning
         from happyhorse_core.super_resolution import SROptions, super_resolve
+        from happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
         from . import comfy_bridge as cb
         from .runtime import hooks_for, oom_advice, placed
-        from .sampler_nodes import check_clip_latents
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
