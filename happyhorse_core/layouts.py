@@ -78,6 +78,7 @@ class LayoutPlan:
     fp8_dtypes: tuple[str, ...] = ()
     scale_namings: tuple[str, ...] = ()
     int8: bool = False
+    incomplete: tuple[str, ...] = ()  # canonical keys not built because source parts are missing
 
     def describe(self, ckpt: CheckpointIndex) -> str:
         bits = [ckpt.layout]
@@ -128,15 +129,16 @@ def plan_layout(ckpt: CheckpointIndex) -> LayoutPlan:
     sources, unexpected, missing = _pair_scales(ckpt, names)
     _check_fp8_scales(ckpt, sources)
     split = any(_SPLIT_SIGNATURE.match(n) for n in sources)
+    incomplete: list[str] = []
     if split:
-        recipes, more_unexpected, more_missing = _merge_split_experts(sources)
+        recipes, more_unexpected, more_missing = _merge_split_experts(sources, incomplete)
     else:
         recipes, more_unexpected, more_missing = {n: Recipe((s,)) for n, s in sources.items()}, [], []
     return LayoutPlan(recipes, unexpected + more_unexpected, missing + more_missing, prefix,
                       "Wan2GP split-expert keys" if split else "official keys", ignored,
                       tuple(sorted({s.dtype for s in sources.values() if s.is_fp8})),
                       tuple(sorted({s.scale_naming for s in sources.values() if s.scale_naming and s.dtype != "I8"})),
-                      any(s.dtype == "I8" for s in sources.values()))
+                      any(s.dtype == "I8" for s in sources.values()), tuple(incomplete))
 
 
 def _pair_scales(ckpt: CheckpointIndex, names: dict[str, str]) -> tuple[dict[str, SourceTensor], list, list]:
@@ -179,7 +181,8 @@ def _check_fp8_scales(ckpt: CheckpointIndex, sources: dict[str, SourceTensor]) -
             "Convert the original bf16/fp32 checkpoint again.")
 
 
-def _merge_split_experts(sources: dict[str, SourceTensor]) -> tuple[dict[str, Recipe], list[str], list[str]]:
+def _merge_split_experts(sources: dict[str, SourceTensor],
+                         incomplete: list[str]) -> tuple[dict[str, Recipe], list[str], list[str]]:
     """Wan2GP split-expert names -> fused linear_qkv and stacked experts (module docstring, step 3)."""
     groups: dict[str, dict[str, SourceTensor]] = {}  # layer prefix -> logical name -> source
     recipes: dict[str, Recipe] = {}
@@ -205,7 +208,9 @@ def _merge_split_experts(sources: dict[str, SourceTensor]) -> tuple[dict[str, Re
                 continue  # whole tensor absent: reported as a missing canonical key
             lacking = [n for n in needed if n not in parts]
             missing.extend(lacking)
-            if not lacking:
+            if lacking:
+                incomplete.append(f"{layer}.{target}.weight")
+            else:
                 key = f"{layer}.{target}.weight"
                 if key in recipes:  # a fused tensor next to its split parts
                     unexpected.append(recipes[key].parts[0].key)

@@ -105,7 +105,7 @@ def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype,
     parts = recipe.parts
     if fp8.is_fp8(dtype) and all(ST_DTYPES[p.dtype] == dtype for p in parts):
         if len(parts) == 1 and (scaled or not parts[0].scale_key):
-            scale = _read_scale(ckpt, parts[0].scale_key) if parts[0].scale_key else None
+            scale = read_scale(ckpt, parts[0].scale_key) if parts[0].scale_key else None
             if scale is None and scaled:
                 scale = torch.ones((), dtype=torch.float32)
             return ckpt.read(parts[0].key), scale
@@ -115,7 +115,7 @@ def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype,
     pieces = []
     for p in parts:
         data = ckpt.read(p.key)
-        scale = _read_scale(ckpt, p.scale_key, data.shape) if p.scale_key else None
+        scale = read_scale(ckpt, p.scale_key, data.shape) if p.scale_key else None
         if scale is None and (plain or data.is_floating_point() and not fp8.is_fp8(data.dtype)):
             pieces.append(data.to(dtype) if plain else data)  # bf16/fp16/fp32 source: direct cast
         else:
@@ -128,7 +128,7 @@ def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype,
     return fp8.quantize(w, dtype, scaled)
 
 
-def _read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
     s = ckpt.read(key).float()
     if s.numel() != 1 and (shape is None or s.ndim != len(shape) or s.shape[0] != shape[0]):
         raise CheckpointError(f"{ckpt.root}: scale {key!r} has shape {list(s.shape)}; expected a scalar "
@@ -187,9 +187,10 @@ def prepare_dit(path: str | Path, *, variant: str | None = None, weight_dtype: s
     model = SandwichDiT(apply_variant(cfg, variant), ops, attn_backend)
     model.ops = dataclasses.replace(ops, device=None)
     targets = dit_targets(model)
-    check_strict(targets, plan.recipes, what=f"{ckpt.root}", layout=layout, allow_missing=OPTIONAL_KEYS,
-                 extra_missing=plan.missing_sources,
-                 unexpected_names=plan.unexpected)
+    stray = [p.key for k, r in plan.recipes.items() if k not in targets for p in r.parts]  # by file key
+    check_strict(targets, set(plan.recipes) & set(targets), what=f"{ckpt.root}", layout=layout,
+                 allow_missing=OPTIONAL_KEYS + plan.incomplete, extra_missing=plan.missing_sources,
+                 unexpected_names=plan.unexpected + stray)
     bad = [f"{k} {list(r.shape)} (expected {list(targets[k].shape)})" for k, r in plan.recipes.items()
            if tuple(r.shape) != targets[k].shape]
     if bad:
