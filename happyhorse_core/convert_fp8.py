@@ -82,7 +82,7 @@ def convert(src: str | Path, out: str | Path, weight_dtype: str = "fp8_e4m3fn_sc
             scales[src_key] = target_scale(ckpt, plan.recipes[src_key], targets[src_key].dtype)
             return scales[src_key]
         t = targets[key]
-        tensor, scale = cast_tensor(ckpt, plan.recipes[key], t.dtype, t.scaled)
+        tensor, scale = cast_tensor(ckpt, plan.recipes[key], t.dtype, t.scaled, own=False)
         if t.scaled and not torch.equal(scale, scales[key]):
             raise RuntimeError(f"convert_fp8 bug: scale of {key} changed between passes")
         return tensor

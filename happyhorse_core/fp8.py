@@ -40,7 +40,8 @@ def absmax(w: torch.Tensor) -> torch.Tensor:
     if w.numel() == 0:
         return torch.zeros((), dtype=torch.float32, device=w.device)
     flat = w.reshape(w.shape[0], -1) if w.ndim else w.reshape(1, 1)
-    return torch.stack([flat[s].abs().amax().float() for s in _row_chunks(flat.shape[0])]).amax()
+    ends = [torch.aminmax(flat[s]) for s in _row_chunks(flat.shape[0])]  # cheaper than abs().amax()
+    return torch.stack([torch.maximum(-lo.float(), hi.float()) for lo, hi in ends]).amax()
 
 
 def quantize(w: torch.Tensor, dtype: torch.dtype, scaled: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -53,9 +54,9 @@ def quantize(w: torch.Tensor, dtype: torch.dtype, scaled: bool) -> tuple[torch.T
     src = w.reshape(w.shape[0], -1) if w.ndim else w.reshape(1, 1)
     dst = out.view(src.shape)
     for s in _row_chunks(src.shape[0]):
-        chunk = src[s].float()
+        chunk = src[s].to(torch.float32, copy=True)
         if scale is not None:
-            chunk = chunk / scale
+            chunk.div_(scale)
         dst[s] = chunk.clamp_(-fmax, fmax).to(dtype)
     return out, scale
 
@@ -73,7 +74,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) 
         src = q.reshape(q.shape[0], -1) if q.ndim else q.reshape(1, 1)
         dst = out.view(src.shape)
         for s in _row_chunks(src.shape[0]):
-            dst[s] = (src[s].float() * s_full).to(dtype)
+            dst[s] = src[s].to(torch.float32, copy=True).mul_(s_full).to(dtype)
         return out
     if scale.ndim != q.ndim or scale.shape[0] not in (1, q.shape[0]) or any(n != 1 for n in scale.shape[1:]):
         raise ValueError(f"scale of shape {list(scale.shape)} does not broadcast per row over a weight of shape "

@@ -95,22 +95,32 @@ def check_strict(expected: Iterable[str], found: Iterable[str], *, what: str, la
                           f"{layout}. Check that the file is complete and is the right model.")
 
 
-def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype,
-                scaled: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype, scaled: bool = False,
+                own: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Build one target tensor from its source parts: (tensor in `dtype`, fp32 scale or None).
 
     fp8 bytes are kept when the target has the same fp8 dtype and the scale fits (one part,
     or several unscaled parts); anything else goes through dequantize -> cast / quantize.
+    A tensor read from the file without conversion aliases a private mapping of the file (one
+    mapping per tensor); `own=True` copies it into ordinary memory so the loaded model holds no
+    file mappings (pass False when the result is moved to another device anyway).
     """
+    w, scale, aliased = _build(ckpt, recipe, dtype, scaled)
+    return (w.clone() if own and aliased else w), scale
+
+
+def _build(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype,
+           scaled: bool) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """(tensor, scale, whether the tensor is the file's memory as read)."""
     parts = recipe.parts
     if fp8.is_fp8(dtype) and all(ST_DTYPES[p.dtype] == dtype for p in parts):
         if len(parts) == 1 and (scaled or not parts[0].scale_key):
             scale = read_scale(ckpt, parts[0].scale_key) if parts[0].scale_key else None
             if scale is None and scaled:
                 scale = torch.ones((), dtype=torch.float32)
-            return ckpt.read(parts[0].key), scale
+            return ckpt.read(parts[0].key), scale, True
         if not any(p.scale_key for p in parts):
-            return torch.cat([ckpt.read(p.key) for p in parts]), torch.ones(()) if scaled else None
+            return torch.cat([ckpt.read(p.key) for p in parts]), torch.ones(()) if scaled else None, False
     plain = not fp8.is_fp8(dtype)
     pieces = []
     for p in parts:
@@ -121,11 +131,13 @@ def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype,
         else:
             pieces.append(fp8.dequantize(data, scale, dtype if plain else torch.float32))
         del data
+    aliased = len(parts) == 1 and ST_DTYPES[parts[0].dtype] == dtype and not parts[0].scale_key
     w = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
     del pieces
     if plain:
-        return w, None
-    return fp8.quantize(w, dtype, scaled)
+        return w, None, aliased
+    q, scale = fp8.quantize(w, dtype, scaled)
+    return q, scale, False
 
 
 def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -155,7 +167,7 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     targets = dit_targets(model)
     for key, recipe in plan.recipes.items():
         t = targets[key]
-        tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled)
+        tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
         _assign(model, key, tensor.to(device))
         if t.scaled:
             _assign(model, key[:-len("weight")] + SCALE_BUFFER, scale.to(device=device, dtype=torch.float32))
