@@ -96,14 +96,22 @@ class LayoutPlan:
         return ", ".join(bits)
 
 
-def detect_prefix(keys: list[str]) -> str:
-    """The wrapper prefix shared by every key whose removal leaves our root names, else ''."""
-    if not keys or all(k.startswith(DIT_ROOTS) for k in keys):
+def strip_prefix(keys: list[str], prefixes: tuple[str, ...] = PREFIXES, roots: tuple[str, ...] = ()) -> str:
+    """The first of `prefixes` that every key starts with and whose removal leaves at least one key
+    starting with one of `roots` (any key if no roots); '' if none or if the keys already start
+    with a root. Generic: the text-encoder loader passes its own prefixes and roots."""
+    keys = list(keys)
+    if not keys or (roots and all(k.startswith(roots) for k in keys)):
         return ""
-    for p in PREFIXES:
-        if all(k.startswith(p) for k in keys) and any(k[len(p):].startswith(DIT_ROOTS) for k in keys):
+    for p in prefixes:
+        if all(k.startswith(p) for k in keys) and (not roots or any(k[len(p):].startswith(roots) for k in keys)):
             return p
     return ""
+
+
+def detect_prefix(keys: list[str]) -> str:
+    """The DiT wrapper prefix shared by every key (`model.diffusion_model.`, ...), else ''."""
+    return strip_prefix(keys, PREFIXES, DIT_ROOTS)
 
 
 def detect_foreign(keys: list[str]) -> str | None:

@@ -35,7 +35,7 @@ from torch import nn
 
 from . import fp8
 from .dit import SandwichDiT
-from .layouts import PREFIXES, LayoutPlan, Recipe, plan_layout
+from .layouts import LayoutPlan, Recipe, plan_layout, strip_prefix  # noqa: F401 (re-exported)
 from .ops import Ops
 from .safetensors_io import (ST_DTYPES, CheckpointError, CheckpointIndex, iter_safetensors,  # noqa: F401
                              open_checkpoint)
@@ -65,17 +65,6 @@ class Target:
 
 
 # -- generic helpers ---------------------------------------------------------------------------
-
-def strip_prefix(keys: Iterable[str], prefixes: Iterable[str] = PREFIXES, roots: Iterable[str] = ()) -> str:
-    """The first of `prefixes` that every key starts with (and, if `roots` given, whose removal
-    leaves a key starting with one of them); '' if none."""
-    keys, roots = list(keys), tuple(roots)
-    for p in prefixes:
-        if keys and all(k.startswith(p) for k in keys) and (not roots or any(k[len(p):].startswith(roots)
-                                                                             for k in keys)):
-            return p
-    return ""
-
 
 def check_strict(expected: Iterable[str], found: Iterable[str], *, what: str, layout: str,
                  unexpected_names: Iterable[str] = (), extra_missing: Iterable[str] = (),
@@ -156,6 +145,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     """Load any accepted DiT layout (module docstring, WEIGHT_LAYOUTS.md) into an eval SandwichDiT.
 
     variant: base / distill / sr_540p / sr_1080p; None = from file metadata or name, else ValueError.
+        All four share one architecture, so e.g. a base/distill file loaded as sr_1080p is accepted
+        and simply runs with the SR settings (v1 coords, windowed layers).
     weight_dtype: bf16, fp8_e4m3fn, fp8_e4m3fn_scaled, fp8_e5m2; fp8_scope: shared or all.
     `model.load_report` (LoadReport) says what was detected and done.
     """

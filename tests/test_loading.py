@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from happyhorse_core.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS, DiTConfig
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.loading import dit_targets, load_dit, open_checkpoint
+from happyhorse_core.loading import load_dit, open_checkpoint
 from happyhorse_core.ops import Ops
 from happyhorse_core.sequence import pack
 from happyhorse_core.variants import apply_variant, infer_config, sr1080_local_layers, variant_from_name
