@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from happyhorse_core import fp8  # noqa: E402
 from happyhorse_core.config import PRESETS  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.loading import _assign  # noqa: E402
+from happyhorse_core.loading import assign_tensor  # noqa: E402
 from happyhorse_core.offload import BlockSwap, module_bytes, plan_block_swap  # noqa: E402
 from happyhorse_core.ops import Ops  # noqa: E402
 from happyhorse_core.sequence import pack  # noqa: E402
@@ -61,11 +61,11 @@ def random_dit(ops: Ops, device: torch.device, seed: int = 0) -> SandwichDiT:
         if fp8.is_fp8(t.dtype):
             owner = model.get_submodule(name.rsplit(".", 1)[0])
             q, scale = fp8.quantize(w, t.dtype, scaled=owner.weight_scale is not None)
-            _assign(model, name, q)
+            assign_tensor(model, name, q)
             if scale is not None:
-                _assign(model, name[:-len("weight")] + "weight_scale", scale)
+                assign_tensor(model, name[:-len("weight")] + "weight_scale", scale)
         else:
-            _assign(model, name, w.to(t.dtype))
+            assign_tensor(model, name, w.to(t.dtype))
         del w
     model.adapter.rope.bands = model.adapter.rope.bands.to(device)
     return model.eval()

@@ -82,7 +82,8 @@ def report(m: dict) -> list[str]:
                      f"{peak / gb:6.2f} GB = {40 * peak / blocks:5.2f}/40 "
                      f"({'within' if peak <= (n + 1) / 40 * blocks else 'above'} {n + 1}/40)")
     lines.append(f"T5Gemma-9B encoder: {m['t5gemma_encoder_params'] / 1e9:.3f} B params, "
-                 f"bf16 {m['t5gemma_encoder_bf16_bytes'] / gb:.2f} GB, fp8 linears {m['t5gemma_encoder_fp8_linear_bytes'] / gb:.2f} GB")
+                 f"bf16 {m['t5gemma_encoder_bf16_bytes'] / gb:.2f} GB, "
+                 f"fp8 linears {m['t5gemma_encoder_fp8_linear_bytes'] / gb:.2f} GB")
     return lines
 
 

@@ -1,8 +1,9 @@
 """Key schemas of published MagiHuman DiT files, mapped onto our (the reference's) key names.
 
 One table-driven pass over the file's keys (WEIGHT_LAYOUTS.md §1, §6), without reading data:
-1. drop marker keys (ComfyUI `scaled_fp8`, activation `*.input_scale`: we quantize activations
-   dynamically) and strip one wrapper prefix shared by all keys (`model.diffusion_model.`, ...);
+1. drop marker keys (ComfyUI `scaled_fp8`; activation scales `*.input_scale` / `*.scale_input`,
+   unused since activations are quantized dynamically) and strip one wrapper prefix shared by
+   all keys (`model.diffusion_model.`, `diffusion_model.`, `model.`, `module.`, `dit.`);
 2. pair every weight with its scale: `<param>.__fp8_scale` (SanDiegoDude), `<layer>.scale_weight`
    (ComfyUI scaled_fp8), `<layer>.weight_scale` (ours, generic tools), or quanto int8
    `<layer>.weight._data` + `<layer>.weight._scale`;
@@ -22,7 +23,7 @@ from .safetensors_io import CheckpointError, CheckpointIndex
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "module.", "dit.")
 DIT_ROOTS = ("adapter.", "block.layers.", "final_norm_", "final_linear_")
 MARKER_KEYS = ("scaled_fp8",)
-IGNORED_SUFFIXES = (".input_scale",)
+IGNORED_SUFFIXES = (".input_scale", ".scale_input")  # activation scales (ComfyUI): unused, dynamic
 # (key suffix, what replaces it to name the weight, naming shown to the user)
 SCALE_NAMINGS = ((".__fp8_scale", "", "SanDiegoDude '<param>.__fp8_scale'"),
                  (".scale_weight", ".weight", "ComfyUI scaled_fp8 '<layer>.scale_weight'"),

@@ -159,9 +159,10 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     for key, recipe in plan.recipes.items():
         t = targets[key]
         tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
-        _assign(model, key, tensor.to(device))
+        assign_tensor(model, key, tensor.to(device))
         if t.scaled:
-            _assign(model, key[:-len("weight")] + SCALE_BUFFER, scale.to(device=device, dtype=torch.float32))
+            skey = key[:-len("weight")] + SCALE_BUFFER
+            assign_tensor(model, skey, scale.to(device=device, dtype=torch.float32))
     _finish(model, device)
     report.seconds = time.perf_counter() - start
     model.load_report = report
@@ -217,7 +218,7 @@ def dit_targets(model: nn.Module) -> dict[str, Target]:
     return out
 
 
-def _assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
+def assign_tensor(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
     module_name, _, name = key.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     if name in module._parameters:

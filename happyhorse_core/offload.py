@@ -15,6 +15,11 @@ Design (the model is not forked: forward pre/post hooks on `model.block.layers[i
   the previous swapped block ran, or while resident blocks run); the compute stream waits on
   an event before using it. On other devices the same bookkeeping runs with plain
   (synchronous, on CPU no-op) moves, so outputs are bit-identical with and without swapping.
+  The counters (and torch.cuda.max_memory_allocated) see at most N + 1 blocks; the CUDA
+  caching allocator may briefly *reserve* one more block while the memory of the block just
+  dropped waits for its queued kernels to finish.
+- Works for any model whose repeated blocks sit in one ModuleList (`layers=`, default
+  `model.block.layers`); everything outside those blocks is moved to the device once.
 """
 from __future__ import annotations
 
@@ -81,9 +86,9 @@ class BlockSwap:
     """Attach block swapping to a SandwichDiT (see module docstring). `remove()` takes it off."""
 
     def __init__(self, model: nn.Module, blocks_on_device: int, device: str | torch.device,
-                 pin_memory: bool = False, prefetch: bool = True) -> None:
+                 pin_memory: bool = False, prefetch: bool = True, layers: nn.ModuleList | None = None) -> None:
         self.model, self.device = model, torch.device(device)
-        self.layers: nn.ModuleList = model.block.layers
+        self.layers: nn.ModuleList = model.block.layers if layers is None else layers
         self.plan = plan_block_swap(self.layers, blocks_on_device)
         self.cuda = self.device.type == "cuda"
         self.prefetch = prefetch
@@ -93,9 +98,13 @@ class BlockSwap:
         self.resident_now = len(self.plan.resident)
         self.max_resident = self.resident_now
         self.swap_ins = 0
-        for name, child in model.named_children():
-            if child is not model.block:
-                child.to(self.device)
+        in_blocks = {id(m) for layer in self.layers for m in layer.modules()}
+        for module in model.modules():
+            if id(module) not in in_blocks:
+                for table, is_param in ((module._parameters, True), (module._buffers, False)):
+                    for name, t in table.items():
+                        if t is not None:
+                            _set(module, name, is_param, t.detach().to(self.device))
         for i in self.plan.resident:
             self.layers[i].to(self.device)
         pin = pin_memory and self.cuda

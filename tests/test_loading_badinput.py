@@ -187,6 +187,7 @@ def test_index_that_is_not_json(tmp_path, sd):
     (folder / "model.safetensors.index.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json is not a valid safetensors index"):
         load(folder)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}}))
+    stale = {"weight_map": {"x": "model-00001-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(stale))
     with pytest.raises(CheckpointError, match="not in the shard it names"):
         load(folder)
