@@ -147,7 +147,8 @@ def to_uint8_frames(video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     return out
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collect dropped models now and give cached CUDA blocks back."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -211,7 +212,7 @@ class ClipRunner:
         c, sg = self.components, request.sr_geometry
         if c.release_between_stages:
             c.dit = None
-            _free_memory()
+            free_memory()
         if not isinstance(c.sr_dit, nn.Module):
             self._timed(timings, "load SR DiT", self._sr_model)
         model = self._sr_model()

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 import warnings
@@ -22,7 +23,9 @@ from typing import Optional, Sequence
 import torch
 from safetensors.torch import save
 
-from .clip_runner import ClipRequest, ClipResult, ClipRunner, encode_text
+from .clip_runner import ClipRequest, ClipResult, ClipRunner, encode_text, free_memory
+from .components import (check_loader_available, real_components, real_text_stack, resolve_device,
+                         tiny_components, tiny_text_stack)
 from .geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_steps
 from .media import write_mp4
 from .media_input import read_audio, read_image
@@ -39,11 +42,22 @@ REAL_AUDIO_NOTE = ("with real weights the Stable Audio VAE (ComfyUI's) is not ru
 REAL_INPUT_NOTE = ("--image and --audio need the Wan2.2 / Stable Audio VAEs, which happyhorse_core does not "
                    "re-implement: with real weights use the ComfyUI nodes for image-to-video and voice input")
 DESCRIPTION = "Generate one HappyHorse-1.0 video+audio clip (H.264 + AAC mp4)."
-EPILOG = f"Notes:\n  * {STANDIN_NOTE}.\n  * {REAL_AUDIO_NOTE}.\n  * {REAL_INPUT_NOTE}."
+LENGTH_NOTE = ("the decoders give 4(T-1)+1 frames, e.g. 49 (1.96 s) for 2 s; the sound is cut to the same length "
+               "so both streams end together")
+EXAMPLE = ("python -m happyhorse_core.generate --tiny --seconds 2 --prompt \"A woman smiles.\" "
+           "--dialogue \"Woman in a red coat|English|Hello there\" --out demo.mp4")
+
+
+def _epilog() -> str:
+    notes = [STANDIN_NOTE, REAL_AUDIO_NOTE, REAL_INPUT_NOTE, LENGTH_NOTE]
+    body = "\n".join(textwrap.fill(note + ".", width=100, initial_indent="  * ", subsequent_indent="    ",
+                                   break_on_hyphens=False)
+                     for note in notes)
+    return f"notes:\n{body}\n\nexample:\n  {EXAMPLE}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m happyhorse_core.generate", description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="python -m happyhorse_core.generate", description=DESCRIPTION, epilog=_epilog(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     t = p.add_argument_group("prompt")
     t.add_argument("--prompt", required=True, help="English scene description (who, look, delivery, camera, light)")
@@ -67,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, help="custom base width in px (with --height; floored to a multiple of 32)")
     s.add_argument("--height", type=int, help="custom base height in px (with --width)")
     s.add_argument("--seconds", type=int, default=4, help="clip length, whole seconds 1..15 (25 fps)")
-    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--seed", type=int, default=42, help="noise seed (default 42, as the reference)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, required=True, help="output .mp4 path (written atomically)")
     o.add_argument("--save-latents", action="store_true",
@@ -242,8 +256,6 @@ def _log_notes(args: argparse.Namespace, request: ClipRequest) -> None:
 def _encode_prompts(args: argparse.Namespace, request: ClipRequest, device: torch.device,
                     timings: dict[str, float]):
     """Load the text stack, encode, and drop it before the DiT is loaded (they never share memory)."""
-    from .components import real_text_stack, tiny_text_stack
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="happyhorse-tiny-text-") as tmp:
         encoder, tokenizer = tiny_text_stack(tmp, device) if args.tiny else real_text_stack(args.text_encoder, device)
@@ -252,12 +264,11 @@ def _encode_prompts(args: argparse.Namespace, request: ClipRequest, device: torc
     text = encode_text(encoder, tokenizer, request)
     timings["encode text"] = time.perf_counter() - start
     del encoder, tokenizer
+    free_memory()
     return text
 
 
 def _components(args: argparse.Namespace, request: ClipRequest, device: torch.device):
-    from .components import real_components, tiny_components
-
     sr = args.resolution if request.sr_geometry is not None else None
     if args.tiny:
         return tiny_components(args.mode, sr, device)
@@ -275,15 +286,11 @@ def _summary(written: list[Path], result: ClipResult, timings: dict[str, float],
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Validate, load, sample, decode, write. Returns the written paths."""
-    from .components import resolve_device
-
     started = time.perf_counter()
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     request = build_request(args)
     if not args.tiny:
-        from .components import check_loader_available
-
         check_loader_available()  # before the 18 GB text encoder is read
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 import wave
 from pathlib import Path
 
@@ -17,18 +18,21 @@ import av
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from happyhorse_core import generate as cli
 from happyhorse_core import tiny_codecs
 from happyhorse_core.clip_runner import ClipRequest, ClipResult, run_clip, voice_latent
 from happyhorse_core.components import tiny_components
+from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig
 from happyhorse_core.generate import main, output_paths, parse_dialogue, write_outputs
 from happyhorse_core.geometry import FPS, ClipGeometry
 from happyhorse_core.media import probe_mp4
 from happyhorse_core.media_input import fit_image, read_audio, read_image
 from happyhorse_core.pipeline import SamplingOptions, TextConditioning
 from happyhorse_core.progress import TextProgress
+from happyhorse_core.text.tiny import write_tiny_text_folder
+from happyhorse_core.tiny import tiny_dit
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "A man in a grey coat looks into the camera and speaks calmly."
@@ -131,22 +135,16 @@ def test_tiny_540p_runs_the_sr_stage(tmp_path):
     (["--dialogue", "Man in a grey coat: hello"], "speaker|Language|line"),
     (["--width", "448"], "both --width and --height"),
     (["--steps", "0"], "steps must be at least 1"),
+    (["--prompt", "   "], "the prompt is empty"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--image", "missing.png"], "image file not found"),
 ])
-def test_bad_input_in_process(tmp_path, capsys, args, message):
+def test_bad_input_exits_nonzero_without_output(tmp_path, capsys, args, message):
+    """main() is what `python -m happyhorse_core.generate` exits with (sys.exit(main()))."""
     out = tmp_path / "clip.mp4"
     assert main(["--tiny", "--prompt", PROMPT, "--out", str(out), *args]) == 2
-    assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.badinput
-def test_empty_prompt_exits_nonzero_without_output(tmp_path):
-    out = tmp_path / "clip.mp4"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "happyhorse_core.generate", "--tiny", "--prompt", "  ",
-                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "error: the prompt is empty" in proc.stderr
+    err = capsys.readouterr().err
+    assert err.startswith("HappyHorse: error: ") and message in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -299,3 +297,33 @@ def test_ctrl_c_exits_130_with_a_message(tmp_path, capsys, monkeypatch):
     assert main(["--tiny", "--prompt", PROMPT, "--seconds", "1", "--out", str(tmp_path / "clip.mp4")]) == 130
     assert "interrupted; no output was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_real_weight_path_writes_video_only_mp4_and_audio_latent(tmp_path, capsys, monkeypatch, one_thread):
+    """Real-weight flow with small files: T5Gemma folder + Turbo-VAED file through their loaders, and a
+    stand-in `happyhorse_core.loading` module (the real one lives on another branch) giving a tiny DiT."""
+    write_tiny_text_folder(tmp_path / "t5gemma")
+    torch.manual_seed(0)
+    save_file(TurboVAED(TurboVAEDConfig.tiny()).state_dict(), str(tmp_path / "turbo.safetensors"))
+    (tmp_path / "dit.safetensors").write_bytes(b"")
+    calls = []
+
+    def load_dit(path, *, variant=None, weight_dtype="bf16", device="cpu", **kwargs):
+        calls.append((Path(path).name, variant, weight_dtype, str(device)))
+        return tiny_dit(variant).to(device)
+
+    monkeypatch.setitem(sys.modules, "happyhorse_core.loading", types.SimpleNamespace(load_dit=load_dit))
+    out = tmp_path / "out" / "clip.mp4"
+    rc = main(["--prompt", PROMPT, "--dit", str(tmp_path / "dit.safetensors"), "--text-encoder",
+               str(tmp_path / "t5gemma"), "--turbo-vaed", str(tmp_path / "turbo.safetensors"), "--width", "64",
+               "--height", "64", "--seconds", "1", "--steps", "1", "--device", "cpu", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert calls == [("dit.safetensors", "distill", "bf16", "cpu")]
+    assert "the mp4 is video-only" in captured.err and "clip.audio_latent.safetensors" in captured.err
+    info = probe_mp4(out)
+    assert info["frames"] == expected_frames(1) and (info["width"], info["height"]) == (64, 64)
+    assert info["audio_codec"] is None
+    latent = load_file(str(output_paths(out)["audio_latent"]))["audio_latent"]
+    assert latent.shape == (1, FPS + 1, 64) and torch.isfinite(latent).all()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["clip.audio_latent.safetensors", "clip.mp4"]
