@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DiT storage: bf16, fp8_e4m3fn, fp8_e4m3fn_scaled or fp8_e5m2 (default bf16)")
     w.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     w.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
+                   help="CPU threads for torch (default: 1 with --tiny, whose ops are too small to share, "
+                        "else torch's choice)")
     return p
 
 
@@ -239,7 +240,8 @@ def _describe(args: argparse.Namespace, request: ClipRequest, device: torch.devi
     g, sr = request.geometry, request.sr_geometry
     size = f"{g.width}x{g.height}" + (f" -> SR {sr.width}x{sr.height}" if sr else "")
     extras = "".join([", image-to-video" if args.image else "", ", voice track" if args.audio else ""])
-    return (f"HappyHorse: {request.sampling.mode}, {request.sampling.steps} steps, {size}, {g.seconds} s "
+    steps = request.sampling.steps
+    return (f"HappyHorse: {request.sampling.mode}, {steps} step{'' if steps == 1 else 's'}, {size}, {g.seconds} s "
             f"({g.decoded_frames} frames at {FPS} fps), seed {request.sampling.seed}{extras}, device {device}")
 
 
@@ -292,8 +294,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     request = build_request(args)
     if not args.tiny:
         check_loader_available()  # before the 18 GB text encoder is read
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads is not None else (1 if args.tiny else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     device = resolve_device(args.device)
     _log_notes(args, request)
     log.info(_describe(args, request, device))

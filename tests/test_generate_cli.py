@@ -1,7 +1,7 @@
 """The `python -m happyhorse_core.generate` CLI with --tiny weights: mp4 structure, modes, inputs, SR, bad input.
 
-CLI runs use `--threads 1`: on a shared 2-core machine one torch thread is several times faster
-than two contending ones.
+CLI runs pass `--threads 1` (also the --tiny default): on a shared 2-core machine one torch thread is
+several times faster than two contending ones.
 """
 from __future__ import annotations
 
@@ -121,11 +121,13 @@ def test_tiny_image_and_voice_are_kept(tmp_path):
 @pytest.mark.slow
 def test_tiny_540p_runs_the_sr_stage(tmp_path):
     out = tmp_path / "clip.mp4"
-    proc = run_cli("--resolution", "540p", "--seconds", "1", "--steps", "2", "--save-latents", "--out", str(out))
+    proc = run_cli("--resolution", "540p", "--aspect", "1:1", "--seconds", "1", "--steps", "2", "--save-latents",
+                   "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    check_mp4(out, 1, 896, 512)
-    assert "super-resolution" in proc.stdout and "SR 896x512" in proc.stderr
-    assert load_file(str(output_paths(out)["latents"]))["video"].shape == (1, 48, 7, 32, 56)
+    check_mp4(out, 1, 512, 512)
+    assert "super-resolution" in proc.stdout and "256x256 -> SR 512x512" in proc.stderr
+    assert "5/5" in proc.stderr  # the SR progress bar ran its 5 steps
+    assert load_file(str(output_paths(out)["latents"]))["video"].shape == (1, 48, 7, 32, 32)
 
 
 @pytest.mark.badinput
