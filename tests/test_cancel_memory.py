@@ -152,7 +152,7 @@ def test_interrupted_decode_leaves_no_partial_output():
         if len(checks) == 3:  # two windows are finished and moved to the output device
             raise Cancelled("user pressed cancel")
 
-    latent = torch.randn(1, 48, 22, 2, 2)  # 22 latent frames -> 3 windows + padding
+    latent = torch.randn(1, 48, 16, 1, 1)  # 16 latent frames -> 3 windows (7 + 7 + 7, padded)
     with pytest.raises(Cancelled) as info:
         model.decode(latent, interrupt=interrupt, output_device="cpu")
     assert len(windows) == 2
@@ -171,7 +171,7 @@ def test_interrupted_decode_leaves_no_partial_output():
 
 def test_decode_after_an_interrupted_one_is_complete():
     model = _tiny_decoder()
-    latent = torch.randn(1, 48, 15, 2, 2)
+    latent = torch.randn(1, 48, 9, 1, 1)  # two windows
     expected = model.decode(latent)
     calls = []
 
