@@ -16,8 +16,8 @@ from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning
 from happyhorse_core.super_resolution import sr_latent_size
 from happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
-SIZES = st.one_of(st.integers(-64, 2200), st.integers(-(10**12), 10**12), st.floats(allow_nan=True, allow_infinity=True),
-                  st.none(), st.booleans(), st.text(max_size=3))
+SIZES = st.one_of(st.integers(-64, 2200), st.integers(-(10**12), 10**12),
+                  st.floats(allow_nan=True, allow_infinity=True), st.none(), st.booleans(), st.text(max_size=3))
 SECONDS = st.one_of(st.integers(-3, 20), st.floats(-2, 20), st.none())
 
 

@@ -260,8 +260,8 @@ def test_every_file_widget_goes_through_model_path():
 WRITE_CALLS = {"open", "os.replace", "os.rename", "os.remove", "os.unlink", "os.makedirs", "os.mkdir", "shutil.copy",
                "shutil.copyfile", "shutil.move", "shutil.rmtree", "torch.save", "save_file", "write_mp4",
                "write_safetensors_stream", "np.save", "av.open"}
-WRITE_METHODS = {"write_text", "write_bytes", "mkdir", "unlink", "save", "touch", "rename", "symlink_to", "rmdir"}  # not
-# "replace": str.replace is everywhere; os.replace is in WRITE_CALLS
+# not "replace": str.replace is everywhere; os.replace is in WRITE_CALLS
+WRITE_METHODS = {"write_text", "write_bytes", "mkdir", "unlink", "save", "touch", "rename", "symlink_to", "rmdir"}
 
 
 def test_node_files_never_write_files():
