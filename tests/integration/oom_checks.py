@@ -100,7 +100,7 @@ def oom_becomes_advice_and_model_is_offloaded():
 
     expect_advice(run, "the HappyHorse sampler")
     assert devices(loaded.model) == {"meta"}, devices(loaded.model)
-    assert EMPTIED == [1], "soft_empty_cache was not called once"
+    assert EMPTIED, "soft_empty_cache was not called (unload_all_models calls it too)"
 
 
 @check
