@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .dit.cache import StepCache
 from .guidance import GuidanceConfig, apply_cfg, video_scale
 from .noise import distill_step_noise, initial_noise, make_generator
 from .scheduler import FlowUniPC, flow_sigmas, step_ddim
@@ -77,19 +78,28 @@ class Hooks:
 
 
 class Denoiser:
-    """Calls the DiT on latents: packs, runs, unpacks. Returns velocities in fp32."""
+    """Calls the DiT on latents: packs, runs, unpacks. Returns velocities in fp32.
+
+    What is constant over a sampling run is prepared once: the device copy of each prompt's
+    features, the token coordinates per geometry, and (inside the model, through `cache`) the
+    text embedder output and RoPE table. Use one Denoiser per run.
+    """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str | None = None) -> None:
         self.model = model
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.style = model.config.coords_style
+        self.cache = StepCache()
+        self._coords: dict[tuple, torch.Tensor] = {}
 
     @torch.no_grad()
     def __call__(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         seq = pack(video, audio, text, style=self.style)
         dev = self.device
-        v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), seq.text.to(dev), seq.coords.to(dev),
-                                  seq.tokens_per_frame)
+        text_dev = self.cache.get("text", text, lambda t: t.to(dev, torch.float32))  # same object every step
+        coords = self._coords.setdefault((seq.grid, seq.audio.shape[0], seq.text.shape[0]), seq.coords.to(dev))
+        v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), text_dev, coords, seq.tokens_per_frame,
+                                  cache=self.cache)
         v, a = unpack(v_tok, a_tok, seq)
         return v.to(video.device), a.to(audio.device)
 
