@@ -141,3 +141,27 @@ def test_local_split_counts_modalities_inside_a_chunk():
     assert local_split(full, 40, 50) == ModalitySplit(0, 7, 3)
     sv, sa, st = modality_ranges(full, 40, 50)
     assert (sv.stop - sv.start, (sa.start, sa.stop), (st.start, st.stop)) == (0, (10, 17), (0, 3))
+
+
+@pytest.mark.distributed
+def test_torchrun_cli_writes_once_and_matches_one_process(tmp_path, repo_root):
+    """`torchrun --nproc-per-node 2 -m happyhorse_core.generate --tiny` gives the single-process latents."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
+    flags = ["--tiny", "--seconds", "1", "--steps", "2", "--prompt", "A woman smiles.", "--save-latents"]
+    one = [sys.executable, "-m", "happyhorse_core.generate", *flags, "--out", str(tmp_path / "one.mp4")]
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           "-m", "happyhorse_core.generate", *flags, "--out", str(tmp_path / "two.mp4")]
+    for cmd in (one, two):
+        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 ranks (gloo)" in done.stderr
+    assert done.stdout.count("HappyHorse: wrote") == 1  # rank 0 only
+    a, b = load_file(str(tmp_path / "one.latents.safetensors")), load_file(str(tmp_path / "two.latents.safetensors"))
+    for key in ("video", "audio"):
+        assert (a[key] - b[key]).abs().max().item() < 1e-4, key
