@@ -134,13 +134,17 @@ class TextEncoderLoader(io.ComfyNode):
                 io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
                                tooltip="A file of the T5Gemma folder in models/text_encoders."),
                 io.Combo.Input("weight_dtype", options=["bf16", "fp32"], default="bf16",
-                               tooltip="bf16 = ~18 GB of weights; fp32 doubles that (only for checks)."),
+                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks)."),
+                io.Combo.Input("device", options=["default", "cpu"], default="default",
+                               tooltip="default = the GPU while encoding (ComfyUI evicts it afterwards when "
+                                       "memory is needed); cpu = never on the GPU (for cards under ~24 GB; "
+                                       "encoding a prompt then takes tens of seconds)."),
             ],
             outputs=[HHTextEncoder.Output(display_name="text_encoder")],
         )
 
     @classmethod
-    def execute(cls, encoder_name, weight_dtype) -> io.NodeOutput:
+    def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
         import torch
 
         from happyhorse_core.text.loading import load_text_stack
@@ -149,8 +153,8 @@ class TextEncoderLoader(io.ComfyNode):
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
         dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
         encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
-        return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path,
-                                               patcher=cb.wrap_model(encoder)))
+        patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
+        return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
 
 
 class TurboVAEDLoader(io.ComfyNode):
