@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from workflow_convert import WIDGET_TYPES, _is_widget, widget_inputs  # noqa: E402
+from workflow_convert import _is_widget, widget_inputs  # noqa: E402
 from workflow_specs import Node, Workflow, all_workflows, note_text  # noqa: E402
 
 OUT_DIRS = ("workflows", "example_workflows")
