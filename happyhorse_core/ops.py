@@ -7,6 +7,11 @@ Numerics follow the reference (MODEL_SPEC §1.3): every transformer-block linear
 input and weight to the compute dtype (bf16), multiplies, and returns the compute dtype; the
 callers then upcast to the fp32 residual stream. Norms, embedders and output heads stay fp32.
 With `compute_dtype=torch.float32` the same graph runs all-fp32 (the golden `output_fp32`).
+
+fp8 storage (`weight_dtype` fp8_*): the weight is upcast per matmul, one expert's rows at a
+time, to the compute dtype (optionally multiplied by its per-tensor `weight_scale`), so fp8
+runs on CPU and any GPU. `fp8_matmul=True` additionally tries `torch._scaled_mm` on CUDA sm89+
+(see fp8.py) and falls back to the upcast when it cannot run.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import fp8
 from .modality import ModalitySplit
 
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_scaled": torch.float8_e4m3fn,
@@ -43,12 +49,14 @@ class Ops:
                   are stored in fp8; "all" = every block linear.
     compute_dtype: matmul dtype of block linears (bf16 faithful, fp32 for reference checks).
     device:       where parameters are created ("meta" for a free skeleton).
+    fp8_matmul:   try torch._scaled_mm for e4m3fn weights on CUDA sm89+ (else upcast per matmul).
     """
 
     weight_dtype: str = "bf16"
     fp8_scope: str = "shared"
     compute_dtype: torch.dtype = torch.bfloat16
     device: torch.device | str | None = None
+    fp8_matmul: bool = False
 
     def __post_init__(self) -> None:
         if self.weight_dtype not in WEIGHT_DTYPES:
@@ -68,7 +76,8 @@ class Ops:
     def expert_linear(self, in_features: int, out_features: int, experts: int, shared_layer: bool) -> "ExpertLinear":
         dtype = self.storage_dtype(shared_layer)
         scaled = self.scaled() and dtype != torch.bfloat16
-        return ExpertLinear(in_features, out_features, experts, dtype=dtype, scaled=scaled, device=self.device)
+        return ExpertLinear(in_features, out_features, experts, dtype=dtype, scaled=scaled, device=self.device,
+                            fp8_matmul=self.fp8_matmul)
 
     def rms_norm(self, dim: int, experts: int = 1, eps: float = 1e-6) -> "ExpertRMSNorm":
         return ExpertRMSNorm(dim, experts, eps=eps, device=self.device)
@@ -85,9 +94,10 @@ class ExpertLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, experts: int = 1, *, dtype=torch.bfloat16,
-                 scaled: bool = False, device=None) -> None:
+                 scaled: bool = False, device=None, fp8_matmul: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features, self.experts = in_features, out_features, experts
+        self.fp8_matmul = fp8_matmul
         self.weight = nn.Parameter(torch.empty(experts * out_features, in_features, dtype=dtype, device=device),
                                    requires_grad=False)
         if scaled:
@@ -95,19 +105,31 @@ class ExpertLinear(nn.Module):
         else:
             self.weight_scale = None
 
-    def compute_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The full [E*out, in] weight in `dtype` (fp8 upcast and scaled here, per call)."""
-        w = self.weight
+    def expert_weight(self, m: int, dtype: torch.dtype) -> torch.Tensor:
+        """Rows of expert m, [out, in], in `dtype` (fp8 upcast and scaled here, per call)."""
+        n = self.out_features
+        w = self.weight if self.experts == 1 else self.weight[m * n:(m + 1) * n]
         if self.weight_scale is not None:
             return (w.to(torch.float32) * self.weight_scale).to(dtype)
         return w.to(dtype)
 
+    def compute_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The full [E*out, in] weight in `dtype`."""
+        return torch.cat([self.expert_weight(m, dtype) for m in range(self.experts)])
+
+    def _matmul(self, rows: torch.Tensor, m: int, compute_dtype: torch.dtype) -> torch.Tensor:
+        if self.fp8_matmul and fp8.is_fp8(self.weight.dtype):
+            n = self.out_features
+            w = self.weight if self.experts == 1 else self.weight[m * n:(m + 1) * n]
+            out = fp8.scaled_mm_linear(rows, w, self.weight_scale, compute_dtype)
+            if out is not None:
+                return out
+        return nn.functional.linear(rows, self.expert_weight(m, compute_dtype))
+
     def forward(self, x: torch.Tensor, split: ModalitySplit, compute_dtype: torch.dtype) -> torch.Tensor:
-        # x: [L, in] -> [L, out] in compute_dtype
-        w = self.compute_weight(compute_dtype)
+        # x: [L, in] -> [L, out] in compute_dtype; expert m's weight rows are upcast only for its rows
         x = x.to(compute_dtype)
-        n = self.out_features
-        return split.route(x, self.experts, lambda rows, m: nn.functional.linear(rows, w[m * n:(m + 1) * n]))
+        return split.route(x, self.experts, lambda rows, m: self._matmul(rows, m, compute_dtype))
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.experts}, dtype={self.weight.dtype}"

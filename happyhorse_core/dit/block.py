@@ -6,6 +6,7 @@ layer, fused with the residual adds (dit/rowwise.py); the sub-modules take norme
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ class StepContext:
     compute_dtype: torch.dtype  # bf16 (faithful) or fp32
     backend: str  # resolved attention backend
     tokens_per_frame: int  # video tokens per latent frame (local attention)
+    shard: Any = None  # sequence parallel (parallel.SequenceShard): `split`/`rope` are this rank's rows
 
 
 class Attention(nn.Module):
@@ -50,16 +52,23 @@ class Attention(nn.Module):
         nqk, nv = (self.hq + self.hkv) * self.dh, self.hkv * self.dh
         q, k = qk_norm_rope(qkvg, (self.hq, self.hkv, self.dh), self.q_norm, self.k_norm, ctx.rope, split, cdt)
         v = qkvg[:, nqk:nqk + nv].unflatten(1, (self.hkv, self.dh)).to(cdt)  # [L, Hkv, Dh]
-        if self.local and split.video > 0:
-            out = local_attention(q, k, v, num_video=split.video, tokens_per_frame=ctx.tokens_per_frame,
-                                  window=self.window, backend=ctx.backend)
-        else:
-            out = attention(q, k, v, ctx.backend)  # [L, Hq, Dh] in cdt
+        if ctx.shard is None:
+            out = self._attend(q, k, v, ctx)  # [L, Hq, Dh] in cdt
+        else:  # all-to-all to whole-sequence head groups, attend, and back to this rank's rows
+            out = ctx.shard.attend(q, k, v, lambda *qkv: self._attend(*qkv, ctx))
         if self.gated:
             out = gate_(out, qkvg[:, nqk + nv:], cdt)  # [L, Hq * Dh]
         else:
             out = out.reshape(out.shape[0], -1).to(cdt)
         return self.linear_proj(out, split, cdt)  # [L, D]
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Attention over the WHOLE sequence: q [L, H, Dh], k/v [L, Hk, Dh] -> [L, H, Dh]."""
+        split = ctx.split if ctx.shard is None else ctx.shard.full_split
+        if self.local and split.video > 0:
+            return local_attention(q, k, v, num_video=split.video, tokens_per_frame=ctx.tokens_per_frame,
+                                   window=self.window, backend=ctx.backend)
+        return attention(q, k, v, ctx.backend)
 
 
 class TransformerLayer(nn.Module):

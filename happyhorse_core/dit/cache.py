@@ -6,6 +6,10 @@ features and the RoPE table only need computing once per prompt. `StepCache` mem
 the identity and in-place version counter of the source tensor (and keeps the source alive, so
 an id is never reused while cached): mutating the source in place, or passing a new tensor,
 recomputes. Hosts create one per sampling run (the pipeline's `Denoiser` does).
+
+Tensors made under `torch.inference_mode()` (ComfyUI runs every node that way) have no version
+counter; for them the key is the identity alone. Nothing in a sampling run writes into the text
+features or coordinates, and the cache lives for one run, so identity is enough there.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ class StepCache:
 
     def get(self, kind: Hashable, source: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """make(source), computed once per (kind, source tensor, source version)."""
-        key = (kind, id(source), source._version)
+        version = -1 if source.is_inference() else source._version
+        key = (kind, id(source), version)
         hit = self._entries.get(key)
         if hit is not None and hit[0] is source:
             self.hits += 1

@@ -1,0 +1,67 @@
+"""Extract the Stable Audio Open VAE from stabilityai/stable-audio-open-1.0's model.safetensors.
+
+    python -m happyhorse_core.extract_sao_vae model.safetensors stable_audio_open_vae.safetensors
+
+Why: the full checkpoint keeps the VAE under `pretransform.model.` next to the 1.2B audio DiT and
+the conditioners. ComfyUI's VAELoader (0.3.75, comfy/sd.py VAE.__init__) detects the Stable Audio
+VAE by the bare key `decoder.layers.1.layers.0.beta` and strips no prefix, so it rejects the full
+file; only Load Checkpoint handles the prefix, and it loads the whole model. This tool writes the
+VAE tensors alone (~0.6 GB) with the prefix removed, for models/vae/.
+
+Tensors are read one at a time (memory-mapped) and streamed into OUT, which appears only when
+complete (temporary file + rename), so a failed run leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .safetensors_io import CheckpointIndex, read_header, write_safetensors_stream
+
+PREFIX = "pretransform.model."
+DETECT_KEY = "decoder.layers.1.layers.0.beta"  # what ComfyUI's VAE detection looks for
+BARE_ROOTS = ("encoder.", "decoder.")
+
+
+def extract_sao_vae(src: str | Path, dst: str | Path) -> Path:
+    """Write the `pretransform.model.*` tensors of `src`, prefix removed, to `dst`; returns dst."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"the output {dst} is the input file; give a new file name, e.g. stable_audio_open_vae.safetensors")
+    entries, _ = read_header(src)
+    keys = [k for k in entries if k.startswith(PREFIX)]
+    if not keys:
+        if any(k.startswith(BARE_ROOTS) for k in entries) and DETECT_KEY in entries:
+            raise ValueError(f"{src} has no '{PREFIX}' tensors but already looks like a VAE-only file "
+                             f"({DETECT_KEY} is present): put it in models/vae/ as it is")
+        first = ", ".join(sorted(entries)[:5]) or "none"
+        raise ValueError(f"{src} has no tensors under '{PREFIX}' (first keys: {first}); give the model.safetensors "
+                         "of stabilityai/stable-audio-open-1.0")
+    index = CheckpointIndex(src, "single file", entries)
+    specs = [(k[len(PREFIX):], entries[k].torch_dtype, entries[k].shape) for k in keys]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"happyhorse": f"Stable Audio Open VAE extracted from {src.name} ({PREFIX} removed)"}
+    return write_safetensors_stream(dst, specs, lambda key: index.read(PREFIX + key), metadata=meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.extract_sao_vae", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="stable-audio-open-1.0 model.safetensors")
+    ap.add_argument("out", help="output .safetensors for ComfyUI/models/vae/ (e.g. stable_audio_open_vae.safetensors)")
+    args = ap.parse_args(argv)
+    try:
+        out = extract_sao_vae(args.model, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n = len(read_header(out)[0])
+    print(f"wrote {out} ({n} tensors, {out.stat().st_size / 1e6:.1f} MB)")
+    if DETECT_KEY not in read_header(out)[0]:
+        print(f"warning: {DETECT_KEY} is missing, so ComfyUI's VAE Loader will not recognise the file",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

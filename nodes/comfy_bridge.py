@@ -1,0 +1,218 @@
+"""The pack's ONE comfy-aware helper module: everything the node files need from ComfyUI goes through here.
+
+Why: happyhorse_core never imports comfy; node files stay thin and import this module lazily (inside
+execute()), so it is the single place to adapt when ComfyUI's internals move. comfy /
+folder_paths are imported inside each function, so the pure helpers (tensor layout conversions,
+path checks against given roots) also work -- and are unit-tested -- without ComfyUI.
+
+Layouts (ComfyUI side <-> core side):
+  IMAGE  [T, H, W, 3] float 0..1        <-> frames [1, 3, T, H, W] float 0..1
+  AUDIO  {"waveform": [1, C, N], "sample_rate": sr} <-> (waveform [C, N], sr)
+  LATENT video {"samples": [B, 48, T, h, w]};  audio {"samples": [B, 64, F], "type": "audio"}
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+import torch
+
+VIDEO_LATENT_CHANNELS = 48      # Wan2.2 VAE latents
+AUDIO_LATENT_CHANNELS = 64      # Stable Audio (Oobleck) VAE latents
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
+HAPPYHORSE_SUBFOLDER = "happyhorse"   # models/diffusion_models/happyhorse/ holds the pack's DiT files
+
+
+# ----------------------------------------------------------------------------- devices
+def torch_device() -> torch.device:
+    """Where ComfyUI wants compute (cuda:N, mps, or cpu with --cpu)."""
+    import comfy.model_management as mm
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    """Where ComfyUI parks diffusion-model weights when they are not in use."""
+    import comfy.model_management as mm
+    return mm.unet_offload_device()
+
+
+def intermediate_device() -> torch.device:
+    """Where node outputs (IMAGE, LATENT, AUDIO tensors) should live."""
+    import comfy.model_management as mm
+    return mm.intermediate_device()
+
+
+# ----------------------------------------------------------------------------- model files
+def list_models(folder: str) -> list[str]:
+    """Files ComfyUI knows in a model folder ("diffusion_models", "text_encoders", "vae"), as the
+    relative names loaders show (subfolders included, e.g. "happyhorse/dit_fp8.safetensors")."""
+    import folder_paths
+    _check_folder(folder)
+    return sorted(folder_paths.get_filename_list(folder))
+
+
+def list_happyhorse_models() -> list[str]:
+    """diffusion_models files, those in the happyhorse/ subfolder first."""
+    names = list_models("diffusion_models")
+    ours = [n for n in names if n.replace("\\", "/").startswith(HAPPYHORSE_SUBFOLDER + "/")]
+    return ours + [n for n in names if n not in ours]
+
+
+def model_path(folder: str, name: str) -> str:
+    """Absolute real path of `name` in ComfyUI's model folder `folder` (all its configured roots).
+    ValueError for names that could escape the folder; FileNotFoundError when it is not there."""
+    import folder_paths
+    _check_folder(folder)
+    return resolve_in_roots(name, folder_paths.get_folder_paths(folder), folder)
+
+
+def resolve_in_roots(name: str, roots: list[str], folder: str = "models") -> str:
+    """Pure part of model_path(): find `name` under one of `roots`. Rejects absolute names, any `..`
+    component and files (or symlinks) whose real path lies outside every root's real path."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"empty model file name for {folder}: pick a file from the list")
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"model name {name!r} is an absolute path: give a name relative to models/{folder}/")
+    if ".." in parts:
+        raise ValueError(f"model name {name!r} contains '..': give a name inside models/{folder}/")
+    real_roots = [os.path.realpath(r) for r in roots]
+    for root in roots:
+        candidate = os.path.join(root, *parts)
+        if not os.path.isfile(candidate):
+            continue
+        real = os.path.realpath(candidate)
+        if not any(os.path.commonpath([real, r]) == r for r in real_roots):
+            raise ValueError(f"{candidate} is a link to {real}, outside the {folder} folders {real_roots}: "
+                             f"move the file into models/{folder}/ (or add its folder in extra_model_paths.yaml)")
+        return real
+    raise FileNotFoundError(f"{name!r} not found in the {folder} folders {list(roots)}: put the file there "
+                            "and refresh the node list (press R in the UI)")
+
+
+def _check_folder(folder: str) -> None:
+    if folder not in MODEL_FOLDERS:
+        raise ValueError(f"unknown model folder {folder!r}: expected one of {MODEL_FOLDERS}")
+
+
+# ----------------------------------------------------------------------------- progress / interrupt
+class ComfyProgress:
+    """Progress callable for happyhorse_core loops: progress(done, total, preview=None).
+    preview: None, an IMAGE-like tensor [H, W, 3] / [1, H, W, 3] in 0..1, a PIL image, or ComfyUI's
+    ("JPEG", PIL.Image, max_size) tuple. Updates the node's bar in the UI (node_id = its unique id)."""
+
+    def __init__(self, total: int, node_id: Optional[str] = None, preview_size: int = 512):
+        import comfy.utils
+        self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
+        self.preview_size = preview_size
+
+    def __call__(self, done: int, total: int, preview: Any = None) -> None:
+        self.bar.update_absolute(done, total, self._preview(preview))
+
+    def _preview(self, preview: Any):
+        if preview is None or isinstance(preview, tuple):
+            return preview
+        if isinstance(preview, torch.Tensor):
+            from PIL import Image
+            img = preview.detach().float().reshape(-1, *preview.shape[-3:])[0].clamp(0, 1)   # [H, W, 3]
+            preview = Image.fromarray((img * 255).round().to(torch.uint8).cpu().numpy())
+        return ("JPEG", preview, self.preview_size)
+
+
+def interrupt_check() -> None:
+    """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel (call inside loops)."""
+    import comfy.model_management as mm
+    mm.throw_exception_if_processing_interrupted()
+
+
+def interrupt_callable() -> Callable[[], None]:
+    """interrupt_check as a plain callable to hand to happyhorse_core."""
+    return interrupt_check
+
+
+# ----------------------------------------------------------------------------- tensor layouts (pure)
+def image_to_frames(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [T, H, W, 3] (0..1) -> core frames [1, 3, T, H, W] float32 (0..1)."""
+    if image.ndim != 4 or image.shape[-1] != 3:
+        raise ValueError(f"IMAGE must be [frames, height, width, 3], got {tuple(image.shape)}: "
+                         "connect an IMAGE output (RGB; drop alpha with a convert node)")
+    return image.float().permute(3, 0, 1, 2).unsqueeze(0).contiguous()
+
+
+def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
+    """Core frames [1, 3, T, H, W] (or [3, T, H, W]) in 0..1 -> IMAGE [T, H, W, 3] float32, clamped."""
+    if frames.ndim == 5:
+        if frames.shape[0] != 1:
+            raise ValueError(f"frames batch must be 1, got {tuple(frames.shape)}")
+        frames = frames[0]
+    if frames.ndim != 4 or frames.shape[0] != 3:
+        raise ValueError(f"frames must be [1, 3, T, H, W], got {tuple(frames.shape)}")
+    return frames.float().clamp(0.0, 1.0).permute(1, 2, 3, 0).contiguous()
+
+
+def audio_to_waveform(audio: dict) -> tuple[torch.Tensor, int]:
+    """ComfyUI AUDIO {"waveform": [1, C, N], "sample_rate"} -> (waveform [C, N] float32, sample_rate)."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError("AUDIO must be a dict with 'waveform' and 'sample_rate': connect an AUDIO output")
+    wav = audio["waveform"]
+    if wav.ndim == 2:
+        wav = wav.unsqueeze(0)
+    if wav.ndim != 3 or wav.shape[0] != 1:
+        raise ValueError(f"AUDIO waveform must be [1, channels, samples], got {tuple(wav.shape)}: "
+                         "pass one clip (split batches first)")
+    return wav[0].float(), int(audio["sample_rate"])
+
+
+def waveform_to_audio(waveform: torch.Tensor, sample_rate: int) -> dict:
+    """(waveform [C, N], sample_rate) -> ComfyUI AUDIO {"waveform": [1, C, N] float32, "sample_rate"}."""
+    if waveform.ndim != 2:
+        raise ValueError(f"waveform must be [channels, samples], got {tuple(waveform.shape)}")
+    return {"waveform": waveform.float().unsqueeze(0).contiguous(), "sample_rate": int(sample_rate)}
+
+
+def video_latent(samples: torch.Tensor) -> dict:
+    """[B, 48, T, h, w] -> LATENT dict."""
+    _check_latent(samples, 5, VIDEO_LATENT_CHANNELS, "video", "[B, 48, T, h, w]")
+    return {"samples": samples}
+
+
+def audio_latent(samples: torch.Tensor) -> dict:
+    """[B, 64, F] -> LATENT dict marked "type": "audio" (as core EmptyLatentAudio does)."""
+    _check_latent(samples, 3, AUDIO_LATENT_CHANNELS, "audio", "[B, 64, F]")
+    return {"samples": samples, "type": "audio"}
+
+
+def latent_samples(latent: dict, kind: str) -> torch.Tensor:
+    """The samples tensor of a video / audio LATENT, shape-checked ([B,48,T,h,w] / [B,64,F])."""
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise ValueError("LATENT must be a dict with 'samples': connect a LATENT output")
+    if kind == "video":
+        _check_latent(latent["samples"], 5, VIDEO_LATENT_CHANNELS, kind, "[B, 48, T, h, w]")
+    elif kind == "audio":
+        _check_latent(latent["samples"], 3, AUDIO_LATENT_CHANNELS, kind, "[B, 64, F]")
+    else:
+        raise ValueError(f"latent kind must be 'video' or 'audio', got {kind!r}")
+    return latent["samples"]
+
+
+def _check_latent(x: torch.Tensor, ndim: int, channels: int, kind: str, want: str) -> None:
+    if x.ndim != ndim or x.shape[1] != channels:
+        raise ValueError(f"{kind} latent must be {want} (Wan2.2 video / Stable Audio latents), "
+                         f"got {tuple(x.shape)}: connect the matching HappyHorse latent")
+
+
+# ----------------------------------------------------------------------------- model management
+def wrap_model(module: torch.nn.Module, size_bytes: Optional[int] = None):
+    """ModelPatcher around a plain nn.Module so ComfyUI's memory manager can load / evict it
+    (load_models([patcher]) before use). size_bytes defaults to the parameters' + buffers' bytes."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    size = mm.module_size(module) if size_bytes is None else int(size_bytes)
+    return comfy.model_patcher.ModelPatcher(module, load_device=torch_device(),
+                                            offload_device=offload_device(), size=size)
+
+
+def load_models(patchers: list, memory_required: int = 0) -> None:
+    """Ask ComfyUI to make room for and load these patchers onto torch_device()."""
+    import comfy.model_management as mm
+    mm.load_models_gpu(patchers, memory_required=memory_required)

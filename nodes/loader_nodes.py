@@ -1,0 +1,188 @@
+"""Loader nodes: the HappyHorse DiT, the T5Gemma text encoder and the Turbo-VAED decoder.
+
+Files come from ComfyUI's standard model folders; nothing is ever downloaded. A sharded Hugging
+Face folder is picked through any of its shards (the loader then reads the whole folder).
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from comfy_api.latest import io
+
+from .types import CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT, LoadedTextEncoder
+
+log = logging.getLogger("HappyHorse")
+
+VARIANT_CHOICES = ["auto", "distill", "base", "sr_540p", "sr_1080p"]
+DTYPE_CHOICES = ["bf16", "fp8_e4m3fn", "fp8_e4m3fn_scaled", "fp8_e5m2"]
+ATTENTION_CHOICES = ["auto", "sdpa", "flash", "sage"]
+HF_INDEX = ("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def checkpoint_target(path: str) -> str:
+    """A shard of a sharded folder stands for the folder; a single file stands for itself."""
+    folder = os.path.dirname(path)
+    if any(os.path.isfile(os.path.join(folder, name)) for name in HF_INDEX):
+        return folder
+    return path
+
+
+def text_encoder_target(path: str) -> str:
+    """Pick the folder when the file sits in a Hugging Face folder with tokenizer files."""
+    folder = os.path.dirname(path)
+    if any(os.path.isfile(os.path.join(folder, t)) for t in TOKENIZER_FILES):
+        return folder
+    return path
+
+
+def _options(choices: list[str], fallback: str) -> list[str]:
+    return choices or [fallback]
+
+
+class ModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from . import comfy_bridge as cb
+        return io.Schema(
+            node_id="HappyHorseModelLoader",
+            display_name="HappyHorse Model Loader",
+            category=f"{CATEGORY}/loaders",
+            description=("Loads a HappyHorse / daVinci-MagiHuman DiT (15B) from models/diffusion_models "
+                         "(or its happyhorse/ subfolder): a single .safetensors file, or any shard of a sharded "
+                         "Hugging Face folder. Accepts bf16/fp32 files, fp8 repacks and Wan2GP split keys. "
+                         "Weights stay in system RAM until the sampler runs."),
+            inputs=[
+                io.Combo.Input("model_name", options=_options(cb.list_happyhorse_models(), "no files found"),
+                               tooltip="DiT file in models/diffusion_models. distill/ = 8-step model, base/ = 32 "
+                                       "steps + CFG, 540p_sr/ and 1080p_sr/ = super-resolution models."),
+                io.Combo.Input("variant", options=VARIANT_CHOICES, default="auto",
+                               tooltip="Which checkpoint this is. The four have identical shapes, so 'auto' reads "
+                                       "the file/folder name (distill, base, 540p, 1080p)."),
+                io.Combo.Input("weight_dtype", options=DTYPE_CHOICES, default="bf16",
+                               tooltip="Storage of the block weights. bf16 = 30.6 GB; fp8 on the 32 shared layers "
+                                       "= ~20.6 GB; fp8 on all layers = ~15.3 GB. fp8 is upcast per matmul, so it "
+                                       "works on any GPU and on CPU."),
+                io.Combo.Input("fp8_scope", options=["shared", "all"], default="shared",
+                               tooltip="shared = fp8 only for layers 4-35 (the 8 modality-specific layers stay "
+                                       "bf16, best quality); all = every block linear in fp8."),
+                io.Combo.Input("attention", options=ATTENTION_CHOICES, default="auto",
+                               tooltip="auto = flash-attn if installed on a CUDA GPU, else PyTorch SDPA. A backend "
+                                       "that cannot run falls back to SDPA with one warning."),
+                HHBlockSwap.Input("block_swap", optional=True,
+                                  tooltip="Optional block-swap settings (HappyHorse Block Swap node)."),
+            ],
+            outputs=[HHModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model_name, variant, weight_dtype, fp8_scope, attention, block_swap=None) -> io.NodeOutput:
+        from happyhorse_core.loading import load_dit
+
+        from . import comfy_bridge as cb
+        path = checkpoint_target(cb.model_path("diffusion_models", model_name))
+        model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
+                         fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+        report = getattr(model, "load_report", None)
+        loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
+                           block_swap=block_swap)
+        if not block_swap:
+            loaded.patcher = cb.wrap_model(model)
+        return io.NodeOutput(loaded)
+
+
+class BlockSwapSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HappyHorseBlockSwap",
+            display_name="HappyHorse Block Swap",
+            category=f"{CATEGORY}/loaders",
+            description=("Keeps only N of the 40 transformer blocks on the GPU and streams the others from "
+                         "system RAM just before use (the next block is prefetched on a side stream). Outputs "
+                         "are bit-identical to running without swap; speed drops as N falls."),
+            inputs=[
+                io.Int.Input("blocks_on_device", default=20, min=0, max=40,
+                             tooltip="Blocks kept on the GPU (0-40). bf16: each shared block ~0.55 GB, each of the "
+                                     "8 sandwich blocks ~1.7 GB. 40 = no swapping; 20 saves ~11 GB; 0 keeps ~1 "
+                                     "block at a time."),
+                io.Boolean.Input("pin_memory", default=False,
+                                 tooltip="Pinned host memory for faster copies; costs as much page-locked RAM as "
+                                         "the swapped blocks (up to ~30 GB in bf16)."),
+            ],
+            outputs=[HHBlockSwap.Output(display_name="block_swap")],
+        )
+
+    @classmethod
+    def execute(cls, blocks_on_device, pin_memory) -> io.NodeOutput:
+        return io.NodeOutput({"blocks_on_device": int(blocks_on_device), "pin_memory": bool(pin_memory)})
+
+
+class TextEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from . import comfy_bridge as cb
+        return io.Schema(
+            node_id="HappyHorseTextEncoderLoader",
+            display_name="HappyHorse Text Encoder Loader (T5Gemma)",
+            category=f"{CATEGORY}/loaders",
+            description=("Loads the T5Gemma-9B encoder from models/text_encoders: the google/t5gemma-9b-9b-ul2 "
+                         "folder (pick any of its shards; only the ~18 GB encoder half is read) or an encoder-only "
+                         ".safetensors with tokenizer.json / tokenizer.model beside it."),
+            inputs=[
+                io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
+                               tooltip="A file of the T5Gemma folder in models/text_encoders."),
+                io.Combo.Input("weight_dtype", options=["bf16", "fp32"], default="bf16",
+                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks)."),
+                io.Combo.Input("device", options=["default", "cpu"], default="default",
+                               tooltip="default = the GPU while encoding (ComfyUI evicts it afterwards when "
+                                       "memory is needed); cpu = never on the GPU (for cards under ~24 GB; "
+                                       "encoding a prompt then takes tens of seconds)."),
+            ],
+            outputs=[HHTextEncoder.Output(display_name="text_encoder")],
+        )
+
+    @classmethod
+    def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
+        import torch
+
+        from happyhorse_core.text.loading import load_text_stack
+
+        from . import comfy_bridge as cb
+        path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
+        dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
+        encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
+        patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
+        return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
+
+
+class TurboVAEDLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from . import comfy_bridge as cb
+        return io.Schema(
+            node_id="HappyHorseTurboVAEDLoader",
+            display_name="HappyHorse Turbo-VAED Loader",
+            category=f"{CATEGORY}/loaders",
+            description=("Loads the Turbo-VAED fast video decoder (.safetensors) from models/vae. Convert the "
+                         "published checkpoint-340000.ckpt once with: python -m "
+                         "happyhorse_core.decoders.convert_ckpt checkpoint-340000.ckpt turbo_vaed.safetensors"),
+            inputs=[
+                io.Combo.Input("vae_name", options=_options(cb.list_models("vae"), "no files found"),
+                               tooltip="Turbo-VAED .safetensors in models/vae (107 M parameters, ~0.2 GB bf16)."),
+            ],
+            outputs=[HHTurboVAED.Output(display_name="turbo_vaed")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name) -> io.NodeOutput:
+        from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
+
+        from . import comfy_bridge as cb
+        path = cb.model_path("vae", vae_name)
+        decoder = load_turbo_vaed(path, device="cpu")
+        return io.NodeOutput({"decoder": decoder, "path": path, "patcher": cb.wrap_model(decoder)})
+
+
+NODES = [ModelLoader, BlockSwapSettings, TextEncoderLoader, TurboVAEDLoader]

@@ -1,0 +1,83 @@
+"""The sampler node: text (+ first frame, + voice) -> video and audio latents."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from .types import CATEGORY, HHConditioning, HHModel
+
+log = logging.getLogger("HappyHorse")
+
+
+class Sampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HappyHorseSampler",
+            display_name="HappyHorse Sampler",
+            category=f"{CATEGORY}/sampling",
+            description=("Generates video and synchronized audio. distilled = the distill checkpoint, 8 steps, no "
+                         "CFG (fast); base = the base checkpoint, 32 steps with CFG (video 5.0 while t > 500 then "
+                         "2.0, audio 5.0). With a first frame the clip starts on that image; with a voice latent the "
+                         "lips follow that track. Cancel stops within one step."),
+            inputs=[
+                HHModel.Input("model"),
+                HHConditioning.Input("conditioning"),
+                io.Latent.Input("video_latent", tooltip="From HappyHorse Empty Latent (sets size and length)."),
+                io.Latent.Input("audio_latent", tooltip="From HappyHorse Empty Latent (25 frames per second)."),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Same seed, same clip (noise is drawn on the CPU)."),
+                io.Combo.Input("mode", options=["distilled", "base"], default="distilled",
+                               tooltip="distilled: 8 steps, 1 forward per step. base: CFG, 2 forwards per step."),
+                io.Int.Input("steps", default=0, min=0, max=200,
+                             tooltip="0 = the mode's default (8 distilled, 32 base)."),
+                io.Float.Input("video_cfg", default=5.0, min=1.0, max=20.0, step=0.1,
+                               tooltip="Base mode: video guidance while timestep > 500."),
+                io.Float.Input("video_cfg_late", default=2.0, min=1.0, max=20.0, step=0.1,
+                               tooltip="Base mode: video guidance for the last steps (timestep <= 500)."),
+                io.Float.Input("audio_cfg", default=5.0, min=1.0, max=20.0, step=0.1,
+                               tooltip="Base mode: audio guidance for every step."),
+                io.Latent.Input("first_frame", optional=True, tooltip="From HappyHorse Image To Video."),
+                io.Latent.Input("voice_latent", optional=True, tooltip="From HappyHorse Voice Reference."),
+            ],
+            outputs=[io.Latent.Output(display_name="video_latent"), io.Latent.Output(display_name="audio_latent")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, conditioning, video_latent, audio_latent, seed, mode, steps, video_cfg, video_cfg_late,
+                audio_cfg, first_frame=None, voice_latent=None) -> io.NodeOutput:
+        from happyhorse_core.guidance import GuidanceConfig
+        from happyhorse_core.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
+        from happyhorse_core.pipeline import SamplingOptions, TextConditioning, generate
+        from happyhorse_core.validation import check_clip_latents
+
+        from . import comfy_bridge as cb
+        from .runtime import hooks_for, oom_advice, placed
+        video = cb.latent_samples(video_latent, "video")
+        audio = cb.latent_samples(audio_latent, "audio")
+        check_clip_latents(video, audio)
+        if model.variant.startswith("sr_"):
+            raise ValueError("this is a super-resolution model; load the distill or base checkpoint for the "
+                             "sampler and use the SR model in HappyHorse Super-Resolution")
+        guidance = GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
+        text = TextConditioning(conditioning.positive, conditioning.negative)
+        image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
+        voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
+        outs_v, outs_a = [], []
+        with oom_advice("the HappyHorse sampler", model), placed(model) as device:
+            for b in range(video.shape[0]):
+                opts = SamplingOptions(mode=mode, steps=steps or None, seed=seed + b, guidance=guidance)
+                v, a = generate(model.model, text, latent_frames=video.shape[2], latent_h=video.shape[3],
+                                latent_w=video.shape[4], audio_frames=audio.shape[2], opts=opts, image_latent=image,
+                                audio_latent=voice, hooks=hooks_for(cls.hidden.unique_id, opts.steps),
+                                device=device)
+                outs_v.append(video_from_model(v))
+                outs_a.append(audio_from_model(a))
+        dev = cb.intermediate_device()
+        return io.NodeOutput(cb.video_latent(torch.cat(outs_v).to(dev)), cb.audio_latent(torch.cat(outs_a).to(dev)))
+
+
+NODES = [Sampler]

@@ -1,0 +1,52 @@
+"""Custom socket types of the pack and the small objects that travel on them.
+
+Native types (LATENT, IMAGE, AUDIO, VAE) are used wherever ComfyUI has one; these custom
+types carry what has no native equivalent: our DiT, our text encoder, the encoded prompt pair
+and the Turbo-VAED decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from comfy_api.latest import io
+
+HHModel = io.Custom("HAPPYHORSE_MODEL")
+HHTextEncoder = io.Custom("HAPPYHORSE_TEXT_ENCODER")
+HHConditioning = io.Custom("HAPPYHORSE_CONDITIONING")
+HHBlockSwap = io.Custom("HAPPYHORSE_BLOCKSWAP")
+HHTurboVAED = io.Custom("HAPPYHORSE_TURBO_VAED")
+
+CATEGORY = "HappyHorse"
+
+
+@dataclass
+class LoadedDiT:
+    """A loaded SandwichDiT plus how the user asked to run it."""
+
+    model: torch.nn.Module  # happyhorse_core SandwichDiT, weights in system RAM until sampling
+    variant: str  # base / distill / sr_540p / sr_1080p
+    path: str
+    patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
+    block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool} or None
+    compile: bool = False
+
+
+@dataclass
+class LoadedTextEncoder:
+    encoder: torch.nn.Module  # happyhorse_core T5GemmaEncoder
+    tokenizer: Any  # happyhorse_core T5GemmaTokenizer
+    path: str
+    patcher: Any = None
+
+
+@dataclass
+class PromptPair:
+    """Encoded positive and negative prompts, fp32 rows (padding never included)."""
+
+    positive: torch.Tensor  # [n, 3584]
+    negative: torch.Tensor  # [m, 3584]
+    prompt: str
+    truncated: bool = False
+    extra: dict = field(default_factory=dict)

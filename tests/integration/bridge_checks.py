@@ -1,0 +1,143 @@
+"""Checks of nodes/comfy_bridge.py INSIDE ComfyUI's python (no server): run as
+    COMFYUI_HOME/venv/bin/python tests/integration/bridge_checks.py COMFYUI_HOME WORKDIR
+Prints one JSON object {check name: "ok" | traceback}; test_comfy_bridge_in_comfy.py asserts on it."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+HOME, WORK = Path(sys.argv[1]), Path(sys.argv[2])
+REPO = Path(__file__).resolve().parents[2]
+
+_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")   # keep: it holds the op library
+_LAUNCH["_declare_torchvision_ops"]()
+sys.path.insert(0, str(HOME / "ComfyUI"))
+import comfy.cli_args  # noqa: E402
+
+comfy.cli_args.args.cpu = True
+import torch  # noqa: E402
+import comfy.model_management as mm  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.utils  # noqa: E402
+import folder_paths  # noqa: E402
+
+# ComfyUI's own `nodes` module shadows the pack's nodes/ package here: load the file by path
+spec = importlib.util.spec_from_file_location("hh_comfy_bridge", REPO / "nodes" / "comfy_bridge.py")
+bridge = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bridge)
+
+CHECKS = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def expect_raises(exc, fn, *args):
+    try:
+        fn(*args)
+    except exc as e:
+        return e
+    raise AssertionError(f"{fn.__name__}{args} did not raise {exc.__name__}")
+
+
+def setup_models() -> None:
+    models = WORK / "models"
+    for sub in ("diffusion_models/happyhorse", "text_encoders", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    (models / "diffusion_models" / "happyhorse" / "dit.safetensors").write_bytes(b"x")
+    (models / "diffusion_models" / "other.safetensors").write_bytes(b"x")
+    (models / "vae" / "wan.safetensors").write_bytes(b"x")
+    (models / "vae" / "notes.txt").write_bytes(b"x")                  # not a model extension
+    outside = WORK / "outside.safetensors"
+    outside.write_bytes(b"x")
+    link = models / "vae" / "escape.safetensors"
+    if not link.is_symlink():
+        link.symlink_to(outside)
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        folder_paths.folder_names_and_paths[folder] = ([str(models / folder)], folder_paths.supported_pt_extensions)
+    folder_paths.filename_list_cache.clear()
+
+
+@check
+def devices_are_comfys():
+    assert bridge.torch_device() == mm.get_torch_device() == torch.device("cpu")
+    assert bridge.offload_device() == mm.unet_offload_device()
+    assert bridge.intermediate_device() == mm.intermediate_device()
+
+
+@check
+def lists_model_folders():
+    assert bridge.list_models("vae") == ["escape.safetensors", "wan.safetensors"]
+    assert bridge.list_happyhorse_models() == ["happyhorse/dit.safetensors", "other.safetensors"]
+    assert bridge.list_models("text_encoders") == []
+    expect_raises(ValueError, bridge.list_models, "checkpoints")
+
+
+@check
+def model_path_stays_inside():
+    got = bridge.model_path("diffusion_models", "happyhorse/dit.safetensors")
+    assert got == os.path.realpath(WORK / "models/diffusion_models/happyhorse/dit.safetensors"), got
+    assert "outside" in str(expect_raises(ValueError, bridge.model_path, "vae", "escape.safetensors"))
+    expect_raises(ValueError, bridge.model_path, "vae", "../vae/wan.safetensors")
+    expect_raises(ValueError, bridge.model_path, "vae", str(WORK / "models/vae/wan.safetensors"))
+    expect_raises(FileNotFoundError, bridge.model_path, "vae", "missing.safetensors")
+
+
+@check
+def progress_reaches_comfy_hook():
+    calls = []
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t, p, node_id)))
+    try:
+        prog = bridge.ComfyProgress(4, node_id="7")
+        prog(1, 4)
+        prog(2, 4, preview=torch.rand(1, 8, 6, 3))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+    assert calls[0] == (1, 4, None, "7"), calls
+    fmt, img, size = calls[1][2]
+    assert (fmt, img.size, size, calls[1][3]) == ("JPEG", (6, 8), 512, "7"), calls[1]
+
+
+@check
+def interrupt_check_raises_comfys_exception():
+    bridge.interrupt_check()                                   # not interrupted: no-op
+    mm.interrupt_current_processing(True)
+    expect_raises(mm.InterruptProcessingException, bridge.interrupt_check)
+    assert not mm.processing_interrupted()
+
+
+@check
+def wrapped_model_is_managed():
+    module = torch.nn.Linear(16, 16)
+    patcher = bridge.wrap_model(module)
+    assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
+    assert patcher.size == 16 * 16 * 4 + 16 * 4 and patcher.model is module
+    assert bridge.wrap_model(module, size_bytes=123).size == 123
+    bridge.load_models([patcher])
+    assert any(m.model is patcher for m in mm.current_loaded_models)
+    mm.unload_all_models()
+    assert not any(m.model is patcher for m in mm.current_loaded_models)
+
+
+def main() -> None:
+    setup_models()
+    results = {}
+    for name, fn in CHECKS.items():
+        try:
+            fn()
+            results[name] = "ok"
+        except Exception:
+            results[name] = traceback.format_exc()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Pure parts of nodes/comfy_bridge.py (layout conversions, model-path confinement): no ComfyUI needed."""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from nodes import comfy_bridge as cb
+
+
+def test_comfy_is_imported_lazily():
+    """Node files import the bridge at module level; comfy may only be imported inside functions."""
+    tree = ast.parse(Path(cb.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top for a in n.names} | {
+        (n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
+    assert not names & {"comfy", "folder_paths", "comfy_api", "server", "nodes"}, names
+
+
+def test_image_frames_round_trip():
+    image = torch.rand(5, 6, 8, 3)                         # [T, H, W, 3]
+    frames = cb.image_to_frames(image)
+    assert frames.shape == (1, 3, 5, 6, 8)
+    assert torch.equal(frames[0, :, 2], image[2].permute(2, 0, 1))
+    assert torch.equal(cb.frames_to_image(frames), image)
+
+
+def test_frames_to_image_clamps_and_accepts_unbatched():
+    frames = torch.tensor([-0.5, 0.25, 1.5]).reshape(3, 1, 1, 1)   # [3, T=1, 1, 1]
+    assert cb.frames_to_image(frames).flatten().tolist() == [0.0, 0.25, 1.0]
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("bad", [torch.rand(5, 6, 8), torch.rand(5, 6, 8, 4)])
+def test_image_to_frames_rejects_non_rgb(bad):
+    with pytest.raises(ValueError, match=r"IMAGE must be \[frames, height, width, 3\]"):
+        cb.image_to_frames(bad)
+
+
+def test_audio_round_trip():
+    wav = torch.randn(2, 100)
+    audio = cb.waveform_to_audio(wav, 44100)
+    assert audio["waveform"].shape == (1, 2, 100) and audio["sample_rate"] == 44100
+    back, sr = cb.audio_to_waveform(audio)
+    assert torch.equal(back, wav) and sr == 44100
+
+
+@pytest.mark.badinput
+def test_audio_batch_rejected():
+    with pytest.raises(ValueError, match="pass one clip"):
+        cb.audio_to_waveform({"waveform": torch.zeros(2, 2, 10), "sample_rate": 44100})
+    with pytest.raises(ValueError, match="'waveform' and 'sample_rate'"):
+        cb.audio_to_waveform({"waveform": torch.zeros(1, 2, 10)})
+
+
+def test_latent_helpers():
+    v = torch.zeros(1, 48, 3, 4, 4)
+    a = torch.zeros(2, 64, 7)
+    assert cb.latent_samples(cb.video_latent(v), "video") is v
+    lat = cb.audio_latent(a)
+    assert lat["type"] == "audio" and cb.latent_samples(lat, "audio") is a
+
+
+@pytest.mark.badinput
+def test_latent_shape_errors():
+    with pytest.raises(ValueError, match=r"video latent must be \[B, 48, T, h, w\]"):
+        cb.video_latent(torch.zeros(1, 16, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"audio latent must be \[B, 64, F\]"):
+        cb.latent_samples({"samples": torch.zeros(1, 48, 3, 4, 4)}, "audio")
+    with pytest.raises(ValueError, match="kind must be"):
+        cb.latent_samples({"samples": torch.zeros(1, 64, 3)}, "image")
+
+
+
+@pytest.fixture
+def roots(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "happyhorse").mkdir(parents=True)
+    b.mkdir()
+    (a / "happyhorse" / "dit.safetensors").write_bytes(b"x")
+    (b / "te.safetensors").write_bytes(b"x")
+    (tmp_path / "secret.safetensors").write_bytes(b"x")
+    (a / "escape.safetensors").symlink_to(tmp_path / "secret.safetensors")
+    (a / "inside.safetensors").symlink_to(b / "te.safetensors")     # link into another root: allowed
+    return [str(a), str(b)]
+
+
+def test_resolve_in_roots_finds_files_in_any_root(roots):
+    assert cb.resolve_in_roots("happyhorse/dit.safetensors", roots) == os.path.realpath(
+        os.path.join(roots[0], "happyhorse", "dit.safetensors"))
+    assert cb.resolve_in_roots("te.safetensors", roots) == os.path.realpath(os.path.join(roots[1], "te.safetensors"))
+    assert cb.resolve_in_roots("inside.safetensors", roots) == os.path.realpath(os.path.join(roots[1], "te.safetensors"))
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("name,match", [
+    ("../secret.safetensors", r"contains '\.\.'"),
+    ("happyhorse/../../secret.safetensors", r"contains '\.\.'"),
+    ("..\\secret.safetensors", r"contains '\.\.'"),
+    ("/etc/passwd", "absolute path"),
+    ("C:\\models\\x.safetensors", "absolute path"),
+    ("", "empty model file name"),
+    ("escape.safetensors", "outside the"),
+])
+def test_resolve_in_roots_rejects_escapes(roots, name, match):
+    with pytest.raises(ValueError, match=match):
+        cb.resolve_in_roots(name, roots, "diffusion_models")
+
+
+@pytest.mark.badinput
+def test_resolve_in_roots_missing_file(roots):
+    with pytest.raises(FileNotFoundError, match="not found in the vae folders"):
+        cb.resolve_in_roots("nope.safetensors", roots, "vae")
+
+
+@pytest.mark.badinput
+def test_resolve_in_roots_rejects_a_linked_folder_that_leads_outside(roots, tmp_path):
+    """A symlinked *folder* inside a root (models/vae/shared -> /elsewhere) must not open files outside."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "w.safetensors").write_bytes(b"x")
+    (Path(roots[0]) / "shared").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="outside the"):
+        cb.resolve_in_roots("shared/w.safetensors", roots, "vae")
+    chain = Path(roots[0]) / "chain.safetensors"      # link -> link inside the root -> file outside
+    chain.symlink_to(Path(roots[0]) / "escape.safetensors")
+    with pytest.raises(ValueError, match="outside the"):
+        cb.resolve_in_roots("chain.safetensors", roots, "vae")
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("name", ["dit\x00.safetensors", "happyhorse", "./../secret.safetensors"])
+def test_resolve_in_roots_odd_names(roots, name):
+    """A NUL byte or a folder name is simply not a model file; './..' is still '..'."""
+    err = FileNotFoundError if ".." not in name else ValueError
+    with pytest.raises(err):
+        cb.resolve_in_roots(name, roots, "diffusion_models")
