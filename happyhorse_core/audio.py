@@ -188,12 +188,13 @@ def _as_channels_first(waveform: torch.Tensor) -> torch.Tensor:
     elif waveform.dim() != 2:
         raise ValueError(f"waveform must be [N], [C, N] or [1, C, N], got shape {tuple(waveform.shape)}")
     if waveform.shape[-1] == 0:
-        raise ValueError("the audio track is empty (0 samples)")
+        raise ValueError("the audio track is empty (0 samples); load a file with sound")
     if waveform.shape[0] > 16:
         raise ValueError(f"waveform has {waveform.shape[0]} channels; did you pass [N, C] instead of [C, N]?")
     waveform = waveform.float()
     if not torch.isfinite(waveform).all():
-        raise ValueError("the audio track contains NaN or infinite samples")
+        raise ValueError("the audio track contains NaN or infinite samples; check the node that produced it "
+                         "or re-export the file")
     return waveform
 
 
@@ -211,7 +212,8 @@ def prepare_voice_track(
     """
     sample_rate = int(sample_rate)
     if not MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE:
-        raise ValueError(f"audio sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}..{MAX_INPUT_RATE} Hz")
+        raise ValueError(f"audio sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}..{MAX_INPUT_RATE} Hz; "
+                         "resample the track to 44.1 or 48 kHz first (e.g. ffmpeg -ar 48000)")
     if target_rate <= 0 or target_samples <= 0:
         raise ValueError(f"target_rate and target_samples must be positive, got {target_rate}, {target_samples}")
     x = downmix_to_stereo(_as_channels_first(waveform))  # [2, N]

@@ -29,6 +29,7 @@ from .components import (check_loader_available, real_components, real_text_stac
 from .geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_steps
 from .media import write_mp4
 from .media_input import read_audio, read_image
+from .parallel import init_from_env, shard_components
 from .pipeline import DEFAULT_STEPS, MODES, SamplingOptions
 from .progress import TextProgress, format_seconds
 from .text.prompts import DEFAULT_NEGATIVE_PROMPT, DialogueLine, build_prompt, format_dialogue_line
@@ -298,15 +299,26 @@ def run(args: argparse.Namespace) -> list[Path]:
     if threads is not None:
         torch.set_num_threads(threads)
     device = resolve_device(args.device)
+    ranks = init_from_env(device)  # torchrun: sequence-parallel sampling, one process per GPU (parallel.py)
+    if ranks is not None:
+        device = ranks.device
+        if not ranks.is_main:
+            log.setLevel(logging.WARNING)
     _log_notes(args, request)
-    log.info(_describe(args, request, device))
+    log.info(_describe(args, request, device) + (f", {ranks.world} ranks ({ranks.backend})" if ranks else ""))
     timings: dict[str, float] = {}
     text = _encode_prompts(args, request, device, timings)
     start = time.perf_counter()
-    runner = ClipRunner(_components(args, request, device), progress=lambda label, unit: TextProgress(label, unit))
+    components = _components(args, request, device)
+    if ranks is not None:
+        components = shard_components(components)
+    show = ranks is None or ranks.is_main
+    runner = ClipRunner(components, progress=(lambda label, unit: TextProgress(label, unit)) if show else None)
     timings["load DiT"] = time.perf_counter() - start
     result = runner.run(request, text)
     timings.update(result.timings)
+    if not show:  # only rank 0 writes; every rank holds the same latents
+        return []
     start = time.perf_counter()
     written = write_outputs(result, args.out, args.save_latents)
     timings["write mp4"] = time.perf_counter() - start
@@ -325,6 +337,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"HappyHorse: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

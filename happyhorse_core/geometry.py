@@ -109,6 +109,9 @@ def resolve_size(width: int, height: int) -> tuple[int, int]:
     w, h = _as_int(width, "width"), _as_int(height, "height")
     if w <= 0 or h <= 0:
         raise ValueError(f"width and height must be positive, got {w}x{h}")
+    for name, side in (("width", w), ("height", h)):
+        if side < MIN_SIDE:  # before flooring, so the message names the requested value, not 0
+            raise ValueError(f"{name} {side} px is too small: the minimum is {MIN_SIDE} px (one 2x2 latent patch)")
     rw, rh = w // SIZE_MULTIPLE * SIZE_MULTIPLE, h // SIZE_MULTIPLE * SIZE_MULTIPLE
     _check_limits(rw, rh)
     if (rw, rh) != (w, h):

@@ -31,10 +31,11 @@ SCALE_NAMINGS = ((".__fp8_scale", "", "SanDiegoDude '<param>.__fp8_scale'"),
 QUANTO_DATA, QUANTO_SCALE = ".weight._data", ".weight._scale"
 MODALITIES = ("video", "audio", "text")
 FP8_TAGS = ("F8_E4M3", "F8_E5M2")
-FOREIGN_SIGNATURES = (  # substring of a key -> what the file is
+FOREIGN_SIGNATURES = (  # substring of a key -> what the file is; first match wins, most specific first
+    ("input_blocks.", "a Stable Diffusion UNet"),  # before attn1/encoder.layers: SD files hold those too
     ("self_attn.q.weight", "a Wan 2.x video DiT"), ("cross_attn.k.weight", "a Wan 2.x video DiT"),
     ("attn1.to_q.weight", "an LTX-Video (or other diffusers) transformer"),
-    ("input_blocks.", "a Stable Diffusion UNet"), ("double_blocks.", "a Flux / HunyuanVideo DiT"),
+    ("double_blocks.", "a Flux / HunyuanVideo DiT"),
     ("joint_blocks.", "a Stable Diffusion 3 MMDiT"), ("encoder.layers.", "a text encoder (T5 / T5Gemma)"),
     ("embed_tokens.weight", "a text encoder or language model"), ("lora_A.", "a LoRA"), ("lora_down.", "a LoRA"),
     ("decoder.up_blocks.", "a VAE"), ("decoder.conv_in.", "a VAE"), ("pretransform.", "Stable Audio Open"),
@@ -136,7 +137,8 @@ def plan_layout(ckpt: CheckpointIndex) -> LayoutPlan:
                               f"first keys: {sample}). Select the HappyHorse DiT checkpoint "
                               "(keys adapter.*, block.layers.*, final_*).")
     sources, unexpected, missing = _pair_scales(ckpt, names)
-    _check_fp8_scales(ckpt, sources)
+    marked = any(k in MARKER_KEYS or any(k.endswith("." + m) for m in MARKER_KEYS) for k in ignored)
+    _check_fp8_scales(ckpt, sources, marked_scaled=marked)
     split = any(_SPLIT_SIGNATURE.match(n) for n in sources)
     incomplete: list[str] = []
     if split:
@@ -179,9 +181,14 @@ def _pair_scales(ckpt: CheckpointIndex, names: dict[str, str]) -> tuple[dict[str
     return sources, unexpected, missing
 
 
-def _check_fp8_scales(ckpt: CheckpointIndex, sources: dict[str, SourceTensor]) -> None:
+def _check_fp8_scales(ckpt: CheckpointIndex, sources: dict[str, SourceTensor], marked_scaled: bool = False) -> None:
     fp8 = [s for s in sources.values() if s.is_fp8]
     scaled = [s for s in fp8 if s.scale_key]
+    if marked_scaled and fp8 and not scaled:
+        raise CheckpointError(
+            f"{ckpt.root}: the file is marked 'scaled_fp8' (ComfyUI scaled fp8) but none of its {len(fp8)} fp8 "
+            f"weights has a '<layer>.scale_weight' tensor (e.g. {fp8[0].key!r}); loading it without scales would "
+            "give wrong weights. The file is incomplete: download or convert it again.")
     if scaled and len(scaled) < len(fp8):
         bad = next(s for s in fp8 if not s.scale_key)
         raise CheckpointError(

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .dit.cache import StepCache
 from .guidance import GuidanceConfig, apply_cfg, video_scale
 from .noise import distill_step_noise, initial_noise, make_generator
 from .scheduler import FlowUniPC, flow_sigmas, step_ddim
@@ -77,19 +78,28 @@ class Hooks:
 
 
 class Denoiser:
-    """Calls the DiT on latents: packs, runs, unpacks. Returns velocities in fp32."""
+    """Calls the DiT on latents: packs, runs, unpacks. Returns velocities in fp32.
+
+    What is constant over a sampling run is prepared once: the device copy of each prompt's
+    features, the token coordinates per geometry, and (inside the model, through `cache`) the
+    text embedder output and RoPE table. Use one Denoiser per run.
+    """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str | None = None) -> None:
         self.model = model
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.style = model.config.coords_style
+        self.cache = StepCache()
+        self._coords: dict[tuple, torch.Tensor] = {}
 
     @torch.no_grad()
     def __call__(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         seq = pack(video, audio, text, style=self.style)
         dev = self.device
-        v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), seq.text.to(dev), seq.coords.to(dev),
-                                  seq.tokens_per_frame)
+        text_dev = self.cache.get("text", text, lambda t: t.to(dev, torch.float32))  # same object every step
+        coords = self._coords.setdefault((seq.grid, seq.audio.shape[0], seq.text.shape[0]), seq.coords.to(dev))
+        v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), text_dev, coords, seq.tokens_per_frame,
+                                  cache=self.cache)
         v, a = unpack(v_tok, a_tok, seq)
         return v.to(video.device), a.to(audio.device)
 
@@ -101,16 +111,46 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_inputs(text: TextConditioning, opts: SamplingOptions, latent_shape, image_latent, audio_latent):
-    if text.positive.ndim != 2 or text.positive.shape[0] == 0:
-        raise ValueError("the prompt encoded to no tokens; write a prompt (even one word)")
+def check_text(model: torch.nn.Module, text: TextConditioning) -> None:
+    """Text rows must be [n >= 1, text_in_channels] and finite (a wrong encoder gives another width)."""
+    want = getattr(getattr(model, "config", None), "text_in_channels", None)
+    for name, rows in (("prompt", text.positive), ("negative prompt", text.negative)):
+        if rows is None:
+            continue
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            raise ValueError(f"the {name} encoded to no tokens (features {list(rows.shape)}); write a prompt "
+                             "(even one word)")
+        if want is not None and rows.shape[1] != want:
+            raise ValueError(f"the {name} features are {rows.shape[1]} wide but this DiT reads {want}-wide text "
+                             "features (T5Gemma-9B); connect HappyHorse Text Encode fed by the T5Gemma encoder")
+        if not torch.isfinite(rows).all():
+            raise ValueError(f"the {name} features contain NaN/Inf values; reload the text encoder (bf16 or fp32)")
+
+
+def check_finite(x: Optional[torch.Tensor], what: str) -> None:
+    if x is not None and not torch.isfinite(x).all():
+        raise ValueError(f"the {what} contains NaN/Inf values; check the node that produced it")
+
+
+def _check_inputs(model, text: TextConditioning, opts: SamplingOptions, latent_shape, audio_frames: int,
+                  image_latent, audio_latent) -> None:
+    check_text(model, text)
     if opts.mode == "base" and text.negative is None:
         raise ValueError("base mode uses CFG and needs the negative prompt's embedding")
     _, _, T, h, w = latent_shape
+    if min(T, h, w, audio_frames) < 1:
+        raise ValueError(f"the clip is empty (latent frames {T}, size {h}x{w}, audio frames {audio_frames}); "
+                         "make the latents with HappyHorse Empty Latent (1-15 s)")
+    if (audio_frames - 1) // 4 + 1 != T:
+        raise ValueError(f"{audio_frames} audio frames do not fit {T} latent video frames (a clip of s seconds has "
+                         "25*s+1 audio frames and (25*s)//4+1 latent frames); take both from one ClipGeometry / "
+                         "HappyHorse Empty Latent")
     if image_latent is not None and tuple(image_latent.shape) != (1, 48, 1, h, w):
         raise ValueError(f"image latent must be [1, 48, 1, {h}, {w}] to match the video, got {list(image_latent.shape)}")
     if audio_latent is not None and (audio_latent.ndim != 3 or audio_latent.shape[2] != 64):
         raise ValueError(f"voice latent must be [1, F, 64], got {list(audio_latent.shape)}")
+    check_finite(image_latent, "first-frame image latent")
+    check_finite(audio_latent, "voice latent")
 
 
 def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: int, latent_h: int, latent_w: int,
@@ -126,7 +166,7 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
     hooks = hooks or Hooks()
     gen = generator if generator is not None else make_generator(opts.seed)
     shape = (1, 48, latent_frames, latent_h, latent_w)
-    _check_inputs(text, opts, shape, image_latent, audio_latent)
+    _check_inputs(model, text, opts, shape, audio_frames, image_latent, audio_latent)
     if audio_latent is not None and audio_latent.shape[1] != audio_frames:
         raise ValueError(f"voice latent has {audio_latent.shape[1]} frames but the clip needs {audio_frames}; "
                          "trim or pad the audio to the clip length first")

@@ -47,3 +47,15 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     cos = table[:, None, half:]
     x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+
+
+def apply_rope_(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` in place on fp32 x [L, H, D]: same numbers, no cat, dims >= 6B untouched."""
+    half = table.shape[1] // 2
+    sin = table[:, None, :half]
+    cos = table[:, None, half:]
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    x1_sin = x1 * sin  # the old x1 is needed by x2' = x2·c + x1·s
+    x1.mul_(cos).sub_(x2 * sin)
+    x2.mul_(cos).add_(x1_sin)
+    return x

@@ -14,9 +14,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .geometry import _as_int
 from .guidance import GuidanceConfig, apply_cfg, sr_video_scale
 from .noise import sr_noise
-from .pipeline import Denoiser, Hooks, TextConditioning
+from .pipeline import Denoiser, Hooks, TextConditioning, check_finite, check_text
 from .scheduler import FlowUniPC, sr_audio_context, sr_renoise
 
 SR_TARGETS = {"540p": (512, 896), "1080p": (1088, 1920)}  # (height, width) for 16:9
@@ -36,6 +37,7 @@ class SROptions:
 
 def sr_latent_size(height: int, width: int) -> tuple[int, int]:
     """Pixel target -> even latent (h, w): sr_latent = size // 16 // 2 * 2."""
+    height, width = _as_int(height, "SR target height"), _as_int(width, "SR target width")
     h, w = height // 16 // 2 * 2, width // 16 // 2 * 2
     if h < 2 or w < 2:
         raise ValueError(f"SR target {width}x{height} is too small; use at least 64x64 pixels")
@@ -57,14 +59,10 @@ def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tens
     if model.config.coords_style != "v1":
         raise ValueError("this DiT was loaded as a base/distill model; load the SR checkpoint with variant "
                          "sr_540p or sr_1080p for the super-resolution stage")
-    if video.ndim != 5 or video.shape[:2] != (1, 48):
-        raise ValueError(f"SR input must be a video latent [1, 48, T, h, w], got {list(video.shape)}")
-    if text.positive.shape[0] < 2:
-        raise ValueError("the SR model needs a prompt of at least 2 tokens")
-    if opts.cfg and text.negative is None:
-        raise ValueError("SR with CFG needs the negative prompt's embedding")
+    _check_sr_inputs(model, video, audio, text, latent_h, latent_w, opts)
     if image_latent is not None and tuple(image_latent.shape) != (1, 48, 1, latent_h, latent_w):
         raise ValueError(f"SR image latent must be [1, 48, 1, {latent_h}, {latent_w}], got {list(image_latent.shape)}")
+    check_finite(image_latent, "SR first-frame image latent")
     up = upsample_latent(video, latent_h, latent_w)
     n_vid, n_aud = sr_noise(generator, up.shape, audio.shape)
     x = sr_renoise(up, n_vid)
@@ -85,3 +83,30 @@ def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tens
     if image_latent is not None:
         x[:, :, :1] = image_latent
     return x, audio
+
+
+def _check_sr_inputs(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, text: TextConditioning,
+                     latent_h: int, latent_w: int, opts: SROptions) -> None:
+    """Shapes and values the SR stage needs, checked before any work (messages say which input to fix)."""
+    if video.ndim != 5 or video.shape[:2] != (1, 48) or min(video.shape[2:]) < 1:
+        raise ValueError(f"SR input must be a video latent [1, 48, T, h, w], got {list(video.shape)}")
+    if audio.ndim != 3 or audio.shape[0] != 1 or audio.shape[2] != 64:
+        raise ValueError(f"SR audio must be the base audio latent in DiT layout [1, F, 64], got {list(audio.shape)}")
+    t, f = video.shape[2], audio.shape[1]
+    if (f - 1) // 4 + 1 != t:
+        raise ValueError(f"the audio latent ({f} frames) does not belong to the video latent ({t} latent frames); "
+                         "pass both outputs of the same base sampler run")
+    if latent_h < 2 or latent_w < 2 or latent_h % 2 or latent_w % 2:
+        raise ValueError(f"SR latent size must be even and at least 2x2, got {latent_h}x{latent_w}; "
+                         "compute it with sr_latent_size() / validation.sr_latent_hw()")
+    if latent_h < video.shape[3] or latent_w < video.shape[4]:
+        raise ValueError(f"SR latent size {latent_h}x{latent_w} is smaller than the base latent "
+                         f"{video.shape[3]}x{video.shape[4]}; the SR stage only upscales: feed it the 256p base "
+                         "clip, or pick a higher SR resolution")
+    check_text(model, text)
+    if text.positive.shape[0] < 2:
+        raise ValueError("the SR model needs a prompt of at least 2 tokens")
+    if opts.cfg and text.negative is None:
+        raise ValueError("SR with CFG needs the negative prompt's embedding")
+    check_finite(video, "base video latent")
+    check_finite(audio, "base audio latent")

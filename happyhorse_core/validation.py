@@ -5,17 +5,35 @@ widget value fails fast with our message instead of a shape error deep inside th
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .text.prompts import DialogueLine
 
 
+class ImageBatchWarning(UserWarning):
+    """A batch of images was given where one start frame is used; the first one is taken."""
+
+
 def check_clip_latents(video: torch.Tensor, audio: torch.Tensor) -> None:
     """Video [B, 48, T, h, w] and audio [B, 64, F] must describe one clip: T = (F - 1) // 4 + 1."""
+    for name, x in (("video", video), ("audio", audio)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"the {name} latent must be a tensor, got {type(x).__name__}; connect a LATENT output")
     if video.ndim != 5 or video.shape[1] != 48:
-        raise ValueError(f"video latent must be [B, 48, T, h, w] (Wan2.2 space), got {list(video.shape)}")
+        raise ValueError(f"video latent must be [B, 48, T, h, w] (Wan2.2 space), got {list(video.shape)}; use the "
+                         "video output of HappyHorse Empty Latent or a Wan2.2 (48-channel) VAE, not Wan2.1 / SD")
     if audio.ndim != 3 or audio.shape[1] != 64:
-        raise ValueError(f"audio latent must be [B, 64, F] (Stable Audio space), got {list(audio.shape)}")
+        raise ValueError(f"audio latent must be [B, 64, F] (Stable Audio space), got {list(audio.shape)}; use the "
+                         "audio output of HappyHorse Empty Latent")
+    b, _, t, h, w = video.shape
+    if min(b, t, h, w, audio.shape[0], audio.shape[2]) < 1 or h % 2 or w % 2:
+        raise ValueError(f"the video latent {list(video.shape)} / audio latent {list(audio.shape)} is empty or has "
+                         "an odd height/width; HappyHorse latents are at least [1, 48, 1, 2, 2] with even sizes "
+                         "(pixel sizes multiples of 32): make them with HappyHorse Empty Latent")
+    if not (video.is_floating_point() and audio.is_floating_point()):
+        raise ValueError(f"latents must be floating point, got {video.dtype} / {audio.dtype}")
     t, f = video.shape[2], audio.shape[2]
     if (f - 1) // 4 + 1 != t or video.shape[0] != audio.shape[0]:
         raise ValueError(f"the audio latent ({f} frames, batch {audio.shape[0]}) does not match the video latent "
@@ -26,10 +44,25 @@ def check_clip_latents(video: torch.Tensor, audio: torch.Tensor) -> None:
             raise ValueError(f"the {name} latent contains NaN/Inf values; check the node that produced it")
 
 
+def start_image(image: torch.Tensor) -> torch.Tensor:
+    """The start frame of an IMAGE batch [B, H, W, C] as RGB [1, H, W, 3].
+
+    Image-to-video uses one picture: with B > 1 the first is used and an ImageBatchWarning says so.
+    """
+    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] > 1:
+        warnings.warn(f"image batch of {image.shape[0]}; using the first image as the start frame "
+                      "(pick one with an image-batch node to choose another)", ImageBatchWarning, stacklevel=2)
+    rgb = to_rgb(image)
+    if rgb.shape[0] < 1 or min(rgb.shape[1:3]) < 1:
+        raise ValueError(f"the image is empty (shape {list(image.shape)}); connect a loaded picture")
+    return rgb[:1]
+
+
 def to_rgb(image: torch.Tensor) -> torch.Tensor:
     """Channels-last image [B, H, W, C], C = 1 (grayscale), 3 or 4 (RGBA) -> [B, H, W, 3]."""
-    if image.ndim != 4:
-        raise ValueError(f"image must be [batch, height, width, channels], got {list(image.shape)}")
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be [batch, height, width, channels], got {shape}; connect an IMAGE output")
     c = image.shape[-1]
     if c == 3:
         return image
@@ -37,7 +70,7 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
         return image[..., :3]
     if c == 1:
         return image.expand(*image.shape[:-1], 3)
-    raise ValueError(f"image has {c} channels; give an RGB, RGBA or grayscale image")
+    raise ValueError(f"image has {c} channels; give an RGB, RGBA or grayscale image (convert it first)")
 
 
 def parse_dialogue(speaker: str, language: str, line: str, more: str) -> list[DialogueLine]:
@@ -58,5 +91,8 @@ def parse_dialogue(speaker: str, language: str, line: str, more: str) -> list[Di
 def sr_latent_hw(base_h: int, base_w: int, target: str) -> tuple[int, int]:
     """SR latent size for a base latent (h, w): the same aspect's size at `target` (540p / 1080p)."""
     from .geometry import ClipGeometry
+    if base_h < 2 or base_w < 2 or base_h % 2 or base_w % 2:
+        raise ValueError(f"the base video latent is {base_h}x{base_w}; HappyHorse latents have even sizes of at "
+                         "least 2 (pixels multiples of 32): connect the HappyHorse Sampler's video latent")
     sr = ClipGeometry(base_w * 16, base_h * 16, 1).sr_geometry(target)  # seconds do not matter for sizes
     return sr.latent_h, sr.latent_w

@@ -150,14 +150,12 @@ class ImageToVideo(io.ComfyNode):
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
         import comfy.utils
 
-        from happyhorse_core.validation import to_rgb
+        from happyhorse_core.validation import start_image
 
         from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
-        if image.shape[0] > 1:
-            log.warning("HappyHorse: image batch of %d; using the first image as the start frame", image.shape[0])
-        rgb = to_rgb(image[:1])
+        rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
         rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
         latent = vae.encode(rgb)  # [1, C, 1, h, w]
         if latent.ndim != 5 or latent.shape[1] != 48:

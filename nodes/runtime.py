@@ -51,10 +51,14 @@ def oom_advice(where: str, *models):
     try:
         yield
     except torch.OutOfMemoryError as e:
+        import traceback
+
+        import comfy.model_management as mm
+        traceback.clear_frames(e.__traceback__)  # drop the failed forward's activations first
         for m in models:
             if m is not None:
                 m.model.to(cb.offload_device())
-        import comfy.model_management as mm
+        mm.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
         mm.soft_empty_cache()
         raise RuntimeError(OOM_ADVICE.format(where=where)) from e
 

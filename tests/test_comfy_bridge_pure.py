@@ -114,3 +114,27 @@ def test_resolve_in_roots_rejects_escapes(roots, name, match):
 def test_resolve_in_roots_missing_file(roots):
     with pytest.raises(FileNotFoundError, match="not found in the vae folders"):
         cb.resolve_in_roots("nope.safetensors", roots, "vae")
+
+
+@pytest.mark.badinput
+def test_resolve_in_roots_rejects_a_linked_folder_that_leads_outside(roots, tmp_path):
+    """A symlinked *folder* inside a root (models/vae/shared -> /elsewhere) must not open files outside."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "w.safetensors").write_bytes(b"x")
+    (Path(roots[0]) / "shared").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="outside the"):
+        cb.resolve_in_roots("shared/w.safetensors", roots, "vae")
+    chain = Path(roots[0]) / "chain.safetensors"      # link -> link inside the root -> file outside
+    chain.symlink_to(Path(roots[0]) / "escape.safetensors")
+    with pytest.raises(ValueError, match="outside the"):
+        cb.resolve_in_roots("chain.safetensors", roots, "vae")
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("name", ["dit\x00.safetensors", "happyhorse", "./../secret.safetensors"])
+def test_resolve_in_roots_odd_names(roots, name):
+    """A NUL byte or a folder name is simply not a model file; './..' is still '..'."""
+    err = FileNotFoundError if ".." not in name else ValueError
+    with pytest.raises(err):
+        cb.resolve_in_roots(name, roots, "diffusion_models")

@@ -101,3 +101,14 @@ def test_bad_options():
         SamplingOptions(steps=0)
     with pytest.raises(ValueError, match="mode must be one of"):
         SamplingOptions(mode="turbo")
+
+
+def test_runs_under_inference_mode_like_comfyui(model, text):
+    """ComfyUI executes nodes under torch.inference_mode(): inputs are inference tensors."""
+    ref_v, ref_a = run(model, text, seed=3)
+    with torch.inference_mode():
+        inf_text = TextConditioning(text.positive.clone(), text.negative.clone())
+        v, a = run(model, inf_text, seed=3)
+        base = run(model, inf_text, opts=SamplingOptions(mode="base", steps=2, seed=3))
+    assert torch.equal(v, ref_v) and torch.equal(a, ref_a)
+    assert base[0].shape == ref_v.shape

@@ -17,6 +17,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from safetensors import safe_open
 
+from ..safetensors_io import CheckpointError, read_header
 from .turbo_config import TurboVAEDConfig
 from .turbo_vaed import TurboVAED
 
@@ -122,14 +123,12 @@ def shape_report(expected: Shapes, found: Shapes) -> Optional[str]:
 
 
 def _read_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from the header, after the shared safetensors checks (no tensor data is read)."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
-    except Exception as exc:  # safetensors raises its own error type for a bad header
-        hint = ""
-        if path.stat().st_size < 1024 and path.read_bytes().startswith(b"version https://git-lfs"):
-            hint = " It is a git-lfs pointer: download the real file (git lfs pull)."
-        raise ValueError(f"{path} is not a readable .safetensors file ({exc}).{hint}") from exc
+        entries, _ = read_header(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"Turbo-VAED weights: not a readable .safetensors file. {exc}") from None
+    return {name: list(info.shape) for name, info in entries.items()}
 
 
 def _check_path(path: Path) -> None:

@@ -112,18 +112,25 @@ class TurboVAED(nn.Module):
         pad, windows = plan_windows(z.shape[2], cfg.first_chunk_size, cfg.step_size, overlap)
         if pad:
             z = torch.cat([z, z[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
-        pieces = []
-        for done, win in enumerate(windows):
-            if interrupt is not None:
-                interrupt()
-            out = self.decoder(z[:, :, win.start : win.stop], win.is_first_chunk)  # [B, 3, F, H, W]
-            out = out[:, :, win.drop_front : out.shape[2] - win.drop_back]
-            if output_device is not None:
-                out = out.to(output_device)
-            pieces.append(out)
-            del out
-            if progress is not None:
-                progress(done + 1, len(windows))
+        pieces: list[torch.Tensor] = []
+        try:
+            for done, win in enumerate(windows):
+                if interrupt is not None:
+                    interrupt()
+                out = self.decoder(z[:, :, win.start : win.stop], win.is_first_chunk)  # [B, 3, F, H, W]
+                out = out[:, :, win.drop_front : out.shape[2] - win.drop_back]
+                if output_device is not None:
+                    out = out.to(output_device)
+                pieces.append(out)
+                del out
+                if progress is not None:
+                    progress(done + 1, len(windows))
+        except BaseException:
+            # Cancel / OOM: drop the finished windows now. The exception's traceback keeps this frame (and
+            # so its locals) alive for as long as the host holds the exception; no partial video survives.
+            pieces.clear()
+            del z
+            raise
         video = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
         del pieces
         if pad:

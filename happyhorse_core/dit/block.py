@@ -1,7 +1,12 @@
-"""One transformer layer: gated self-attention + MLP, pre-norm, fp32 residual (MODEL_SPEC §1.3)."""
+"""One transformer layer: gated self-attention + MLP, pre-norm, fp32 residual (MODEL_SPEC §1.3).
+
+The pre-norms live in the attention / MLP modules (reference key names) but are applied by the
+layer, fused with the residual adds (dit/rowwise.py); the sub-modules take normed input.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,8 +15,8 @@ from ..attention import attention, local_attention
 from ..config import DiTConfig
 from ..modality import ModalitySplit
 from ..ops import Ops
-from ..rope import apply_rope
 from .layers import MLP
+from .rowwise import add_, add_rms_norm_, gate_, qk_norm_rope, rms_norm
 
 
 @dataclass
@@ -23,6 +28,7 @@ class StepContext:
     compute_dtype: torch.dtype  # bf16 (faithful) or fp32
     backend: str  # resolved attention backend
     tokens_per_frame: int  # video tokens per latent frame (local attention)
+    shard: Any = None  # sequence parallel (parallel.SequenceShard): `split`/`rope` are this rank's rows
 
 
 class Attention(nn.Module):
@@ -39,27 +45,30 @@ class Attention(nn.Module):
         self.k_norm = ops.rms_norm(cfg.head_dim, experts, cfg.norm_eps)
         self.linear_proj = ops.expert_linear(cfg.hidden_size, cfg.hidden_size, experts, shared)
 
-    def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        L, cdt, split = h.shape[0], ctx.compute_dtype, ctx.split
-        x = self.pre_norm(h, split).to(cdt)  # [L, D]
-        qkvg = self.linear_qkv(x, split, cdt).float()  # [L, (Hq + 2 Hkv) Dh + Hq]
-        nq, nkv = self.hq * self.dh, self.hkv * self.dh
-        q = qkvg[:, :nq].view(L, self.hq, self.dh)
-        k = qkvg[:, nq:nq + nkv].view(L, self.hkv, self.dh)
-        v = qkvg[:, nq + nkv:nq + 2 * nkv].view(L, self.hkv, self.dh)
-        q = apply_rope(self.q_norm(q, split), ctx.rope).to(cdt)  # [L, Hq, Dh]
-        k = apply_rope(self.k_norm(k, split), ctx.rope).to(cdt)  # [L, Hkv, Dh]
-        v = v.to(cdt)
-        if self.local and split.video > 0:
-            out = local_attention(q, k, v, num_video=split.video, tokens_per_frame=ctx.tokens_per_frame,
-                                  window=self.window, backend=ctx.backend)
-        else:
-            out = attention(q, k, v, ctx.backend)  # [L, Hq, Dh] in cdt
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """x [L, D] normed input in the compute dtype -> linear_proj output [L, D] in the compute dtype."""
+        cdt, split = ctx.compute_dtype, ctx.split
+        qkvg = self.linear_qkv(x, split, cdt)  # [L, (Hq + 2 Hkv) Dh + Hq], q | k | v | gate
+        nqk, nv = (self.hq + self.hkv) * self.dh, self.hkv * self.dh
+        q, k = qk_norm_rope(qkvg, (self.hq, self.hkv, self.dh), self.q_norm, self.k_norm, ctx.rope, split, cdt)
+        v = qkvg[:, nqk:nqk + nv].unflatten(1, (self.hkv, self.dh)).to(cdt)  # [L, Hkv, Dh]
+        if ctx.shard is None:
+            out = self._attend(q, k, v, ctx)  # [L, Hq, Dh] in cdt
+        else:  # all-to-all to whole-sequence head groups, attend, and back to this rank's rows
+            out = ctx.shard.attend(q, k, v, lambda *qkv: self._attend(*qkv, ctx))
         if self.gated:
-            gate = qkvg[:, nq + 2 * nkv:].unsqueeze(-1)  # [L, Hq, 1] fp32
-            out = out * torch.sigmoid(gate)  # promotes to fp32
-        out = out.reshape(L, self.hq * self.dh).to(cdt)
-        return self.linear_proj(out, split, cdt).float()  # [L, D]
+            out = gate_(out, qkvg[:, nqk + nv:], cdt)  # [L, Hq * Dh]
+        else:
+            out = out.reshape(out.shape[0], -1).to(cdt)
+        return self.linear_proj(out, split, cdt)  # [L, D]
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Attention over the WHOLE sequence: q [L, H, Dh], k/v [L, Hk, Dh] -> [L, H, Dh]."""
+        split = ctx.split if ctx.shard is None else ctx.shard.full_split
+        if self.local and split.video > 0:
+            return local_attention(q, k, v, num_video=split.video, tokens_per_frame=ctx.tokens_per_frame,
+                                   window=self.window, backend=ctx.backend)
+        return attention(q, k, v, ctx.backend)
 
 
 class TransformerLayer(nn.Module):
@@ -70,5 +79,8 @@ class TransformerLayer(nn.Module):
         self.mlp = MLP(cfg, layer, ops)
 
     def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        h = h + self.attention(h, ctx)
-        return h + self.mlp(h, ctx.split, ctx.compute_dtype)
+        """h [L, D] fp32 residual stream, updated IN PLACE and returned."""
+        cdt, split = ctx.compute_dtype, ctx.split
+        x = rms_norm(self.attention.pre_norm, h, split, cdt)
+        x = add_rms_norm_(h, self.attention(x, ctx), self.mlp.pre_norm, split, cdt)  # h += attn; norm
+        return add_(h, self.mlp(x, split, cdt))  # h += mlp

@@ -8,25 +8,30 @@ from ..config import DiTConfig
 from ..modality import ModalitySplit
 from ..ops import Ops
 from ..rope import RopeTable
-
-CLAMP = 7.0  # both activations clamp at 7
+from .rowwise import CLAMP, gelu7_to, swiglu7_to
 
 
 def gelu7(x: torch.Tensor) -> torch.Tensor:
-    """Non-gated GELU7 (layers 0-3): c * sigmoid(1.702 c) with c = min(x, 7)."""
+    """Non-gated GELU7 (layers 0-3): c * sigmoid(1.702 c) with c = min(x, 7).
+
+    Reference form for tests; the model runs the blockwise `rowwise.gelu7_to`.
+    """
     c = x.clamp(max=CLAMP)
     return c * torch.sigmoid(1.702 * c)
 
 
 def swiglu7(x: torch.Tensor) -> torch.Tensor:
-    """Interleaved SwiGLU7: even columns gate a, odd columns linear b; a·σ(1.702a)·(b + 1)."""
+    """Interleaved SwiGLU7: even columns gate a, odd columns linear b; a·σ(1.702a)·(b + 1).
+
+    Reference form for tests; the model runs the blockwise `rowwise.swiglu7_to`.
+    """
     a = x[..., 0::2].clamp(max=CLAMP)
     b = x[..., 1::2].clamp(min=-CLAMP, max=CLAMP)
     return a * torch.sigmoid(1.702 * a) * (b + 1)
 
 
 class MLP(nn.Module):
-    """pre-norm -> up_gate_proj -> activation (fp32) -> down_proj; returns the residual delta."""
+    """up_gate_proj -> activation (fp32) -> down_proj; `pre_norm` is applied by the layer."""
 
     def __init__(self, cfg: DiTConfig, layer: int, ops: Ops) -> None:
         super().__init__()
@@ -38,11 +43,11 @@ class MLP(nn.Module):
         self.up_gate_proj = ops.expert_linear(cfg.hidden_size, up, experts, shared)
         self.down_proj = ops.expert_linear(inner, cfg.hidden_size, experts, shared)
 
-    def forward(self, h: torch.Tensor, split: ModalitySplit, cdt: torch.dtype) -> torch.Tensor:
-        x = self.pre_norm(h, split).to(cdt)  # [L, D]
-        x = self.up_gate_proj(x, split, cdt).float()  # [L, inner or 2*inner]
-        x = (gelu7(x) if self.gelu else swiglu7(x)).to(cdt)  # [L, inner]
-        return self.down_proj(x, split, cdt).float()  # [L, D]
+    def forward(self, x: torch.Tensor, split: ModalitySplit, cdt: torch.dtype) -> torch.Tensor:
+        """x [L, D] normed input in cdt -> down_proj output [L, D] in cdt (the residual delta)."""
+        x = self.up_gate_proj(x, split, cdt)  # [L, inner or 2*inner], cdt
+        x = gelu7_to(x, cdt) if self.gelu else swiglu7_to(x, cdt)  # fp32 math -> [L, inner] cdt
+        return self.down_proj(x, split, cdt)
 
 
 class Adapter(nn.Module):
@@ -56,8 +61,18 @@ class Adapter(nn.Module):
         self.audio_embedder = ops.fp32_linear(cfg.audio_in_channels, d, bias=True)
         self.rope = RopeTable(cfg.head_dim, device=ops.device)
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """video [Nv, 192], audio [F, 64], text [n, Dt] -> hidden [Nv + F + n, D] fp32."""
-        parts = [emb(x.float()) for emb, x in ((self.video_embedder, video), (self.audio_embedder, audio),
-                                               (self.text_embedder, text)) if x.shape[0] > 0]
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor,
+                text_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """video [Nv, 192], audio [F, 64], text [n, Dt] -> hidden [Nv + F + n, D] fp32.
+
+        `text_hidden` [n, D], if given, is `embed_text(text)` computed earlier (it is the same at
+        every denoising step) and is used instead of running the text embedder again.
+        """
+        parts = [emb(x.float()) for emb, x in ((self.video_embedder, video), (self.audio_embedder, audio)) if x.shape[0]]
+        if text.shape[0] > 0:
+            parts.append(self.embed_text(text) if text_hidden is None else text_hidden)
         return torch.cat(parts, dim=0)
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        """text [n, Dt] -> [n, D] fp32."""
+        return self.text_embedder(text.float())

@@ -16,7 +16,11 @@ from ..config import DiTConfig
 from ..modality import ModalitySplit
 from ..ops import Ops
 from .block import StepContext, TransformerLayer
+from .cache import StepCache
 from .layers import Adapter
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class _Blocks(nn.Module):
@@ -41,35 +45,72 @@ class SandwichDiT(nn.Module):
         self.final_norm_audio = ops.rms_norm(d, 1, cfg.norm_eps)
         self.final_linear_video = ops.fp32_linear(d, cfg.video_in_channels, bias=False)
         self.final_linear_audio = ops.fp32_linear(d, cfg.audio_in_channels, bias=False)
+        self.compiled = False  # set by compile_blocks()
 
     @property
     def layers(self) -> nn.ModuleList:
         return self.block.layers
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor, coords: torch.Tensor,
-                tokens_per_frame: int, capture: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                tokens_per_frame: int, capture: list | None = None,
+                cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One denoiser call.
 
         video [Nv, 192] patchified latent tokens, audio [F, 64], text [n, Dt], coords [Nv+F+n, 9].
         Returns the velocity tokens: video [Nv, 192] and audio [F, 64], fp32.
         `capture`, if given, receives the residual stream after every layer (parity checks).
+        `cache`, if given, memoises the text embedding and RoPE table across calls that pass the
+        same `text` / `coords` tensors (see dit/cache.py).
         """
         split = ModalitySplit(video.shape[0], audio.shape[0], text.shape[0])
         if coords.shape[0] != split.total:
             raise ValueError(f"coords has {coords.shape[0]} rows but the sequence has {split.total} tokens")
-        h = self.adapter(video, audio, text)  # [L, D] fp32
-        ctx = StepContext(split=split, rope=self.adapter.rope(coords.to(h.device)),
+        device = self.adapter.video_embedder.weight.device
+        text_hidden = rope = None
+        if cache is not None:
+            text_hidden = cache.get("text_hidden", text, self.adapter.embed_text) if split.text else None
+            rope = cache.get("rope", coords, lambda c: self.adapter.rope(c.to(device)))
+        h = self.adapter(video, audio, text, text_hidden)  # [L, D] fp32
+        ctx = StepContext(split=split, rope=rope if rope is not None else self.adapter.rope(coords.to(device)),
                           compute_dtype=self.compute_dtype,
                           backend=resolve_backend(self.attn_backend, h.device),
                           tokens_per_frame=max(tokens_per_frame, 1))
+        if self.compiled:  # widths never vary: keep them out of the symbolic sizes (no duck-size clashes)
+            torch._dynamo.mark_static(h, 1)
+            torch._dynamo.mark_static(ctx.rope, 1)
         for layer in self.block.layers:
             h = layer(h, ctx)
             if capture is not None:
-                capture.append(h)
+                capture.append(h.clone())  # layers update h in place
         hv, ha = h[split.slice(0)], h[split.slice(1)]
         video_out = self.final_linear_video(self.final_norm_video(hv))  # [Nv, 192]
         audio_out = self.final_linear_audio(self.final_norm_audio(ha))  # [F, 64]
         return video_out, audio_out
+
+    # -- speed -------------------------------------------------------------------------------
+    def compile_blocks(self, mode: str | None = None, dynamic: bool | None = True,
+                       backend: str = "inductor") -> "SandwichDiT":
+        """torch.compile every transformer layer in place (off unless called); returns self.
+
+        Layers of the same kind (experts x MLP kind x local attention) share compiled code, so
+        the real model compiles 3-5 graphs. With `dynamic=True` (default) token counts are
+        symbolic from the start: one graph per kind serves every prompt length, so CFG with a
+        negative prompt of another length does not recompile. `False` compiles one graph per
+        token count; `None` leaves it to torch's automatic dynamic shapes (which may compile
+        some kinds twice). State-dict keys are unchanged. The first call of each graph is
+        slow (about a minute per kind on a 2-core CPU); later calls, and later processes
+        through inductor's on-disk cache, reuse it.
+        """
+        if mode is not None and mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {COMPILE_MODES} or None, got {mode!r}")
+        kinds = {(layer.attention.local, layer.mlp.gelu, layer.attention.linear_qkv.experts) for layer in self.layers}
+        limit = torch._dynamo.config.cache_size_limit
+        if 2 * len(kinds) > limit:  # every kind may need a static and a dynamic graph
+            torch._dynamo.config.cache_size_limit = 2 * len(kinds)
+        for layer in self.block.layers:
+            layer.compile(mode=mode, dynamic=dynamic, backend=backend)
+        self.compiled = True
+        return self
 
     # -- memory ----------------------------------------------------------------------------
     def device_bytes(self) -> dict[str, int]:

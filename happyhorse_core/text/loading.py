@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..safetensors_io import PICKLE_SUFFIXES, read_header
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 
@@ -31,15 +32,20 @@ def _names(keys: list[str], limit: int = 10) -> str:
 
 
 def _safetensors_keys(path: Path) -> list[str]:
-    with safe_open(str(path), framework="pt") as f:
-        return list(f.keys())
+    """Tensor names from the header, after read_header's checks (empty, truncated, pickle, git-lfs ...)."""
+    entries, _ = read_header(path)
+    return list(entries)
 
 
 def _folder_weight_map(folder: Path) -> dict[str, Path]:
     """key -> file holding it, for every tensor in the folder's checkpoint (from headers only)."""
     index = folder / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"{index} is not a valid safetensors index ({exc}); re-download it from {HUB_REPO}"
+                             ) from None
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index} has no 'weight_map'; re-download it from {HUB_REPO}")
         return {k: folder / v for k, v in weight_map.items()}
@@ -48,9 +54,12 @@ def _folder_weight_map(folder: Path) -> dict[str, Path]:
         candidates = sorted(folder.glob("*.safetensors"))
         if len(candidates) != 1:
             found = ", ".join(p.name for p in candidates) or "none"
+            pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+            hint = (f" ({', '.join(pickles[:3])}: pickle checkpoints, which HappyHorse never loads because a pickle "
+                    "can run code)" if pickles else "")
             raise FileNotFoundError(
                 f"no T5Gemma weights in {folder}: expected {INDEX_NAME} with its shards or {SINGLE_NAME} "
-                f"(found *.safetensors: {found}); download them from the hub repo {HUB_REPO}")
+                f"(found *.safetensors: {found}){hint}; download the .safetensors files from the hub repo {HUB_REPO}")
         single = candidates[0]
     return {k: single for k in _safetensors_keys(single)}
 
@@ -92,10 +101,14 @@ def _check_shapes(model: nn.Module, selected: dict[str, tuple[str, Path]], sizes
                                     f"download it from {HUB_REPO}")
         by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
-        with safe_open(str(path), framework="pt") as f:
-            for name in names:
-                shape = tuple(f.get_slice(selected[name][0]).get_shape())
-                if shape != tuple(params[name].shape):
+        entries, _ = read_header(path)  # validates the shard (truncated, corrupt, pickle ...) before any read
+        for name in names:
+            info = entries.get(selected[name][0])
+            if info is None:
+                raise ValueError(f"{path.name} does not hold {selected[name][0]}, although the index says so; the "
+                                 f"index and shards come from different downloads: download them again")
+            shape = tuple(info.shape)
+            if shape != tuple(params[name].shape):
                     raise ValueError(f"{path.name}: {selected[name][0]} has shape {shape}, but the encoder "
                                      f"built from {sizes_from} expects {tuple(params[name].shape)}; pass the "
                                      f"config.json that came with these weights")
@@ -124,6 +137,12 @@ def _read_config(folder: Path) -> tuple[T5GemmaEncoderConfig, str]:
         raise ValueError(f"{path}: {exc}") from None
 
 
+def _check_weights_suffix(path: Path) -> None:
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path.name} is not a .safetensors file; only safetensors weights are loaded (a "
+                         f"pickle .bin/.pt can run code): use the .safetensors files of {HUB_REPO}")
+
+
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                  config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True) -> T5GemmaEncoder:
     """Build the encoder from an HF folder or an encoder-only safetensors file.
@@ -138,8 +157,7 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         cfg, sizes_from = (config, "the config passed in") if config else _read_config(path)
         selected = _select_encoder(_folder_weight_map(path), allow_bare=False)
     elif path.is_file():
-        if path.suffix != ".safetensors":
-            raise ValueError(f"{path.name} is not a .safetensors file; only safetensors weights are loaded")
+        _check_weights_suffix(path)
         cfg, sizes_from = (config, "the config passed in") if config else _read_config(path.parent)
         selected = _select_encoder({k: path for k in _safetensors_keys(path)}, allow_bare=True)
     else:
@@ -159,6 +177,8 @@ def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, 
     The tokenizer is loaded first, so a folder without one fails before any weight is read.
     """
     folder = Path(folder)
+    if folder.is_file():
+        _check_weights_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
     tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
     encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False)
     return encoder, tokenizer

@@ -1,0 +1,37 @@
+"""nodes/runtime.oom_advice in ComfyUI's own python: an out-of-memory error becomes advice, models are offloaded."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from comfy_harness import TIMINGS, comfy_home
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parent / "oom_checks.py"
+CHECKS = ["oom_becomes_advice_and_model_is_offloaded", "oom_inside_a_forward_of_the_placed_model",
+          "oom_with_block_swap_removes_hooks_and_offloads", "oom_without_models_still_advises",
+          "other_errors_pass_through_untouched"]
+
+
+@pytest.fixture(scope="module")
+def results(comfy_python) -> dict:
+    t0 = time.monotonic()
+    proc = subprocess.run([str(comfy_python), str(SCRIPT), str(comfy_home())], capture_output=True, text=True,
+                          timeout=300)
+    TIMINGS["oom_advice checks in ComfyUI python (s)"] = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_script_runs_exactly_these_checks(results):
+    assert sorted(results) == sorted(CHECKS)
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_oom_check(results, name):
+    assert results.get(name) == "ok", results.get(name)
