@@ -15,16 +15,20 @@ The 1080p SR DiT shares those weights (same shapes; v1 coordinates, windowed att
   2. flash-attn, eager (if flash_attn / flash_attn_interface imports): the same;
   3. SDPA + torch.compile of the blocks: sampling (first step = compile); the SR step compiled
      too only with --compile-sr (its windowed-attention graphs take minutes to compile);
-  4. fp8 weight storage (ops.py's fp8_e4m3fn, shared layers) if this tree's Ops has it: sampling.
+  4. fp8 weight storage (scaled e4m3fn in the shared layers, through torch._scaled_mm where
+     this tree's Ops has `fp8_matmul`, else upcast per matmul): sampling.
 
-Block swap is used if `happyhorse_core.offload` exists (it does not in this tree: the 80 GB card
-holds the 30 GB of bf16 weights, so runs go without it). Reference figures to compare with
+Block swap (`happyhorse_core.offload.BlockSwap`, when the tree has it) is measured as its own
+run between 2 and 3: the same sampling with half the blocks (20 of 40) streamed from pinned host
+memory.
+The SR step runs without it: the 80 GB card holds the 30 GB of bf16 weights and its activations. Reference figures to compare with
 (README of the reference, H100): 256p 5 s = 1.6 s DiT + 0.4 s decode; 1080p SR = 31.0 s for 5 steps.
 The last line is a JSON summary; with --out DIR it is also written to DIR/gpu_check.json.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -72,9 +76,11 @@ def _sr_shape(cfg: DiTConfig) -> dict:
                                          "gelu7_layers")} | {"local_attn_layers": (0, 1, 2, 4, 5, 6)}
 
 
-def build_dit(cfg: DiTConfig, device: torch.device, weight_dtype: str = "bf16", seed: int = 0) -> SandwichDiT:
+def build_dit(cfg: DiTConfig, device: torch.device, weight_dtype: str = "bf16", seed: int = 0,
+              fp8_matmul: bool = False) -> SandwichDiT:
     """Meta skeleton -> empty tensors on `device` -> random init on `device` (no host copy)."""
-    model = SandwichDiT(cfg, Ops(device="meta", weight_dtype=weight_dtype)).to_empty(device=device)
+    extra = {"fp8_matmul": True} if fp8_matmul else {}
+    model = SandwichDiT(cfg, Ops(device="meta", weight_dtype=weight_dtype, **extra)).to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -211,6 +217,7 @@ def plan(args, device: torch.device) -> dict:
             "flash_module": flash_available(), "fp8_in_tree": "fp8_e4m3fn" in FP8_DTYPES,
             "block_swap": importlib.util.find_spec("happyhorse_core.offload") is not None,
             "runs": ["sdpa", "flash" if flash_available() else "flash (skipped: not importable)",
+                     "block_swap" if importlib.util.find_spec("happyhorse_core.offload") else "block_swap (no module)",
                      "compile" if not args.skip_compile else "compile (skipped)", "fp8 storage"]}
 
 
@@ -228,8 +235,13 @@ def run_matrix(args, device: torch.device, summary: dict) -> None:
     summary["build_s"] = round(time.perf_counter() - t0, 1)
     summary["weights_gb"] = round(torch.cuda.memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
     sr = share_weights(sr_cfg, base)
-    entries = [("sdpa", "sdpa", False), ("flash", "flash", False), ("compile", "sdpa", True)]
+    entries = [("sdpa", "sdpa", False), ("flash", "flash", False), ("block_swap", "sdpa", False),
+               ("compile", "sdpa", True)]
     for name, backend, compiled in entries:
+        if name == "block_swap":
+            summary[name] = swap_run(base, text, geo, device, left, blocks_on_device=base_cfg.num_layers // 2)
+            log(f"[{name}] {json.dumps(summary[name])}")
+            continue
         if backend == "flash" and not flash_available():
             summary[name] = "skipped: flash_attn / flash_attn_interface not importable"
             continue
@@ -276,13 +288,39 @@ def one_run(name, base, sr, backend, compiled, text, geo, vaed_cfg, device, left
     return out
 
 
+def swap_run(base: SandwichDiT, text, geo, device, left, blocks_on_device: int) -> dict | str:
+    """256p sampling with block swap (half the blocks resident), then every block back on the device."""
+    if importlib.util.find_spec("happyhorse_core.offload") is None:
+        return "skipped: happyhorse_core.offload is not in this tree"
+    if left() < 60:
+        return f"skipped: time budget ({left():.0f} s left)"
+    from happyhorse_core.offload import BlockSwap
+    base.attn_backend = "sdpa"
+    try:
+        t0 = time.perf_counter()
+        swap = BlockSwap(base, blocks_on_device, device, pin_memory=True)
+        out = {"blocks_on_device": blocks_on_device, "setup_s": round(time.perf_counter() - t0, 1),
+               "summary": swap.summary()}
+        try:
+            out["sample_256p"], _ = sample(base, text, geo, device)
+        finally:
+            swap.remove()
+            base.to(device)
+        return out
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+
+
 def fp8_run(cfg: DiTConfig, text, geo, device, left) -> dict | str:
     if left() < 60:
         return f"skipped: time budget ({left():.0f} s left)"
+    fast = "fp8_matmul" in {f.name for f in dataclasses.fields(Ops)}
     try:
-        model = build_dit(cfg, device, weight_dtype="fp8_e4m3fn", seed=5)
+        model = build_dit(cfg, device, weight_dtype="fp8_e4m3fn_scaled" if fast else "fp8_e4m3fn", seed=5,
+                          fp8_matmul=fast)
         res, _ = sample(model, text, geo, device)
-        return {"weight_dtype": "fp8_e4m3fn (shared layers), upcast to bf16 per call", "sample_256p": res}
+        how = "torch._scaled_mm where shapes allow, else upcast" if fast else "upcast to bf16 per matmul"
+        return {"weight_dtype": f"fp8 e4m3fn{' scaled' if fast else ''} (shared layers), {how}", "sample_256p": res}
     except Exception as e:
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
 

@@ -28,7 +28,7 @@ from ..ops import ExpertRMSNorm
 from ..rope import apply_rope_
 
 CLAMP = 7.0  # both MLP activations clamp at 7
-CPU_BLOCK_ELEMENTS = 1 << 17  # values per block of a [rows, width] pass on CPU (~512 KB in fp32)
+CPU_BLOCK_ELEMENTS = 1 << 17  # values per thread per block of a [rows, width] pass on CPU (~512 KB fp32)
 _HIGH_HALF = -65536  # int32 0xFFFF0000: the bf16 stored in the upper half of an int32
 
 
@@ -52,7 +52,8 @@ def _block_rows(width: int, device: torch.device) -> int | None:
     """Rows per block, or None for whole segments (CUDA, torch.compile)."""
     if device.type != "cpu" or torch.compiler.is_compiling():
         return None
-    return max(1, CPU_BLOCK_ELEMENTS // max(width, 1))
+    # each op splits a block over the intra-op threads: the per-core share is what must fit in L2
+    return max(1, CPU_BLOCK_ELEMENTS * max(1, torch.get_num_threads()) // max(width, 1))
 
 
 def _offset(norm: ExpertRMSNorm, m: int) -> torch.Tensor:
