@@ -183,6 +183,8 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
             video[:, :, :1] = image_latent
         v_vid, v_aud = denoise(video, audio, text.positive)
         if opts.mode == "base":
+            if hooks.interrupt is not None:  # a CFG step is two forwards: allow Cancel between them
+                hooks.interrupt()
             u_vid, u_aud = denoise(video, audio, text.negative)
             v_vid = apply_cfg(v_vid, u_vid, video_scale(opts.guidance, timesteps[i]))
             v_aud = apply_cfg(v_aud, u_aud, opts.guidance.audio_scale)

@@ -32,11 +32,13 @@ def placed(loaded):
         yield device
         return
     from happyhorse_core.offload import BlockSwap, plan_block_swap
-    plan = plan_block_swap(loaded.model.block.layers, swap_cfg["blocks_on_device"])
+    layers = loaded.model.block.layers
+    n = min(int(swap_cfg["blocks_on_device"]), len(layers))  # N >= block count: everything resident
+    plan = plan_block_swap(layers, n)
     if device.type != "cpu":
         import comfy.model_management as mm
         mm.free_memory(plan.peak_bytes, device)
-    swap = BlockSwap(loaded.model, swap_cfg["blocks_on_device"], device, pin_memory=swap_cfg.get("pin_memory", False))
+    swap = BlockSwap(loaded.model, n, device, pin_memory=swap_cfg.get("pin_memory", False))
     try:
         yield device
     finally:

@@ -93,12 +93,13 @@ class Workflow:
 
 
 # ----------------------------------------------------------------------------- building blocks
-def model_loader(key="model", file="distill", col=0, **widgets) -> Node:
-    return Node(key, "HappyHorseModelLoader", col, {"model_name": FILES[file].name, **widgets})
+def model_loader(key="model", file="distill", col=0, title=None, **widgets) -> Node:
+    return Node(key, "HappyHorseModelLoader", col, {"model_name": FILES[file].name, **widgets}, title=title)
 
 
-def text_nodes(col_loader=0, col_encode=1) -> list[Node]:
-    return [Node("te", "HappyHorseTextEncoderLoader", col_loader, {"encoder_name": FILES["text_encoder"].name}),
+def text_nodes(col_loader=0, col_encode=1, **loader_widgets) -> list[Node]:
+    return [Node("te", "HappyHorseTextEncoderLoader", col_loader,
+                 {"encoder_name": FILES["text_encoder"].name, **loader_widgets}),
             Node("prompt", "HappyHorseTextEncode", col_encode,
                  {"prompt": PROMPT, "line": LINE, "background_sound": BACKGROUND},
                  {"text_encoder": ("te", "text_encoder")}, width=420)]
@@ -152,8 +153,8 @@ def t2v_distilled() -> Workflow:
 def i2v() -> Workflow:
     nodes = [model_loader(), *text_nodes(),
              Node("wan_vae", "VAELoader", 0, {"vae_name": FILES["wan22_vae"].name}, title="Load VAE (Wan2.2)"),
-             Node("image", "LoadImage", 1, {"image": START_IMAGE}, title="Start image"),
              empty_latent(col=1),
+             Node("image", "LoadImage", 2, {"image": START_IMAGE}, title="Start image"),
              Node("i2v", "HappyHorseImageToVideo", 2, links={"image": ("image", "IMAGE"), "vae": ("wan_vae", "VAE"),
                                                             "video_latent": ("latent", "video_latent")}),
              sampler(3), *decoders(4), *save_nodes(5, "hh_i2v")]
@@ -164,7 +165,7 @@ def i2v() -> Workflow:
         "clip size) into the first latent frame, which the sampler keeps fixed.",
         ["distill", "text_encoder", "wan22_vae", "turbo_vaed", "sao_vae"], nodes,
         inputs=[f"{START_IMAGE} (any picture; pick yours in Load Image)"],
-        groups={0: "1. Models", 1: "2. Prompt, image and size", 2: "3. Encode the start image", 3: "4. Generate",
+        groups={0: "1. Models", 1: "2. Prompt and clip size", 2: "3. Start image", 3: "4. Generate",
                 4: "5. Decode", 5: "6. Video", 6: "7. Save"})
 
 
@@ -182,7 +183,8 @@ def base_cfg() -> Workflow:
 
 def t2v_sr1080() -> Workflow:
     nodes = [model_loader(),
-             model_loader("sr_model", file="sr_1080p", variant="sr_1080p"),
+             model_loader("sr_model", file="sr_1080p", variant="sr_1080p",
+                          title="HappyHorse Model Loader (1080p SR)"),
              *text_nodes(), empty_latent(), sampler(2),
              Node("sr", "HappyHorseSuperResolution", 3, {"resolution": "1080p"},
                   {"sr_model": ("sr_model", "model"), "conditioning": ("prompt", "conditioning"),
@@ -207,16 +209,20 @@ def low_vram() -> Workflow:
         "hh_low_vram", "HappyHorse: low VRAM (fp8 weights + block swap 20, 256p, 2 s)",
         "The distilled workflow for smaller GPUs: the 32 shared layers are stored in scaled fp8 (~20.6 GB "
         "instead of 30.6 GB) and only 20 of the 40 blocks stay on the GPU, the rest stream from system RAM. "
-        "Lower blocks_on_device further if you still run out of memory (slower, same result).",
+        "Lower blocks_on_device further if you still run out of memory (slower, same result). The text "
+        "encoder runs on the CPU (device cpu: tens of seconds per prompt, no 18.5 GB on the GPU). Loading is "
+        "faster from a file converted once: python -m happyhorse_core.convert_fp8 <distill folder> "
+        "magihuman_distill_fp8.safetensors --dtype fp8_e4m3fn_scaled --scope shared",
         ["distill", "text_encoder", "turbo_vaed", "sao_vae"],
-        [swap, model, *text_nodes(), empty_latent(), sampler(2), *decoders(3), *save_nodes(4, "hh_low_vram")],
+        [swap, model, *text_nodes(device="cpu"), empty_latent(), sampler(2), *decoders(3),
+         *save_nodes(4, "hh_low_vram")],
         groups=STANDARD_GROUPS)
 
 
 def lipsync_audio() -> Workflow:
     nodes = [model_loader(), *text_nodes(),
-             Node("voice", "LoadAudio", 1, {"audio": VOICE_TRACK}, title="Voice track"),
              empty_latent(col=1),
+             Node("voice", "LoadAudio", 2, {"audio": VOICE_TRACK}, title="Voice track"),
              Node("voice_ref", "HappyHorseAudioReference", 2,
                   links={"audio": ("voice", "AUDIO"), "vae": ("sao_vae", "VAE"),
                          "audio_latent": ("latent", "audio_latent")}),
@@ -229,7 +235,7 @@ def lipsync_audio() -> Workflow:
         "it. Write what is said in 'line' for the best sync.",
         ["distill", "text_encoder", "turbo_vaed", "sao_vae"], nodes,
         inputs=[f"{VOICE_TRACK} (your recording: wav/mp3/flac, any rate; pick it in Load Audio)"],
-        groups={0: "1. Models", 1: "2. Prompt, voice and size", 2: "3. Encode the voice", 3: "4. Generate",
+        groups={0: "1. Models", 1: "2. Prompt and clip size", 2: "3. Voice track", 3: "4. Generate",
                 4: "5. Decode", 5: "6. Video", 6: "7. Save"})
 
 

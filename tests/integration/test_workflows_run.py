@@ -2,8 +2,8 @@
 stops a run promptly; bad graphs fail with our messages and leave the server healthy; the shipped files
 are what scripts/build_workflows.py makes from the live /object_info.
 
-Only widget values change for the CPU (file names -> tiny files, seconds 1, fewer steps, smaller SR
-target), never the graph. Per-workflow times go to the terminal summary.
+Only widget values change for the CPU (file names -> tiny files, 1 s at 192x128 except the default
+workflow and the upscale chain, fewer steps, smaller SR target), never the graph. Per-workflow times go to the terminal summary.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from workflow_convert import ui_to_api  # noqa: E402
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-ONE_SECOND = {"HappyHorseEmptyLatent": {"seconds": 1}}
+# 1 s at a small custom size: the default workflow covers the 256p preset; the others test their own nodes
+SMALL = {"HappyHorseEmptyLatent": {"seconds": 1, "resolution": "custom", "width": 192, "height": 128}}
 
 
 @dataclass
@@ -41,15 +42,15 @@ class Run:
 RUNS = {
     "hh_t2v_distilled_256p": Run((448, 256), 2),  # the default, exactly as shipped
     "hh_upscale_chain": Run((896, 512), 2),  # as shipped: 2x lanczos of 448x256
-    "hh_i2v": Run((448, 256), 1, ONE_SECOND),
-    "hh_base_cfg": Run((448, 256), 1, {**ONE_SECOND, "HappyHorseSampler": {"steps": 2}}),
-    "hh_low_vram": Run((448, 256), 1, {**ONE_SECOND, "HappyHorseBlockSwap": {"blocks_on_device": 4}}),  # tiny: 8 blocks
-    "hh_lipsync_audio": Run((448, 256), 1, ONE_SECOND),
-    # the SR output size depends only on the target class and aspect: a 64x64 base and the 540p target give
+    "hh_i2v": Run((192, 128), 1, SMALL),  # the 320x240 start image is centre-cropped to 3:2
+    "hh_base_cfg": Run((192, 128), 1, {**SMALL, "HappyHorseSampler": {"steps": 2}}),
+    "hh_low_vram": Run((192, 128), 1, {**SMALL, "HappyHorseBlockSwap": {"blocks_on_device": 4}}),  # tiny: 8 blocks
+    "hh_lipsync_audio": Run((192, 128), 1, SMALL),
+    # the SR size depends only on the target class and the aspect: a 64x64 base and the 540p target give
     # 512x512 (1080p from 448x256 = 1920x1088 took 221 s on 2 busy cores)
-    "hh_t2v_sr1080": Run((512, 512), 1, {"HappyHorseEmptyLatent": {"seconds": 1, "resolution": "custom", "width": 64,
+    "hh_t2v_sr1080": Run((512, 512), 1, {"HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64,
                                                                    "height": 64},
-                                         "HappyHorseSuperResolution": {"resolution": "540p"}}),
+                                         "HappyHorseSuperResolution": {"resolution": "540p", "steps": 2}}),
 }
 
 
@@ -100,7 +101,7 @@ def test_workflow_runs_to_mp4(path, comfy, tiny_info):
 
 # ----------------------------------------------------------------------------- cancel
 def test_cancel_stops_the_sampler_within_a_step_and_the_next_run_works(comfy, tiny_info):
-    api = shipped_api("hh_base_cfg", tiny_info, {**ONE_SECOND, "HappyHorseSampler": {"steps": 200, "seed": 7}})
+    api = shipped_api("hh_base_cfg", tiny_info, {**SMALL, "HappyHorseSampler": {"steps": 200, "seed": 7}})
     sampler = node_id(api, "HappyHorseSampler")
     before = mp4_files(comfy.base_dir / "output")
     with ComfyWS(comfy.port, comfy.client_id) as ws:
@@ -125,8 +126,9 @@ def test_cancel_stops_the_sampler_within_a_step_and_the_next_run_works(comfy, ti
     assert end["data"].get("node_id") == sampler, end
     entry = comfy.wait_for(pid, timeout=60)
     assert [m[0] for m in entry["status"]["messages"]].count("execution_interrupted") == 1, entry["status"]
-    # the sampler checks for Cancel before every step: at most one step (two forwards with CFG) plus unwinding
-    assert latency < 2 * step_s + 5, f"Cancel took {latency:.1f} s; one step takes {step_s:.1f} s"
+    # the sampler checks for Cancel before every step: at most the rest of one step (two forwards with CFG);
+    # the margin covers step times that vary several-fold on shared CPUs
+    assert latency < 2 * step_s + 10, f"Cancel took {latency:.1f} s; one step takes {step_s:.1f} s"
     assert mp4_files(comfy.base_dir / "output") == before, "an interrupted run wrote a video"
     api[sampler]["inputs"]["steps"] = 2  # same graph, fewer steps
     result = comfy.run_prompt(api, timeout=600)
@@ -181,7 +183,7 @@ def test_bad_graphs_fail_with_our_message_and_the_server_stays_healthy(comfy, ti
     info = comfy.object_info()
     problems = []
     for what, edit, words in BAD_GRAPHS:
-        api = shipped_api("hh_t2v_distilled_256p", info, ONE_SECOND)
+        api = shipped_api("hh_t2v_distilled_256p", info, SMALL)
         failing_type = edit(api, info)
         result = comfy.run_prompt(api, timeout=300, raise_on_error=False)
         err = result["error"] or {}
@@ -198,7 +200,7 @@ def test_bad_graphs_fail_with_our_message_and_the_server_stays_healthy(comfy, ti
     errors = rejected.value.body["node_errors"][node_id(api, "HappyHorseEmptyLatent")]["errors"]
     assert any(e["extra_info"].get("input_name") == "seconds" for e in errors), errors
 
-    good = shipped_api("hh_t2v_distilled_256p", info, {**ONE_SECOND, "HappyHorseSampler": {"seed": 4242}})
+    good = shipped_api("hh_t2v_distilled_256p", info, {**SMALL, "HappyHorseSampler": {"seed": 4242}})
     result = comfy.run_prompt(good, timeout=600)
     assert len(mp4_outputs(comfy, result)) == 1, result["outputs"]
     assert not problems, "\n".join(problems)
