@@ -156,7 +156,8 @@ def main() -> None:
     bare = time_bare(gemm_plan(cfg, seq.split.counts), DTYPES[args.dtype], args.repeats)
     share = None if args.compile else attention_share(model, seq)  # compiled graphs bypass the hook
     res = {"forward_s": round(fwd, 4), "bare_gemm_s": round(bare, 4), "ratio": round(fwd / bare, 3),
-           "attention_share": None if share is None else round(share, 3), "tokens": seq.split.total, "hidden": cfg.hidden_size,
+           "attention_share": None if share is None else round(share, 3), "tokens": seq.split.total,
+           "hidden": cfg.hidden_size,
            "layers": cfg.num_layers, "dtype": args.dtype, "threads": torch.get_num_threads(),
            "compiled": args.compile, "compile_s": round(compile_s, 1) if args.compile else None}
     print(f"tokens {res['tokens']} (video {seq.split.video}, audio {seq.split.audio}, text {seq.split.text}), "

@@ -21,8 +21,9 @@ The 1080p SR DiT shares those weights (same shapes; v1 coordinates, windowed att
 Block swap (`happyhorse_core.offload.BlockSwap`, when the tree has it) is measured as its own
 run between 2 and 3: the same sampling with half the blocks (20 of 40) streamed from pinned host
 memory.
-The SR step runs without it: the 80 GB card holds the 30 GB of bf16 weights and its activations. Reference figures to compare with
-(README of the reference, H100): 256p 5 s = 1.6 s DiT + 0.4 s decode; 1080p SR = 31.0 s for 5 steps.
+The SR step runs without it: the 80 GB card holds the 30 GB of bf16 weights and its activations.
+Reference figures to compare with (README of the reference, H100): 256p 5 s = 1.6 s DiT + 0.4 s
+decode; 1080p SR = 31.0 s for 5 steps. Measured results: bench/RESULTS.md §6.
 The last line is a JSON summary; with --out DIR it is also written to DIR/gpu_check.json.
 """
 from __future__ import annotations

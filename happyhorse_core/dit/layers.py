@@ -68,7 +68,8 @@ class Adapter(nn.Module):
         `text_hidden` [n, D], if given, is `embed_text(text)` computed earlier (it is the same at
         every denoising step) and is used instead of running the text embedder again.
         """
-        parts = [emb(x.float()) for emb, x in ((self.video_embedder, video), (self.audio_embedder, audio)) if x.shape[0]]
+        pairs = ((self.video_embedder, video), (self.audio_embedder, audio))
+        parts = [emb(x.float()) for emb, x in pairs if x.shape[0] > 0]
         if text.shape[0] > 0:
             parts.append(self.embed_text(text) if text_hidden is None else text_hidden)
         return torch.cat(parts, dim=0)
