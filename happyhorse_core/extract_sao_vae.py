@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    n = len(read_header(out)[0])
-    print(f"wrote {out} ({n} tensors, {out.stat().st_size / 1e6:.1f} MB)")
-    if DETECT_KEY not in read_header(out)[0]:
+    written = read_header(out)[0]
+    print(f"wrote {out} ({len(written)} tensors, {out.stat().st_size / 1e6:.1f} MB)")
+    if DETECT_KEY not in written:
         print(f"warning: {DETECT_KEY} is missing, so ComfyUI's VAE Loader will not recognise the file",
               file=sys.stderr)
     return 0

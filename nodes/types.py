@@ -30,7 +30,6 @@ class LoadedDiT:
     path: str
     patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
     block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool} or None
-    compile: bool = False
 
 
 @dataclass
