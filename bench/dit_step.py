@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core.config import DiTConfig  # noqa: E402
+from happyhorse_core.dit.config import DiTConfig  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.ops import Ops  # noqa: E402
-from happyhorse_core.sequence import pack  # noqa: E402
+from happyhorse_core.dit.ops import Ops  # noqa: E402
+from happyhorse_core.dit.sequence import pack  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -108,7 +108,7 @@ def time_forward(model, seq, repeats: int) -> float:
 
 def attention_share(model, seq) -> float:
     """Fraction of forward time spent inside the attention dispatcher (profiled once)."""
-    from happyhorse_core import attention as attn
+    from happyhorse_core.dit import attention as attn
     spent = [0.0]
     inner = attn._FUNCS["sdpa"]
 

@@ -18,7 +18,7 @@ The 1080p SR DiT shares those weights (same shapes; v1 coordinates, windowed att
   4. fp8 weight storage (scaled e4m3fn in the shared layers, through torch._scaled_mm where
      this tree's Ops has `fp8_matmul`, else upcast per matmul): sampling.
 
-Block swap (`happyhorse_core.offload.BlockSwap`, when the tree has it) is measured as its own
+Block swap (`happyhorse_core.dit.offload.BlockSwap`, when the tree has it) is measured as its own
 run between 2 and 3: the same sampling with half the blocks (20 of 40) streamed from pinned host
 memory.
 The SR step runs without it: the 80 GB card holds the 30 GB of bf16 weights and its activations.
@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core.config import PRESETS, DiTConfig  # noqa: E402
+from happyhorse_core.dit.config import PRESETS, DiTConfig  # noqa: E402
 from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
 from happyhorse_core.geometry import ClipGeometry  # noqa: E402
-from happyhorse_core.ops import FP8_DTYPES, Ops  # noqa: E402
-from happyhorse_core.pipeline import Hooks, SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.rope import rope_bands  # noqa: E402
-from happyhorse_core.super_resolution import SROptions, super_resolve  # noqa: E402
+from happyhorse_core.dit.ops import FP8_DTYPES, Ops  # noqa: E402
+from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate  # noqa: E402
+from happyhorse_core.dit.rope import rope_bands  # noqa: E402
+from happyhorse_core.sampling.super_resolution import SROptions, super_resolve  # noqa: E402
 
 BASE_SIZE, SECONDS = (448, 256), 5
 
@@ -216,9 +216,9 @@ def plan(args, device: torch.device) -> dict:
             "bf16_weights_gb": round(weight_gb, 1), "base_tokens": tokens,
             "sr_tokens": sr_geo.video_tokens + geo.audio_frames + n, "sr_size": f"{sr_geo.width}x{sr_geo.height}",
             "flash_module": flash_available(), "fp8_in_tree": "fp8_e4m3fn" in FP8_DTYPES,
-            "block_swap": importlib.util.find_spec("happyhorse_core.offload") is not None,
+            "block_swap": importlib.util.find_spec("happyhorse_core.dit.offload") is not None,
             "runs": ["sdpa", "flash" if flash_available() else "flash (skipped: not importable)",
-                     "block_swap" if importlib.util.find_spec("happyhorse_core.offload") else "block_swap (no module)",
+                     "block_swap" if importlib.util.find_spec("happyhorse_core.dit.offload") else "block_swap (no module)",
                      "compile" if not args.skip_compile else "compile (skipped)", "fp8 storage"]}
 
 
@@ -291,11 +291,11 @@ def one_run(name, base, sr, backend, compiled, text, geo, vaed_cfg, device, left
 
 def swap_run(base: SandwichDiT, text, geo, device, left, blocks_on_device: int) -> dict | str:
     """256p sampling with block swap (half the blocks resident), then every block back on the device."""
-    if importlib.util.find_spec("happyhorse_core.offload") is None:
-        return "skipped: happyhorse_core.offload is not in this tree"
+    if importlib.util.find_spec("happyhorse_core.dit.offload") is None:
+        return "skipped: happyhorse_core.dit.offload is not in this tree"
     if left() < 60:
         return f"skipped: time budget ({left():.0f} s left)"
-    from happyhorse_core.offload import BlockSwap
+    from happyhorse_core.dit.offload import BlockSwap
     base.attn_backend = "sdpa"
     try:
         t0 = time.perf_counter()

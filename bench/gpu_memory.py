@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core import fp8  # noqa: E402
-from happyhorse_core.config import PRESETS  # noqa: E402
+from happyhorse_core.dit import fp8  # noqa: E402
+from happyhorse_core.dit.config import PRESETS  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.loading import assign_tensor  # noqa: E402
-from happyhorse_core.offload import BlockSwap, module_bytes, plan_block_swap  # noqa: E402
-from happyhorse_core.ops import Ops  # noqa: E402
-from happyhorse_core.sequence import pack  # noqa: E402
+from happyhorse_core.weights.loading import assign_tensor  # noqa: E402
+from happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap  # noqa: E402
+from happyhorse_core.dit.ops import Ops  # noqa: E402
+from happyhorse_core.dit.sequence import pack  # noqa: E402
 
 MODES = ("bf16", "fp8_shared", "fp8_shared_mm", "swap0", "swap20")
 

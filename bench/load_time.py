@@ -24,11 +24,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from happyhorse_core.config import DiTConfig  # noqa: E402
-from happyhorse_core.convert_fp8 import convert  # noqa: E402
+from happyhorse_core.dit.config import DiTConfig  # noqa: E402
+from happyhorse_core.tools.convert_fp8 import convert  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.ops import Ops  # noqa: E402
-from happyhorse_core.safetensors_io import open_checkpoint, write_safetensors_stream  # noqa: E402
+from happyhorse_core.dit.ops import Ops  # noqa: E402
+from happyhorse_core.weights.safetensors_io import open_checkpoint, write_safetensors_stream  # noqa: E402
 
 CFG = DiTConfig(num_layers=16, hidden_size=2048, head_dim=128, num_heads_kv=4, mm_layers=(0, 1, 14, 15),
                 gelu7_layers=(0, 1))
@@ -40,7 +40,7 @@ LOADS = [("bf16 single file", "bf16.safetensors", "bf16"), ("bf16 4 shards + ind
 CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
-from happyhorse_core.loading import load_dit
+from happyhorse_core.weights.loading import load_dit
 def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):

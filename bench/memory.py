@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core.config import PRESETS  # noqa: E402
+from happyhorse_core.dit.config import PRESETS  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.offload import module_bytes, plan_block_swap  # noqa: E402
-from happyhorse_core.ops import Ops  # noqa: E402
+from happyhorse_core.dit.offload import module_bytes, plan_block_swap  # noqa: E402
+from happyhorse_core.dit.ops import Ops  # noqa: E402
 
 SWAP_N = (0, 10, 20, 40)
 T5GEMMA_9B = dict(layers=42, hidden=3584, heads=16, head_dim=256, kv_heads=8, intermediate=14336, vocab=256000)

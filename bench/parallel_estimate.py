@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from happyhorse_core.config import PRESETS, DiTConfig
+from happyhorse_core.dit.config import PRESETS, DiTConfig
 
 BF16 = 2
 

@@ -7,7 +7,7 @@ Stages: text encode (tiny random T5Gemma from happyhorse_core.text, positive + n
 base sampling (distilled, 8 steps; per-step times), latent SR (SR DiT with v1 coordinates and
 windowed attention, 5 UniPC steps; per-step times), Turbo-VAED decode (sliding windows, and the
 one-shot decode for comparison: time and peak RSS), audio decode with the tiny stand-in codec
-(the real Stable Audio VAE is ComfyUI's, not ours), and mp4 mux (happyhorse_core.media).
+(the real Stable Audio VAE is ComfyUI's, not ours), and mp4 mux (happyhorse_core.media.mux).
 All weights are random: the numbers are costs, not quality. "mid" is the structure of the real
 DiT at hidden 1280 / 8 layers (bench/dit_step.py's default) with the real-size Turbo-VAED.
 The last line with --json is a summary: {"configs": {name: {stage: seconds, ...}}, ...}.
@@ -27,15 +27,15 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core import tiny_codecs  # noqa: E402
-from happyhorse_core.config import PRESETS, DiTConfig  # noqa: E402
+from happyhorse_core.testing import tiny_codecs  # noqa: E402
+from happyhorse_core.dit.config import PRESETS, DiTConfig  # noqa: E402
 from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
 from happyhorse_core.geometry import ClipGeometry  # noqa: E402
-from happyhorse_core.ops import Ops  # noqa: E402
-from happyhorse_core.pipeline import Hooks, SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.super_resolution import SROptions, super_resolve  # noqa: E402
-from happyhorse_core.tiny import init_random_  # noqa: E402
+from happyhorse_core.dit.ops import Ops  # noqa: E402
+from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate  # noqa: E402
+from happyhorse_core.sampling.super_resolution import SROptions, super_resolve  # noqa: E402
+from happyhorse_core.testing.tiny_dit import init_random_  # noqa: E402
 
 PROMPT = "A woman with short grey hair sits at a wooden desk and looks into the camera. Dialogue: hello."
 NEGATIVE = "blurry, low quality, distorted"
@@ -83,7 +83,7 @@ def peak_rss():
 def encode_text(workdir: Path) -> tuple[TextConditioning | None, dict]:
     try:
         from happyhorse_core.text import encode_prompt, load_text_stack
-        from happyhorse_core.text.tiny import write_tiny_text_folder
+        from happyhorse_core.testing.tiny_text import write_tiny_text_folder
     except ImportError as e:  # the text package is another engineer's; older trees lack it
         return None, {"text_encode_s": None, "text_note": f"skipped: happyhorse_core.text not importable ({e})"}
     write_tiny_text_folder(workdir / "text")
@@ -163,9 +163,9 @@ def decode_costs(cfg: TurboVAEDConfig, video: torch.Tensor, skip_one_shot: bool)
 
 def mux_cost(frames: torch.Tensor, wave: torch.Tensor) -> dict:
     try:
-        from happyhorse_core.media import write_mp4
+        from happyhorse_core.media.mux import write_mp4
     except ImportError as e:
-        return {"mux_s": None, "mux_note": f"skipped: happyhorse_core.media not importable ({e})"}
+        return {"mux_s": None, "mux_note": f"skipped: happyhorse_core.media.mux not importable ({e})"}
     from happyhorse_core.geometry import AUDIO_NOMINAL_RATE
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

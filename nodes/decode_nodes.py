@@ -33,7 +33,7 @@ class DecodeVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
-        from happyhorse_core.latents import video_to_model
+        from happyhorse_core.sampling.latents import video_to_model
 
         from . import comfy_bridge as cb
         from .runtime import oom_advice
@@ -72,7 +72,7 @@ class DecodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_latent, vae) -> io.NodeOutput:
-        from happyhorse_core.audio import to_output_rate
+        from happyhorse_core.media.audio import to_output_rate
 
         from . import comfy_bridge as cb
         samples = cb.latent_samples(audio_latent, "audio")

@@ -184,7 +184,7 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent) -> io.NodeOutput:
-        from happyhorse_core.audio import prepare_voice_track
+        from happyhorse_core.media.audio import prepare_voice_track
 
         from . import comfy_bridge as cb
         frames = cb.latent_samples(audio_latent, "audio").shape[2]

@@ -78,7 +78,7 @@ class ModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, variant, weight_dtype, fp8_scope, attention, block_swap=None) -> io.NodeOutput:
-        from happyhorse_core.loading import load_dit
+        from happyhorse_core.weights.loading import load_dit
 
         from . import comfy_bridge as cb
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
@@ -167,7 +167,7 @@ class TurboVAEDLoader(io.ComfyNode):
             category=f"{CATEGORY}/loaders",
             description=("Loads the Turbo-VAED fast video decoder (.safetensors) from models/vae. Convert the "
                          "published checkpoint-340000.ckpt once with: python -m "
-                         "happyhorse_core.decoders.convert_ckpt checkpoint-340000.ckpt turbo_vaed.safetensors"),
+                         "happyhorse_core.tools.convert_ckpt checkpoint-340000.ckpt turbo_vaed.safetensors"),
             inputs=[
                 io.Combo.Input("vae_name", options=_options(cb.list_models("vae"), "no files found"),
                                tooltip="Turbo-VAED .safetensors in models/vae (107 M parameters, ~0.2 GB bf16)."),

@@ -31,7 +31,7 @@ def placed(loaded):
         cb.load_models([loaded.patcher])
         yield device
         return
-    from happyhorse_core.offload import BlockSwap, plan_block_swap
+    from happyhorse_core.dit.offload import BlockSwap, plan_block_swap
     layers = loaded.model.block.layers
     n = min(int(swap_cfg["blocks_on_device"]), len(layers))  # N >= block count: everything resident
     plan = plan_block_swap(layers, n)
@@ -68,7 +68,7 @@ def oom_advice(where: str, *models):
 def latent_preview(video_model_space: torch.Tensor):
     """Cheap RGB preview of latent frame 0: Wan2.2 latent -> RGB projection ([H, W, 3] in 0..1)."""
     import comfy.latent_formats
-    from happyhorse_core.latents import video_from_model
+    from happyhorse_core.sampling.latents import video_from_model
     fmt = comfy.latent_formats.Wan22()
     raw = video_from_model(video_model_space[:, :, 0])  # [1, 48, h, w]
     factors = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32)  # [48, 3]
@@ -81,7 +81,7 @@ def latent_preview(video_model_space: torch.Tensor):
 
 def hooks_for(node_id, total: int, preview: bool = True):
     """happyhorse_core Hooks wired to the node's progress bar, preview and Cancel."""
-    from happyhorse_core.pipeline import Hooks
+    from happyhorse_core.sampling.pipeline import Hooks
     bar = cb.ComfyProgress(total, node_id=node_id)
     state = {"x0": None}
 

@@ -49,9 +49,9 @@ class Sampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, video_latent, audio_latent, seed, mode, steps, video_cfg, video_cfg_late,
                 audio_cfg, first_frame=None, voice_latent=None) -> io.NodeOutput:
-        from happyhorse_core.guidance import GuidanceConfig
-        from happyhorse_core.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.pipeline import SamplingOptions, TextConditioning, generate
+        from happyhorse_core.sampling.guidance import GuidanceConfig
+        from happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
+        from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
         from happyhorse_core.validation import check_clip_latents
 
         from . import comfy_bridge as cb

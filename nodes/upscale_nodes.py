@@ -41,10 +41,10 @@ class SuperResolution(io.ComfyNode):
     @classmethod
     def execute(cls, sr_model, conditioning, video_latent, audio_latent, resolution, seed, steps, cfg,
                 first_frame=None) -> io.NodeOutput:
-        from happyhorse_core.latents import audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.noise import make_generator
-        from happyhorse_core.pipeline import TextConditioning
-        from happyhorse_core.super_resolution import SROptions, super_resolve
+        from happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
+        from happyhorse_core.sampling.noise import make_generator
+        from happyhorse_core.sampling.pipeline import TextConditioning
+        from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
         from happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
         from . import comfy_bridge as cb

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/demo.py [--out out/happyhorse_demo.mp4] [--workflow workflows/hh_t2v_distilled_256p.json]
 
-Writes the tiny random weights (happyhorse_core.tiny_models) into .cache/demo/base/models, starts
+Writes the tiny random weights (happyhorse_core.testing.tiny_models) into .cache/demo/base/models, starts
 ComfyUI 0.3.75 (installed by scripts/setup_comfyui.sh) with this repo as a custom-node pack,
 converts the workflow to the API format, points its file widgets at the tiny files, runs it and
 copies the mp4 it saved to --out. The clip is noise: the weights are random stand-ins.
@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from comfyui_server import ComfyUIServer  # noqa: E402
 from workflow_convert import ui_to_api  # noqa: E402
 
-from happyhorse_core.media import probe_mp4  # noqa: E402
-from happyhorse_core.tiny_models import SAO_VAE_FILE, WAN22_VAE_FILE, tiny_substitute, write_tiny_models  # noqa: E402
-from happyhorse_core.tiny_native_vaes import cached_vae_files  # noqa: E402
+from happyhorse_core.media.mux import probe_mp4  # noqa: E402
+from happyhorse_core.testing.tiny_models import SAO_VAE_FILE, WAN22_VAE_FILE, tiny_substitute, write_tiny_models  # noqa: E402
+from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
 
 
 def prepare_models(models: Path, cache: Path) -> None:

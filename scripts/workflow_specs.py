@@ -43,11 +43,11 @@ FILES: dict[str, ModelFile] = {
     "turbo_vaed": ModelFile(
         "happyhorse_turbo_vaed.safetensors", "vae",
         "GAIR/daVinci-MagiHuman turbo_vae/checkpoint-340000.ckpt, converted once with: python -m "
-        "happyhorse_core.decoders.convert_ckpt checkpoint-340000.ckpt happyhorse_turbo_vaed.safetensors"),
+        "happyhorse_core.tools.convert_ckpt checkpoint-340000.ckpt happyhorse_turbo_vaed.safetensors"),
     "sao_vae": ModelFile(
         "stable_audio_open_vae.safetensors", "vae",
         "stabilityai/stable-audio-open-1.0 model.safetensors, VAE part extracted once with: python -m "
-        "happyhorse_core.extract_sao_vae model.safetensors stable_audio_open_vae.safetensors"),
+        "happyhorse_core.tools.extract_sao_vae model.safetensors stable_audio_open_vae.safetensors"),
     "wan22_vae": ModelFile(
         "wan2.2_vae.safetensors", "vae",
         "Comfy-Org/Wan_2.2_ComfyUI_Repackaged, split_files/vae/wan2.2_vae.safetensors"),
@@ -211,7 +211,7 @@ def low_vram() -> Workflow:
         "instead of 30.6 GB) and only 20 of the 40 blocks stay on the GPU, the rest stream from system RAM. "
         "Lower blocks_on_device further if you still run out of memory (slower, same result). The text "
         "encoder runs on the CPU (device cpu: tens of seconds per prompt, no 18.5 GB on the GPU). Loading is "
-        "faster from a file converted once: python -m happyhorse_core.convert_fp8 <distill folder> "
+        "faster from a file converted once: python -m happyhorse_core.tools.convert_fp8 <distill folder> "
         "magihuman_distill_fp8.safetensors --dtype fp8_e4m3fn_scaled --scope shared",
         ["distill", "text_encoder", "turbo_vaed", "sao_vae"],
         [swap, model, *text_nodes(device="cpu"), empty_latent(), sampler(2), *decoders(3),

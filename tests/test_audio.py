@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from happyhorse_core import audio
+from happyhorse_core.media import audio
 from happyhorse_core.geometry import ClipGeometry
 
 G = 1 / math.sqrt(2)

@@ -25,19 +25,20 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from happyhorse_core import latents, validation
-from happyhorse_core.audio import prepare_voice_track
-from happyhorse_core.config import PRESETS
+from happyhorse_core.sampling import latents
+from happyhorse_core import validation
+from happyhorse_core.media.audio import prepare_voice_track
+from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
 from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning, validate_steps
-from happyhorse_core.loading import CheckpointError, load_dit
-from happyhorse_core.pipeline import SamplingOptions, TextConditioning, generate
-from happyhorse_core.super_resolution import SROptions, sr_latent_size, super_resolve
+from happyhorse_core.weights.loading import CheckpointError, load_dit
+from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
+from happyhorse_core.sampling.super_resolution import SROptions, sr_latent_size, super_resolve
 from happyhorse_core.text import build_prompt, encode_prompt, load_text_stack
 from happyhorse_core.text.prompts import DialogueLine
-from happyhorse_core.text.tiny import write_tiny_text_folder
-from happyhorse_core.tiny import tiny_dit, write_tiny_dit
-from happyhorse_core.tiny_models import write_tiny_turbo_vaed
+from happyhorse_core.testing.tiny_text import write_tiny_text_folder
+from happyhorse_core.testing.tiny_dit import tiny_dit, write_tiny_dit
+from happyhorse_core.testing.tiny_models import write_tiny_turbo_vaed
 from weight_files import save_sharded, tiny_state, to_fp8
 
 
@@ -307,7 +308,7 @@ CASES = [
                      r"use the \.safetensors files of google/t5gemma-9b-9b-ul2")),
     # files: Turbo-VAED
     Bad("file-turbo-vaed-pickle", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
-        ValueError, ("is a pickle checkpoint", r"python -m happyhorse_core\.decoders\.convert_ckpt")),
+        ValueError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
     Bad("file-turbo-vaed-zero-bytes", lambda sh, t: load_turbo_vaed(_zero_bytes(t, "turbo.safetensors")),
         CheckpointError, (r"not a readable \.safetensors file", r"empty \(0 bytes\)", "download it again")),
     Bad("file-dit-as-turbo-vaed", lambda sh, t: load_turbo_vaed(sh.good_dit),

@@ -35,11 +35,11 @@ GLIBC = ctypes.util.find_library("c") is not None and sys.platform.startswith("l
 CANCEL_SCRIPT = textwrap.dedent("""
     import ctypes, gc, json, torch
     torch.set_num_threads(1)
-    from happyhorse_core.config import DiTConfig
+    from happyhorse_core.dit.config import DiTConfig
     from happyhorse_core.dit import SandwichDiT
-    from happyhorse_core.ops import Ops
-    from happyhorse_core.pipeline import Hooks, SamplingOptions, TextConditioning, generate
-    from happyhorse_core.tiny import init_random_
+    from happyhorse_core.dit.ops import Ops
+    from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate
+    from happyhorse_core.testing.tiny_dit import init_random_
 
     def rss(field):
         for line in open("/proc/self/status"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from happyhorse_core.attention import local_attention, naive_attention
-from happyhorse_core.parity import case_inputs, model_from_case, run_case
-from happyhorse_core.sequence import pack
+from happyhorse_core.dit.attention import local_attention, naive_attention
+from happyhorse_core.tools.parity import case_inputs, model_from_case, run_case
+from happyhorse_core.dit.sequence import pack
 
 pytestmark = pytest.mark.parity
 CASES = ["dit_case1", "dit_case2_sr"]
@@ -83,7 +83,7 @@ def test_local_attention_equals_dense_mask(golden_dir):
 
 def test_parity_command_writes_predictions(golden_dir, tmp_path, repo_root):
     out = tmp_path / "pred.safetensors"
-    cmd = [sys.executable, "-m", "happyhorse_core.parity", str(golden_dir / "dit_case1.safetensors"),
+    cmd = [sys.executable, "-m", "happyhorse_core.tools.parity", str(golden_dir / "dit_case1.safetensors"),
            str(golden_dir / "dit_case1.json"), "--out", str(out)]
     res = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -101,6 +101,6 @@ def test_parity_command_fails_on_wrong_weights(golden_dir, tmp_path, repo_root):
     t["block.layers.3.mlp.down_proj.weight"] = t["block.layers.3.mlp.down_proj.weight"] * 1.5
     bad = tmp_path / "bad.safetensors"
     save_file(t, bad)
-    cmd = [sys.executable, "-m", "happyhorse_core.parity", str(bad), str(golden_dir / "dit_case1.json")]
+    cmd = [sys.executable, "-m", "happyhorse_core.tools.parity", str(bad), str(golden_dir / "dit_case1.json")]
     res = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and "FAIL" in res.stdout

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from happyhorse_core import attention as attn
-from happyhorse_core.config import PRESETS, DiTConfig
+from happyhorse_core.dit import attention as attn
+from happyhorse_core.dit.config import PRESETS, DiTConfig
 from happyhorse_core.dit import SandwichDiT
 from happyhorse_core.dit.layers import gelu7, swiglu7
-from happyhorse_core.ops import Ops
-from happyhorse_core.sequence import pack
+from happyhorse_core.dit.ops import Ops
+from happyhorse_core.dit.sequence import pack
 
 
 def tiny_model(seed: int = 0, cfg: DiTConfig | None = None) -> SandwichDiT:

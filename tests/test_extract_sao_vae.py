@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from happyhorse_core import extract_sao_vae as ex
+from happyhorse_core.tools import extract_sao_vae as ex
 
 
 def _checkpoint(path, vae_only=False):

@@ -6,13 +6,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from happyhorse_core import fp8
-from happyhorse_core.config import PRESETS
-from happyhorse_core.convert_fp8 import main as convert_main
-from happyhorse_core.loading import load_dit
-from happyhorse_core.modality import ModalitySplit
-from happyhorse_core.ops import ExpertLinear
-from happyhorse_core.sequence import pack
+from happyhorse_core.dit import fp8
+from happyhorse_core.dit.config import PRESETS
+from happyhorse_core.tools.convert_fp8 import main as convert_main
+from happyhorse_core.weights.loading import load_dit
+from happyhorse_core.dit.modality import ModalitySplit
+from happyhorse_core.dit.ops import ExpertLinear
+from happyhorse_core.dit.sequence import pack
 from weight_files import is_linear, save_sharded, tiny_state, with_prefix
 
 pytestmark = pytest.mark.weights

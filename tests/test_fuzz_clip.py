@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning
-from happyhorse_core.super_resolution import sr_latent_size
+from happyhorse_core.sampling.super_resolution import sr_latent_size
 from happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
 SIZES = st.one_of(st.integers(-64, 2200), st.integers(-(10**12), 10**12),

@@ -20,19 +20,19 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from happyhorse_core import generate as cli
-from happyhorse_core import tiny_codecs
-from happyhorse_core.clip_runner import ClipRequest, ClipResult, run_clip, voice_latent
-from happyhorse_core.components import tiny_components
+from happyhorse_core.cli import generate as cli
+from happyhorse_core.testing import tiny_codecs
+from happyhorse_core.cli.runner import ClipRequest, ClipResult, run_clip, voice_latent
+from happyhorse_core.cli.components import tiny_components
 from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig
-from happyhorse_core.generate import main, output_paths, parse_dialogue, write_outputs
+from happyhorse_core.cli.generate import main, output_paths, parse_dialogue, write_outputs
 from happyhorse_core.geometry import FPS, ClipGeometry
-from happyhorse_core.media import probe_mp4
-from happyhorse_core.media_input import fit_image, read_audio, read_image
-from happyhorse_core.pipeline import SamplingOptions, TextConditioning
-from happyhorse_core.progress import TextProgress
-from happyhorse_core.text.tiny import write_tiny_text_folder
-from happyhorse_core.tiny import tiny_dit
+from happyhorse_core.media.mux import probe_mp4
+from happyhorse_core.media.read import fit_image, read_audio, read_image
+from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning
+from happyhorse_core.cli.progress import TextProgress
+from happyhorse_core.testing.tiny_text import write_tiny_text_folder
+from happyhorse_core.testing.tiny_dit import tiny_dit
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "A man in a grey coat looks into the camera and speaks calmly."
@@ -40,7 +40,7 @@ PROMPT = "A man in a grey coat looks into the camera and speaks calmly."
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "happyhorse_core.generate", "--tiny", "--threads", "1",
+    return subprocess.run([sys.executable, "-m", "happyhorse_core.cli.generate", "--tiny", "--threads", "1",
                            "--prompt", PROMPT, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -169,12 +169,12 @@ def test_missing_loader_module_is_named(tmp_path, capsys, monkeypatch):
     for name in ("dit.safetensors", "turbo.safetensors"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "t5gemma").mkdir()
-    monkeypatch.setitem(sys.modules, "happyhorse_core.loading", None)  # as if the module were absent
+    monkeypatch.setitem(sys.modules, "happyhorse_core.weights.loading", None)  # as if the module were absent
     rc = main(["--prompt", PROMPT, "--dit", str(tmp_path / "dit.safetensors"), "--text-encoder",
                str(tmp_path / "t5gemma"), "--turbo-vaed", str(tmp_path / "turbo.safetensors"),
                "--out", str(tmp_path / "clip.mp4")])
     assert rc == 2
-    assert "happyhorse_core.loading (the DiT weight loader) is not in this copy" in capsys.readouterr().err
+    assert "happyhorse_core.weights.loading (the DiT weight loader) is not in this copy" in capsys.readouterr().err
 
 
 def test_help_labels_the_stand_ins_and_the_audio_latent(capsys):
@@ -303,7 +303,7 @@ def test_ctrl_c_exits_130_with_a_message(tmp_path, capsys, monkeypatch):
 
 def test_real_weight_path_writes_video_only_mp4_and_audio_latent(tmp_path, capsys, monkeypatch, one_thread):
     """Real-weight flow with small files: T5Gemma folder + Turbo-VAED file through their loaders, and a
-    stand-in `happyhorse_core.loading` module (the real one lives on another branch) giving a tiny DiT."""
+    stand-in `happyhorse_core.weights.loading` module (the real one lives on another branch) giving a tiny DiT."""
     write_tiny_text_folder(tmp_path / "t5gemma")
     torch.manual_seed(0)
     save_file(TurboVAED(TurboVAEDConfig.tiny()).state_dict(), str(tmp_path / "turbo.safetensors"))
@@ -314,7 +314,7 @@ def test_real_weight_path_writes_video_only_mp4_and_audio_latent(tmp_path, capsy
         calls.append((Path(path).name, variant, weight_dtype, str(device)))
         return tiny_dit(variant).to(device)
 
-    monkeypatch.setitem(sys.modules, "happyhorse_core.loading", types.SimpleNamespace(load_dit=load_dit))
+    monkeypatch.setitem(sys.modules, "happyhorse_core.weights.loading", types.SimpleNamespace(load_dit=load_dit))
     out = tmp_path / "out" / "clip.mp4"
     rc = main(["--prompt", PROMPT, "--dit", str(tmp_path / "dit.safetensors"), "--text-encoder",
                str(tmp_path / "t5gemma"), "--turbo-vaed", str(tmp_path / "turbo.safetensors"), "--width", "64",

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from happyhorse_core.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS, DiTConfig
+from happyhorse_core.dit.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS, DiTConfig
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.loading import iter_safetensors, load_dit, open_checkpoint, strip_prefix
-from happyhorse_core.ops import Ops
-from happyhorse_core.sequence import pack
-from happyhorse_core.variants import apply_variant, infer_config, sr1080_local_layers, variant_from_name
+from happyhorse_core.weights.loading import iter_safetensors, load_dit, open_checkpoint, strip_prefix
+from happyhorse_core.dit.ops import Ops
+from happyhorse_core.dit.sequence import pack
+from happyhorse_core.weights.variants import apply_variant, infer_config, sr1080_local_layers, variant_from_name
 from weight_files import (cast_all, is_linear, keep_fp32, save_sharded, tiny_state, to_fp8, to_quanto_int8,
                           to_split_experts, with_prefix)
 

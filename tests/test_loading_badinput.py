@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from happyhorse_core.config import PRESETS
-from happyhorse_core.loading import CheckpointError, load_dit
+from happyhorse_core.dit.config import PRESETS
+from happyhorse_core.weights.loading import CheckpointError, load_dit
 from weight_files import save_sharded, tiny_state, to_fp8, to_split_experts
 
 pytestmark = [pytest.mark.weights, pytest.mark.badinput]

@@ -15,15 +15,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from happyhorse_core.config import DiTConfig
+from happyhorse_core.dit.config import DiTConfig
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.ops import Ops
+from happyhorse_core.dit.ops import Ops
 
 pytestmark = pytest.mark.weights
 
 RSS_SCRIPT = textwrap.dedent("""
     import json, sys, torch
-    from happyhorse_core.loading import load_dit
+    from happyhorse_core.weights.loading import load_dit
     def rss(field):
         for line in open("/proc/self/status"):
             if line.startswith(field):

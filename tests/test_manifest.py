@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from happyhorse_core.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS
-from happyhorse_core.parity import manifest
+from happyhorse_core.dit.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS
+from happyhorse_core.tools.parity import manifest
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -35,7 +35,7 @@ def test_presets_carry_the_spec_numbers():
 def test_manifest_command_prints_json(repo_root):
     import subprocess
     import sys
-    res = subprocess.run([sys.executable, "-m", "happyhorse_core.parity", "--manifest", "base"], cwd=repo_root,
+    res = subprocess.run([sys.executable, "-m", "happyhorse_core.tools.parity", "--manifest", "base"], cwd=repo_root,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["num_tensors"] == 331

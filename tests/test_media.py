@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from happyhorse_core import media
-from happyhorse_core.audio import to_output_rate
+from happyhorse_core.media import mux as media
+from happyhorse_core.media.audio import to_output_rate
 from happyhorse_core.geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, ClipGeometry
 
 H, W = 96, 160  # small frames keep the encode fast

@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from happyhorse_core.config import PRESETS
+from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.offload import BlockSwap, model_device_bytes, module_bytes, plan_block_swap
-from happyhorse_core.ops import Ops
-from happyhorse_core.sequence import pack
+from happyhorse_core.dit.offload import BlockSwap, model_device_bytes, module_bytes, plan_block_swap
+from happyhorse_core.dit.ops import Ops
+from happyhorse_core.dit.sequence import pack
 from weight_files import tiny_state
 
 pytestmark = pytest.mark.weights

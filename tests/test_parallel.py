@@ -1,4 +1,4 @@
-"""Sequence parallelism (happyhorse_core.parallel) on CPU with gloo: sharded == single process.
+"""Sequence parallelism (happyhorse_core.dit.parallel) on CPU with gloo: sharded == single process.
 
 One spawn per world size (2 and 3 processes) runs every multi-process check and hands the
 numbers back through a file; the tests then assert on them. Token counts are odd (53 per forward:
@@ -13,14 +13,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from happyhorse_core.config import PRESETS
+from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.modality import ModalitySplit
-from happyhorse_core.ops import Ops
-from happyhorse_core.parallel import SequenceShard, chunk_sizes, local_split, modality_ranges, shard_model
-from happyhorse_core.pipeline import SamplingOptions, TextConditioning, generate
-from happyhorse_core.sequence import pack
-from happyhorse_core.tiny import init_random_
+from happyhorse_core.dit.modality import ModalitySplit
+from happyhorse_core.dit.ops import Ops
+from happyhorse_core.dit.parallel import SequenceShard, chunk_sizes, local_split, modality_ranges, shard_model
+from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
+from happyhorse_core.dit.sequence import pack
+from happyhorse_core.testing.tiny_dit import init_random_
 
 # 6 query heads: splits over 2 and 3 ranks; kv heads 2 (split over 2, replicated over 3) and 1 (replicated)
 TINY = PRESETS["tiny"].replace(hidden_size=96, head_dim=16)
@@ -154,9 +154,9 @@ def test_torchrun_cli_writes_once_and_matches_one_process(tmp_path, repo_root):
 
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     flags = ["--tiny", "--seconds", "1", "--steps", "2", "--prompt", "A woman smiles.", "--save-latents"]
-    one = [sys.executable, "-m", "happyhorse_core.generate", *flags, "--out", str(tmp_path / "one.mp4")]
+    one = [sys.executable, "-m", "happyhorse_core.cli.generate", *flags, "--out", str(tmp_path / "one.mp4")]
     two = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           "-m", "happyhorse_core.generate", *flags, "--out", str(tmp_path / "two.mp4")]
+           "-m", "happyhorse_core.cli.generate", *flags, "--out", str(tmp_path / "two.mp4")]
     for cmd in (one, two):
         done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from happyhorse_core.noise import make_generator
-from happyhorse_core.pipeline import Hooks, SamplingOptions, TextConditioning, generate
-from happyhorse_core.super_resolution import SROptions, super_resolve
-from happyhorse_core.tiny import tiny_dit
+from happyhorse_core.sampling.noise import make_generator
+from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate
+from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
+from happyhorse_core.testing.tiny_dit import tiny_dit
 
 GEOM = dict(latent_frames=3, latent_h=4, latent_w=6, audio_frames=9)
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from happyhorse_core.decoders.convert_ckpt import convert_checkpoint
+from happyhorse_core.tools.convert_ckpt import convert_checkpoint
 from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
-from happyhorse_core.loading import load_dit
-from happyhorse_core.safetensors_io import write_safetensors_stream
+from happyhorse_core.weights.loading import load_dit
+from happyhorse_core.weights.safetensors_io import write_safetensors_stream
 from happyhorse_core.text import load_encoder, load_text_stack
-from happyhorse_core.text.tiny import write_tiny_tokenizer
+from happyhorse_core.testing.tiny_text import write_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("happyhorse_core", "nodes")
@@ -163,7 +163,7 @@ def test_only_the_converter_calls_torch_load_and_with_weights_only():
                 kw = {k.arg: k.value for k in call.keywords}
                 safe = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
                 found.append((rel, name, safe))
-    assert found == [("happyhorse_core/decoders/convert_ckpt.py", "torch.load", True)]
+    assert found == [("happyhorse_core/tools/convert_ckpt.py", "torch.load", True)]
     assert (REPO / "__init__.py").read_text().count("torch.load(") == 0
 
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from happyhorse_core import guidance, noise
-from happyhorse_core.guidance import GuidanceConfig
-from happyhorse_core.scheduler import (
+from happyhorse_core.sampling import guidance
+from happyhorse_core.sampling import noise
+from happyhorse_core.sampling.guidance import GuidanceConfig
+from happyhorse_core.sampling.scheduler import (
     SR_RENOISE_INDEX,
     FlowUniPC,
     flow_sigmas,

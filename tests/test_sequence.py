@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from happyhorse_core.sequence import build_coords, pack, patchify, unpack, unpatchify_output
+from happyhorse_core.dit.sequence import build_coords, pack, patchify, unpack, unpatchify_output
 
 
 def test_patchify_is_channel_major():

@@ -16,16 +16,16 @@ import sys
 import pytest
 import torch
 
-from happyhorse_core.config import PRESETS, DiTConfig
+from happyhorse_core.dit.config import PRESETS, DiTConfig
 from happyhorse_core.dit import SandwichDiT, rowwise
 from happyhorse_core.dit.cache import StepCache
 from happyhorse_core.dit.layers import gelu7, swiglu7
-from happyhorse_core.modality import ModalitySplit
-from happyhorse_core.ops import ExpertRMSNorm, Ops
-from happyhorse_core.pipeline import Denoiser
-from happyhorse_core.rope import apply_rope, apply_rope_
-from happyhorse_core.sequence import pack
-from happyhorse_core.tiny import init_random_
+from happyhorse_core.dit.modality import ModalitySplit
+from happyhorse_core.dit.ops import ExpertRMSNorm, Ops
+from happyhorse_core.sampling.pipeline import Denoiser
+from happyhorse_core.dit.rope import apply_rope, apply_rope_
+from happyhorse_core.dit.sequence import pack
+from happyhorse_core.testing.tiny_dit import init_random_
 
 SPLIT = ModalitySplit(23, 6, 11)  # 40 rows
 

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, T5GemmaConfig, T5GemmaEncoderModel
 from happyhorse_core.text import (DialogueLine, T5GemmaEncoderConfig, build_prompt, encode_prompt, load_encoder,
                                   load_text_stack, load_tokenizer, text_features)
 from happyhorse_core.text.encoder import T5GemmaEncoder, attention
-from happyhorse_core.text.tiny import TINY_CORPUS, random_encoder, write_tiny_text_folder, write_tiny_tokenizer
+from happyhorse_core.testing.tiny_text import TINY_CORPUS, random_encoder, write_tiny_text_folder, write_tiny_tokenizer
 
 WINDOW = 8  # tiny sliding window: prompts below are several windows long
 SEVEN_LANGUAGE_TEXTS = [
@@ -367,7 +367,7 @@ def test_bad_token_ids_and_empty_input(tiny_folder):
 
 
 def test_core_does_not_import_transformers(repo_root):
-    code = ("import sys, happyhorse_core.text, happyhorse_core.text.tiny; "
+    code = ("import sys, happyhorse_core.text, happyhorse_core.testing.tiny_text; "
             "bad = [m for m in ('transformers', 'comfy', 'folder_paths') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=repo_root, check=True)

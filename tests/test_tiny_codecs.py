@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from happyhorse_core import tiny_codecs as tc
+from happyhorse_core.testing import tiny_codecs as tc
 from happyhorse_core.geometry import ClipGeometry
 
 

@@ -18,7 +18,7 @@ from happyhorse_core.decoders import (
     TurboVAEDConfig,
     plan_windows,
 )
-from happyhorse_core.decoders.convert_ckpt import convert_checkpoint, main as convert_main
+from happyhorse_core.tools.convert_ckpt import convert_checkpoint, main as convert_main
 from happyhorse_core.decoders.turbo_loading import infer_config, load_turbo_vaed
 
 CASE = "turbo_vaed_case1"
@@ -325,7 +325,7 @@ def test_load_lists_missing_and_unexpected(tmp_path, golden_state):
 def test_load_refuses_pickles_and_names_the_converter(tmp_path):
     ckpt = tmp_path / "checkpoint-340000.ckpt"
     ckpt.write_bytes(b"not read")
-    with pytest.raises(ValueError, match="python -m happyhorse_core.decoders.convert_ckpt .*checkpoint-340000.ckpt"):
+    with pytest.raises(ValueError, match="python -m happyhorse_core.tools.convert_ckpt .*checkpoint-340000.ckpt"):
         load_turbo_vaed(ckpt)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_turbo_vaed(tmp_path / "missing.safetensors")
@@ -394,7 +394,7 @@ def test_converter_cli(tmp_path, golden_state, repo_root):
     src, dst = tmp_path / "in.pt", tmp_path / "out.safetensors"
     torch.save({"ema_state_dict": golden_state}, src)
     proc = subprocess.run(
-        [sys.executable, "-m", "happyhorse_core.decoders.convert_ckpt", str(src), str(dst)],
+        [sys.executable, "-m", "happyhorse_core.tools.convert_ckpt", str(src), str(dst)],
         cwd=repo_root, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

@@ -85,7 +85,7 @@ def test_note_lists_files_and_sources(path):
     (note,) = [n for n in wf["nodes"] if n["type"] == "Note"]
     text = note["widgets_values"][0]
     assert "Model files" in text and "GAIR/daVinci-MagiHuman" in text and "google/t5gemma-9b-9b-ul2" in text
-    assert "stabilityai/stable-audio-open-1.0" in text and "happyhorse_core.extract_sao_vae" in text
+    assert "stabilityai/stable-audio-open-1.0" in text and "happyhorse_core.tools.extract_sao_vae" in text
     saves = [n for n in wf["nodes"] if n["type"] == "SaveVideo"]
     assert len(saves) == 1 and saves[0]["widgets_values"][1:] == ["mp4", "h264"], path.name
     (create,) = [n for n in wf["nodes"] if n["type"] == "CreateVideo"]

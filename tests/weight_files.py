@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from happyhorse_core.config import PRESETS, DiTConfig
+from happyhorse_core.dit.config import PRESETS, DiTConfig
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.fp8 import quantize
-from happyhorse_core.ops import KEEP_FP32_SUFFIXES, Ops
+from happyhorse_core.dit.fp8 import quantize
+from happyhorse_core.dit.ops import KEEP_FP32_SUFFIXES, Ops
 
 LINEAR_SUFFIXES = ("linear_qkv.weight", "linear_proj.weight", "up_gate_proj.weight", "down_proj.weight")
 

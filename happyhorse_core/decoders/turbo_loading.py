@@ -3,7 +3,7 @@
 The reference loads the pickle checkpoint with strict=False, so a wrong file "loads" with random
 weights. Here every key and shape must match the module built from the config (given, or inferred
 from the tensor shapes), and mismatches are listed. Pickles are never opened here: the one legacy
-path is the explicit converter (`python -m happyhorse_core.decoders.convert_ckpt`).
+path is the explicit converter (`python -m happyhorse_core.tools.convert_ckpt`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from safetensors import safe_open
 
-from ..safetensors_io import CheckpointError, read_header
+from ..weights.safetensors_io import CheckpointError, read_header
 from .turbo_config import TurboVAEDConfig
 from .turbo_vaed import TurboVAED
 
@@ -32,7 +32,7 @@ def converter_command(src: Union[str, os.PathLike]) -> str:
     """The exact shell command that turns a legacy pickle checkpoint into a loadable file."""
     src = Path(src)
     dst = src.with_suffix(".safetensors")
-    return f"python -m happyhorse_core.decoders.convert_ckpt {shlex.quote(str(src))} {shlex.quote(str(dst))}"
+    return f"python -m happyhorse_core.tools.convert_ckpt {shlex.quote(str(src))} {shlex.quote(str(dst))}"
 
 
 def canonical_key_map(names: Sequence[str]) -> dict[str, str]:

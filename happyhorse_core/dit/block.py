@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attention import attention, local_attention
-from ..config import DiTConfig
-from ..modality import ModalitySplit
-from ..ops import Ops
+from .attention import attention, local_attention
+from .config import DiTConfig
+from .modality import ModalitySplit
+from .ops import Ops
 from .layers import MLP
 from .rowwise import add_, add_rms_norm_, gate_, qk_norm_rope, rms_norm
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import DiTConfig
-from ..modality import ModalitySplit
-from ..ops import Ops
-from ..rope import RopeTable
+from .config import DiTConfig
+from .modality import ModalitySplit
+from .ops import Ops
+from .rope import RopeTable
 from .rowwise import CLAMP, gelu7_to, swiglu7_to
 
 

@@ -11,10 +11,10 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ..attention import resolve_backend
-from ..config import DiTConfig
-from ..modality import ModalitySplit
-from ..ops import Ops
+from .attention import resolve_backend
+from .config import DiTConfig
+from .modality import ModalitySplit
+from .ops import Ops
 from .block import StepContext, TransformerLayer
 from .cache import StepCache
 from .layers import Adapter

@@ -23,9 +23,9 @@ from typing import Iterator
 
 import torch
 
-from ..modality import ModalitySplit
-from ..ops import ExpertRMSNorm
-from ..rope import apply_rope_
+from .modality import ModalitySplit
+from .ops import ExpertRMSNorm
+from .rope import apply_rope_
 
 CLAMP = 7.0  # both MLP activations clamp at 7
 CPU_BLOCK_ELEMENTS = 1 << 17  # values per thread per block of a [rows, width] pass on CPU (~512 KB fp32)

@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..safetensors_io import PICKLE_SUFFIXES, read_header
+from ..weights.safetensors_io import PICKLE_SUFFIXES, read_header
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 

@@ -19,7 +19,7 @@ import av
 import pytest
 
 from comfyui_server import ComfyUIServer
-from happyhorse_core.tiny_native_vaes import cached_vae_files
+from happyhorse_core.testing.tiny_native_vaes import cached_vae_files
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_NAME = "ComfyUI-HappyHorse"

@@ -29,8 +29,8 @@ comfy.cli_args.args.cpu = True
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 
-from happyhorse_core.pipeline import SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.tiny import tiny_dit  # noqa: E402
+from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate  # noqa: E402
+from happyhorse_core.testing.tiny_dit import tiny_dit  # noqa: E402
 
 
 def _load_pack_nodes():

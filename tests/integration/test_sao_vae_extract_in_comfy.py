@@ -1,12 +1,12 @@
 """ComfyUI's VAELoader rejects a full stable-audio-open checkpoint (VAE under `pretransform.model.`) and
-accepts what happyhorse_core.extract_sao_vae makes of it. The 'full checkpoint' is the tiny native
+accepts what happyhorse_core.tools.extract_sao_vae makes of it. The 'full checkpoint' is the tiny native
 Stable Audio VAE with the prefix added and a stand-in DiT tensor beside it."""
 from __future__ import annotations
 
 import pytest
 from safetensors.torch import load_file, save_file
 
-from happyhorse_core.extract_sao_vae import PREFIX, extract_sao_vae
+from happyhorse_core.tools.extract_sao_vae import PREFIX, extract_sao_vae
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from build_workflows import OUT_DIRS, build_all, stale_files  # noqa: E402
 from comfy_harness import REPO, TIMINGS, place_file  # noqa: E402
 from comfy_ws import ComfyWS  # noqa: E402
 from comfyui_server import ComfyUIValidationError  # noqa: E402
-from happyhorse_core.tiny_models import DIT_FILES, TEXT_ENCODER_DIR, WAN22_VAE_FILE  # noqa: E402
+from happyhorse_core.testing.tiny_models import DIT_FILES, TEXT_ENCODER_DIR, WAN22_VAE_FILE  # noqa: E402
 from workflow_convert import ui_to_api  # noqa: E402
 
 pytestmark = pytest.mark.integration

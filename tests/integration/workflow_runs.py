@@ -19,9 +19,9 @@ from comfy_harness import CACHE, REPO, place_file
 
 if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))  # workflow_specs / build_workflows live there
-from happyhorse_core.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_ENCODER_FILE, TURBO_VAED_FILE,  # noqa: E402
+from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_ENCODER_FILE, TURBO_VAED_FILE,  # noqa: E402
                                          WAN22_VAE_FILE, write_tiny_models)
-from happyhorse_core.tiny_native_vaes import cached_vae_files  # noqa: E402
+from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
 from workflow_specs import FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
 FPS = 25

@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import torch
 
-from .geometry import AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE
+from ..geometry import AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE
 
 MIN_INPUT_RATE, MAX_INPUT_RATE = 8_000, 192_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak below -60 dBFS counts as silent

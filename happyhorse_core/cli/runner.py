@@ -21,14 +21,14 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from .audio import prepare_voice_track, to_output_rate
-from .geometry import AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, ClipGeometry
-from .media_input import fit_image
-from .noise import make_generator
-from .pipeline import Hooks, ProgressFn, SamplingOptions, TextConditioning, generate
-from .super_resolution import SROptions, super_resolve
-from .text.encoder import MAX_TEXT_TOKENS, encode_prompt
-from .text.prompts import DEFAULT_NEGATIVE_PROMPT
+from ..media.audio import prepare_voice_track, to_output_rate
+from ..geometry import AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, ClipGeometry
+from ..media.read import fit_image
+from ..sampling.noise import make_generator
+from ..sampling.pipeline import Hooks, ProgressFn, SamplingOptions, TextConditioning, generate
+from ..sampling.super_resolution import SROptions, super_resolve
+from ..text.encoder import MAX_TEXT_TOKENS, encode_prompt
+from ..text.prompts import DEFAULT_NEGATIVE_PROMPT
 
 log = logging.getLogger("HappyHorse")
 

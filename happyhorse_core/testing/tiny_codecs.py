@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from .geometry import AUDIO_HOP, AUDIO_LATENT_CHANNELS, VAE_STRIDE_HW, VAE_STRIDE_T, VIDEO_LATENT_CHANNELS
+from ..geometry import AUDIO_HOP, AUDIO_LATENT_CHANNELS, VAE_STRIDE_HW, VAE_STRIDE_T, VIDEO_LATENT_CHANNELS
 
 VIDEO_SEED, AUDIO_SEED = 0x5EED_0001, 0x5EED_0002
 _PATCH_VALUES = 3 * VAE_STRIDE_HW * VAE_STRIDE_HW  # 768 pixel values per latent vector

@@ -1,7 +1,7 @@
 """Parity command: run our DiT on a golden case and compare with the reference outputs.
 
-    python -m happyhorse_core.parity CASE.safetensors CASE.json --out PRED.safetensors
-    python -m happyhorse_core.parity --manifest distill
+    python -m happyhorse_core.tools.parity CASE.safetensors CASE.json --out PRED.safetensors
+    python -m happyhorse_core.tools.parity --manifest distill
 
 The case format is the one of ../shared/golden/README.md: `arch_config` (+ `data_proxy_config`)
 in the JSON; the reference state_dict under its own key names and `input.*` tensors in the
@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import config_from_reference, preset
-from .dit import SandwichDiT
-from .ops import Ops
-from .sequence import output_rows, pack, unpack
+from ..dit.config import config_from_reference, preset
+from ..dit import SandwichDiT
+from ..dit.ops import Ops
+from ..dit.sequence import output_rows, pack, unpack
 
 MODEL_PREFIXES = ("adapter.", "block.", "final_")
 DEFAULT_TOL = {"output_fp32": {"atol": 1e-4, "rtol": 1e-4},
@@ -110,7 +110,7 @@ def manifest(name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.parity", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tools.parity", description=__doc__.split("\n\n")[0])
     ap.add_argument("case", nargs="?", help="CASE.safetensors (reference state_dict + input.* tensors)")
     ap.add_argument("meta", nargs="?", help="CASE.json with arch_config")
     ap.add_argument("--out", help="write our predictions to this safetensors file")

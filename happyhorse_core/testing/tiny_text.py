@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
+from ..text.encoder import T5GemmaEncoder, T5GemmaEncoderConfig
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0..3, Gemma's order
 BYTE_TOKENS = tuple(f"<0x{i:02X}>" for i in range(256))  # ids 4..259, for byte fallback

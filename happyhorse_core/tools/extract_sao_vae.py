@@ -1,6 +1,6 @@
 """Extract the Stable Audio Open VAE from stabilityai/stable-audio-open-1.0's model.safetensors.
 
-    python -m happyhorse_core.extract_sao_vae model.safetensors stable_audio_open_vae.safetensors
+    python -m happyhorse_core.tools.extract_sao_vae model.safetensors stable_audio_open_vae.safetensors
 
 Why: the full checkpoint keeps the VAE under `pretransform.model.` next to the 1.2B audio DiT and
 the conditioners. ComfyUI's VAELoader (0.3.75, comfy/sd.py VAE.__init__) detects the Stable Audio
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .safetensors_io import CheckpointIndex, read_header, write_safetensors_stream
+from ..weights.safetensors_io import CheckpointIndex, read_header, write_safetensors_stream
 
 PREFIX = "pretransform.model."
 DETECT_KEY = "decoder.layers.1.layers.0.beta"  # what ComfyUI's VAE detection looks for
@@ -46,7 +46,7 @@ def extract_sao_vae(src: str | Path, dst: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.extract_sao_vae", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tools.extract_sao_vae", description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="stable-audio-open-1.0 model.safetensors")
     ap.add_argument("out", help="output .safetensors for ComfyUI/models/vae/ (e.g. stable_audio_open_vae.safetensors)")
     args = ap.parse_args(argv)

@@ -1,6 +1,6 @@
 """The pack's built-in tiny random weights, laid out like a ComfyUI `models/` folder.
 
-    python -m happyhorse_core.tiny_models MODELS_DIR
+    python -m happyhorse_core.testing.tiny_models MODELS_DIR
 
 writes deterministic random stand-ins of every file the workflows need, small enough to run
 on a CPU in seconds. They produce noise-like clips: they exist to exercise the real loaders,
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .tiny import write_tiny_dit
+from .tiny_dit import write_tiny_dit
 
 # Names the shipped workflows reference (relative to models/<folder>/).
 DIT_FILES = {
@@ -33,7 +33,7 @@ SAO_VAE_FILE = "happyhorse_tiny_stable_audio_vae.safetensors"  # in vae/ (native
 
 def write_tiny_turbo_vaed(path: str | Path, seed: int = 4242) -> Path:
     """A tiny random Turbo-VAED (golden case1 structure) as safetensors with `decoder.*` keys."""
-    from .decoders import TurboVAED, TurboVAEDConfig
+    from ..decoders import TurboVAED, TurboVAEDConfig
     model = TurboVAED(TurboVAEDConfig.tiny())
     g = torch.Generator().manual_seed(seed)
     sd = {}
@@ -53,7 +53,7 @@ def write_tiny_models(models_dir: str | Path, *, native_vaes: bool = True) -> di
     out: dict[str, Path] = {}
     for i, (variant, name) in enumerate(DIT_FILES.items()):
         out[f"dit_{variant}"] = write_tiny_dit(root / "diffusion_models" / name, variant, seed=i)
-    from .text.tiny import write_tiny_text_folder
+    from .tiny_text import write_tiny_text_folder
     te = root / "text_encoders" / TEXT_ENCODER_DIR
     te.mkdir(parents=True, exist_ok=True)
     write_tiny_text_folder(te)
@@ -67,7 +67,7 @@ def write_tiny_models(models_dir: str | Path, *, native_vaes: bool = True) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tiny_models", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.testing.tiny_models", description=__doc__.split("\n\n")[0])
     ap.add_argument("models_dir", help="a ComfyUI models/ folder (subfolders are created)")
     args = ap.parse_args(argv)
     for name, path in write_tiny_models(args.models_dir).items():

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .geometry import _as_int
+from ..geometry import _as_int
 from .guidance import GuidanceConfig, apply_cfg, sr_video_scale
 from .noise import sr_noise
 from .pipeline import Denoiser, Hooks, TextConditioning, check_finite, check_text

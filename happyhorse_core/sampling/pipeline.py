@@ -21,11 +21,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .dit.cache import StepCache
+from ..dit.cache import StepCache
 from .guidance import GuidanceConfig, apply_cfg, video_scale
 from .noise import distill_step_noise, initial_noise, make_generator
 from .scheduler import FlowUniPC, flow_sigmas, step_ddim
-from .sequence import pack, unpack
+from ..dit.sequence import pack, unpack
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
 InterruptFn = Callable[[], None]  # raises to stop

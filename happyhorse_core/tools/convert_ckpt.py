@@ -1,6 +1,6 @@
 """Convert the released Turbo-VAED pickle checkpoint to a decoder-only `.safetensors` file.
 
-    python -m happyhorse_core.decoders.convert_ckpt IN.ckpt OUT.safetensors
+    python -m happyhorse_core.tools.convert_ckpt IN.ckpt OUT.safetensors
 
 This is the only place the project reads a pickle, and it does so with
 `torch.load(weights_only=True)`: a file that would need arbitrary Python objects (a class whose
@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from safetensors.torch import save_file
 
-from .turbo_loading import canonical_key_map
+from ..decoders.turbo_loading import canonical_key_map
 
 PREFIX = "decoder."
 
@@ -105,14 +105,14 @@ def convert_checkpoint(src: Union[str, os.PathLike], dst: Union[str, os.PathLike
         raise ValueError(f"output {dst} would overwrite the input checkpoint")
     state = select_state_dict(_load_pickle(src), source=str(src))
     tensors = decoder_tensors(state)
-    metadata = {"format": "pt", "source": src.name, "converter": "happyhorse_core.decoders.convert_ckpt"}
+    metadata = {"format": "pt", "source": src.name, "converter": "happyhorse_core.tools.convert_ckpt"}
     write_safetensors_atomic(tensors, dst, metadata)
     return {"kept": len(tensors), "dropped": len(state) - len(tensors)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m happyhorse_core.decoders.convert_ckpt",
+        prog="python -m happyhorse_core.tools.convert_ckpt",
         description="Convert a Turbo-VAED .ckpt (torch pickle) to a decoder-only .safetensors file.",
     )
     parser.add_argument("src", help="input checkpoint, e.g. turbo_vae/checkpoint-340000.ckpt")

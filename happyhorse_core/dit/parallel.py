@@ -45,8 +45,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .attention import resolve_backend
-from .dit.block import StepContext
-from .dit.cache import StepCache
+from .block import StepContext
+from .cache import StepCache
 from .modality import ModalitySplit
 
 log = logging.getLogger("HappyHorse")

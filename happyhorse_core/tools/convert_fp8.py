@@ -1,6 +1,6 @@
 """Stream any accepted DiT checkpoint into one fp8 safetensors file.
 
-    python -m happyhorse_core.convert_fp8 IN OUT.safetensors --dtype fp8_e4m3fn_scaled --scope shared
+    python -m happyhorse_core.tools.convert_fp8 IN OUT.safetensors --dtype fp8_e4m3fn_scaled --scope shared
 
 IN is anything `load_dit` accepts (folder, index, single file, any prefix/schema/dtype). OUT uses
 our key names (no prefix) and the storage `load_dit` would build with the same options:
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from . import fp8
-from .layouts import Recipe
-from .loading import SCALE_BUFFER, read_scale, cast_tensor, dit_targets, prepare_dit
-from .ops import FP8_DTYPES
-from .safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint, write_safetensors_stream
-from .variants import METADATA_KEY, resolve_variant
+from ..dit import fp8
+from ..weights.layouts import Recipe
+from ..weights.loading import SCALE_BUFFER, read_scale, cast_tensor, dit_targets, prepare_dit
+from ..dit.ops import FP8_DTYPES
+from ..weights.safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint, write_safetensors_stream
+from ..weights.variants import METADATA_KEY, resolve_variant
 
 FORMAT = "dit-fp8"
 SCALE_NAMING = "<layer>.weight_scale: 0-d fp32, weight = fp8.float() * scale"
@@ -95,7 +95,7 @@ def convert(src: str | Path, out: str | Path, weight_dtype: str = "fp8_e4m3fn_sc
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.convert_fp8", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tools.convert_fp8", description=__doc__.split("\n")[0])
     ap.add_argument("src", help="input checkpoint: folder, index json or .safetensors file")
     ap.add_argument("out", help="output .safetensors file")
     ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=list(FP8_DTYPES))

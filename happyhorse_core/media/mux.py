@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .audio import resample
-from .geometry import AUDIO_OUTPUT_RATE, FPS
+from ..geometry import AUDIO_OUTPUT_RATE, FPS
 
 AAC_FRAME = 1024  # samples per AAC frame
 Frames = torch.Tensor | np.ndarray  # [T, H, W, 3] uint8 or float 0..1

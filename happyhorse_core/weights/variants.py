@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import VARIANTS, DiTConfig
+from ..dit.config import VARIANTS, DiTConfig
 from .safetensors_io import CheckpointError
 
 REQUIRED_FOR_SHAPES = ("adapter.video_embedder.weight", "adapter.audio_embedder.weight",

@@ -1,6 +1,6 @@
 """Build the CLI's components: real weights from files, or the tiny random stand-ins (`--tiny`).
 
-Real weights: the DiTs through `happyhorse_core.loading.load_dit` (imported lazily, so the tiny
+Real weights: the DiTs through `happyhorse_core.weights.loading.load_dit` (imported lazily, so the tiny
 path works without it), the T5Gemma stack through `text.loading.load_text_stack`, video decoding
 through Turbo-VAED. Encoding a picture (Wan2.2 VAE) and decoding sound (Stable Audio VAE) are
 ComfyUI's job and are not re-implemented here, so real components have no image/audio encoder and
@@ -21,11 +21,11 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from . import tiny_codecs
-from .clip_runner import ClipComponents, ProgressFn
-from .text.loading import load_text_stack
-from .text.tiny import write_tiny_text_folder
-from .tiny import tiny_dit
+from ..testing import tiny_codecs
+from .runner import ClipComponents, ProgressFn
+from ..text.loading import load_text_stack
+from ..testing.tiny_text import write_tiny_text_folder
+from ..testing.tiny_dit import tiny_dit
 
 log = logging.getLogger("HappyHorse")
 Device = Union[str, torch.device]
@@ -73,25 +73,25 @@ def tiny_components(mode: str, sr_resolution: Optional[str], device: Device = "c
 
 # -- real weights ----------------------------------------------------------------------------------
 def _loading_module():
-    """happyhorse_core.loading, or an ImportError that says what is missing and what to do."""
+    """happyhorse_core.weights.loading, or an ImportError that says what is missing and what to do."""
     try:
-        loading = importlib.import_module(f"{__package__}.loading")
+        loading = importlib.import_module("..weights.loading", __package__)
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.loading":
+        if not (exc.name or "").endswith("weights.loading"):
             raise
-        raise ImportError(f"{__package__}.loading (the DiT weight loader) is not in this copy of the package, so "
+        raise ImportError("happyhorse_core.weights.loading (the DiT weight loader) is not in this copy of the package, so "
                           "real DiT weights cannot be loaded; update ComfyUI-HappyHorse, or use --tiny to test "
                           "the pipeline with random weights") from None
     return loading
 
 
 def check_loader_available() -> None:
-    """Raise ImportError (with the fix) when happyhorse_core.loading is missing."""
+    """Raise ImportError (with the fix) when happyhorse_core.weights.loading is missing."""
     _loading_module()
 
 
 def load_real_dit(path: Union[str, Path], variant: str, weight_dtype: str, device: Device) -> nn.Module:
-    """A DiT through happyhorse_core.loading.load_dit (lazy import)."""
+    """A DiT through happyhorse_core.weights.loading.load_dit (lazy import)."""
     return _loading_module().load_dit(path, variant=variant, weight_dtype=weight_dtype, device=device)
 
 
@@ -101,7 +101,7 @@ def real_text_stack(path: Union[str, Path], device: Device) -> tuple[Any, Any]:
 
 
 def _turbo_decoder(path: Union[str, Path], device: Device) -> Callable[..., torch.Tensor]:
-    from .decoders.turbo_loading import load_turbo_vaed
+    from ..decoders.turbo_loading import load_turbo_vaed
 
     vaed = load_turbo_vaed(path, dtype=torch.bfloat16, device=device)
 

@@ -33,10 +33,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from . import fp8
-from .dit import SandwichDiT
+from ..dit import fp8
+from ..dit import SandwichDiT
 from .layouts import LayoutPlan, Recipe, plan_layout, strip_prefix  # noqa: F401 (re-exported)
-from .ops import Ops
+from ..dit.ops import Ops
 from .safetensors_io import (ST_DTYPES, CheckpointError, CheckpointIndex, iter_safetensors,  # noqa: F401
                              open_checkpoint)
 from .variants import apply_variant, infer_config, resolve_variant

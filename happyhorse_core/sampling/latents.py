@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .decoders.turbo_config import WAN22_LATENT_MEAN, WAN22_LATENT_STD
+from ..decoders.turbo_config import WAN22_LATENT_MEAN, WAN22_LATENT_STD
 
 
 def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .config import PRESETS, DiTConfig
-from .dit import SandwichDiT
-from .ops import Ops
+from ..dit.config import PRESETS, DiTConfig
+from ..dit import SandwichDiT
+from ..dit.ops import Ops
 
 TINY_VARIANTS = {"distill": "tiny", "base": "tiny", "sr_540p": "tiny_sr", "sr_1080p": "tiny_sr"}
 

@@ -1,0 +1,1 @@
+"""Reading weights: memory-mapped safetensors, published layouts, variants, the DiT loader."""
