@@ -307,8 +307,8 @@ CASES = [
         ValueError, (r"t5gemma\.pt is not a \.safetensors file", "can run code",
                      r"use the \.safetensors files of google/t5gemma-9b-9b-ul2")),
     # files: Turbo-VAED
-    Bad("file-turbo-vaed-pickle", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
-        ValueError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
+    Bad("file-dit-pickle-as-turbo-vaed", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
+        ValueError, ("does not match the Turbo-VAED decoder", "Use the Turbo-VAED decoder weights")),
     Bad("file-turbo-vaed-zero-bytes", lambda sh, t: load_turbo_vaed(_zero_bytes(t, "turbo.safetensors")),
         CheckpointError, (r"not a readable \.safetensors file", r"empty \(0 bytes\)", "download it again")),
     Bad("file-dit-as-turbo-vaed", lambda sh, t: load_turbo_vaed(sh.good_dit),

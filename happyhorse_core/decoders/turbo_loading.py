@@ -1,16 +1,17 @@
-"""Strict, memory-mapped loading of Turbo-VAED weights from `.safetensors`.
+"""Strict loading of Turbo-VAED weights from `.safetensors` (memory-mapped) or the released `.ckpt`.
 
 The reference loads the pickle checkpoint with strict=False, so a wrong file "loads" with random
 weights. Here every key and shape must match the module built from the config (given, or inferred
-from the tensor shapes), and mismatches are listed. Pickles are never opened here: the one legacy
-path is the explicit converter (`python -m happyhorse_core.tools.convert_ckpt`).
+from the tensor shapes), and mismatches are listed. `turbo_vae/checkpoint-340000.ckpt` loads as it
+is through turbo_ckpt (torch.load(weights_only=True), as ComfyUI does for .ckpt); with
+`cache=True` a decoder-only `.safetensors` copy is written next to it once and read from then on.
+The explicit converter (`python -m happyhorse_core.tools.convert_ckpt`) writes that file anywhere.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -18,41 +19,15 @@ import torch
 from safetensors import safe_open
 
 from ..weights.safetensors_io import CheckpointError, read_header
+from .turbo_ckpt import PICKLE_SUFFIXES, read_decoder_checkpoint
 from .turbo_config import TurboVAEDConfig
+from .turbo_key_map import canonical_key_map
 from .turbo_vaed import TurboVAED
 
 log = logging.getLogger("HappyHorse.turbo_vaed")
 
-LEGACY_SUFFIXES = (".ckpt", ".pt", ".pth")
-PREFIX = "decoder."
+LEGACY_SUFFIXES = PICKLE_SUFFIXES
 Shapes = Mapping[str, Sequence[int]]
-
-
-def converter_command(src: Union[str, os.PathLike]) -> str:
-    """The exact shell command that turns a legacy pickle checkpoint into a loadable file."""
-    src = Path(src)
-    dst = src.with_suffix(".safetensors")
-    return f"python -m happyhorse_core.tools.convert_ckpt {shlex.quote(str(src))} {shlex.quote(str(dst))}"
-
-
-def canonical_key_map(names: Sequence[str]) -> dict[str, str]:
-    """File key -> module key: strip leading `module.`; add `decoder.` when no key carries it."""
-    stripped = {}
-    for name in names:
-        key = name
-        while key.startswith("module."):
-            key = key[len("module.") :]
-        stripped[name] = key
-    has_prefix = any(key.startswith(PREFIX) for key in stripped.values())
-    mapping = {name: key if has_prefix else PREFIX + key for name, key in stripped.items()}
-    seen: dict[str, str] = {}
-    for name, key in mapping.items():
-        if key in seen:
-            raise ValueError(
-                f"tensors {seen[key]!r} and {name!r} both map to {key!r}; the file holds duplicate weights"
-            )
-        seen[key] = name
-    return mapping
 
 
 def _indices(shapes: Shapes, prefix: str) -> list[int]:
@@ -132,18 +107,37 @@ def _read_shapes(path: Path) -> dict[str, list[int]]:
 
 
 def _check_path(path: Path) -> None:
-    if path.suffix.lower() in LEGACY_SUFFIXES:
-        raise ValueError(
-            f"{path} is a pickle checkpoint; Turbo-VAED weights load from .safetensors only. "
-            f"Convert it once with:\n  {converter_command(path)}"
-        )
     if not path.is_file():
         raise FileNotFoundError(
-            f"Turbo-VAED weights not found: {path} (expected a .safetensors file converted from "
-            "turbo_vae/checkpoint-340000.ckpt)"
+            f"Turbo-VAED weights not found: {path} (expected turbo_vae/checkpoint-340000.ckpt from "
+            "GAIR/daVinci-MagiHuman, or a .safetensors file converted from it)"
         )
-    if path.suffix.lower() != ".safetensors":
-        raise ValueError(f"{path}: expected a .safetensors file, got suffix {path.suffix!r}")
+    if path.suffix.lower() not in (".safetensors", *LEGACY_SUFFIXES):
+        raise ValueError(f"{path}: expected a .safetensors or .ckpt file, got suffix {path.suffix!r}")
+
+
+def cached_copy(path: Path) -> Path:
+    """Where cache=True keeps the decoder-only safetensors copy of a pickle checkpoint."""
+    return path.with_name(path.stem + ".decoder.safetensors")
+
+
+def _pickle_tensors(path: Path, cache: bool) -> tuple[Path, Optional[dict[str, torch.Tensor]]]:
+    """(file to read, its tensors when they came from a pickle and were not cached)."""
+    copy = cached_copy(path)
+    if cache and copy.is_file() and copy.stat().st_mtime >= path.stat().st_mtime:
+        return copy, None
+    tensors, _ = read_decoder_checkpoint(path)
+    if not cache:
+        return path, tensors
+    from ..tools.convert_ckpt import write_safetensors_atomic  # the converter's writer, no pickle involved
+    try:
+        write_safetensors_atomic(tensors, copy, {"format": "pt", "source": path.name,
+                                                 "converter": "happyhorse_core.decoders.turbo_loading"})
+        log.info("HappyHorse: cached %s as %s", path.name, copy.name)
+        return copy, None
+    except OSError as exc:  # read-only model folder: keep going from memory
+        log.warning("HappyHorse: could not write the Turbo-VAED cache %s (%s); loading from the .ckpt", copy, exc)
+        return path, tensors
 
 
 def load_turbo_vaed(
@@ -152,9 +146,12 @@ def load_turbo_vaed(
     config: Union[TurboVAEDConfig, str, os.PathLike, None] = None,
     dtype: torch.dtype = torch.bfloat16,
     device: Union[torch.device, str] = "cpu",
+    cache: bool = False,
 ) -> TurboVAED:
     """Build the decoder and load `path` strictly (keys and shapes), cast to `dtype` on `device`.
 
+    `path`: a .safetensors file (memory-mapped) or the released .ckpt (torch.load(weights_only=True);
+    `cache=True` writes `<stem>.decoder.safetensors` beside it on first use and reads that afterwards).
     `config`: a TurboVAEDConfig, a path to the reference JSON, or None to infer the structure from
     the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes.
     """
@@ -164,7 +161,13 @@ def load_turbo_vaed(
         raise ValueError(f"dtype must be a floating-point dtype such as torch.bfloat16, got {dtype}")
     if config is not None and not isinstance(config, TurboVAEDConfig):
         config = TurboVAEDConfig.from_json(config)
-    raw_shapes = _read_shapes(path)
+    source, tensors = (path, None)
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        source, tensors = _pickle_tensors(path, cache)
+    if tensors is None:
+        raw_shapes = _read_shapes(source)
+    else:
+        raw_shapes = {name: list(t.shape) for name, t in tensors.items()}
     key_map = canonical_key_map(list(raw_shapes))
     shapes = {key_map[name]: shape for name, shape in raw_shapes.items()}
     if config is None:
@@ -189,9 +192,14 @@ def load_turbo_vaed(
         "released TurboV3" if config == TurboVAEDConfig() else "non-default",
     )
     state = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    if tensors is not None:
         for name, key in key_map.items():
-            tensor = f.get_tensor(name)  # memory-mapped
-            state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+            t = tensors[name]
+            state[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+    else:
+        with safe_open(str(source), framework="pt", device="cpu") as f:
+            for name, key in key_map.items():
+                t = f.get_tensor(name)  # memory-mapped
+                state[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
