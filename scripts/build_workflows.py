@@ -1,5 +1,5 @@
-"""Generate the shipped workflows (workflows/*.json, copied to example_workflows/) from their compact
-descriptions in scripts/workflow_specs.py and the /object_info of a live ComfyUI with this pack.
+"""Generate the shipped workflows (workflows/*.json) from their compact descriptions in
+scripts/workflow_specs*.py and the /object_info of a live ComfyUI with this pack.
 
     python scripts/build_workflows.py            # starts ComfyUI (COMFYUI_HOME or .cache/comfyui), writes
     python scripts/build_workflows.py --check    # exit 1 if a shipped file differs from a fresh build
@@ -12,8 +12,13 @@ converter and the frontend use) keeps the files right when a node changes, and t
 
 Output is the UI format the frontend saves (version 0.4): nodes with id/type/pos/size/flags/order/mode/
 inputs/outputs/properties/widgets_values, links [id, from, slot, to, slot, type] and one group per
-layout column, laid out left to right. Widgets not given in a description take the schema default;
-seeds get the control value "fixed". Only the standard library is used.
+layout column, laid out left to right, and a Markdown Note (files, links, folders) at the top left.
+Widgets not given in a description take the schema default; seeds get the control value "randomize"
+(a new clip per run, as in ComfyUI's own templates). Only the standard library is used.
+
+ComfyUI serves a custom node's templates from every folder named example_workflows, workflows, ... of
+the pack, so the files live in workflows/ only (a second folder would list each one twice); the
+template browser takes workflows/<name>.jpg as the picture (scripts/render_thumbnails.py).
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from workflow_convert import _is_widget, widget_inputs  # noqa: E402
 from workflow_specs import Node, Workflow, all_workflows, note_text  # noqa: E402
 
-OUT_DIRS = ("workflows", "example_workflows")
+OUT_DIRS = ("workflows",)
+SEED_CONTROL = "randomize"
+NOTE_TYPE = "MarkdownNote"
 COL_GAP, ROW_GAP, X0, Y0 = 80, 50, 40, 80
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H = 30, 22, 24, 120
 DEFAULT_WIDTH = 370
@@ -94,7 +101,7 @@ def widget_values(node: Node, info: dict) -> list:
     for name, control in widget_inputs(info):
         values.append(node.widgets[name] if name in node.widgets else default_value(node.type, name, _spec(info, name)))
         if control:
-            values.append("fixed")
+            values.append(SEED_CONTROL)
     return values
 
 
@@ -136,7 +143,7 @@ def layout(items: list[tuple[Node, int, int]]) -> dict[str, tuple[int, int]]:
 def groups(wf: Workflow, items: list[tuple[Node, int, int]], pos: dict) -> list[dict]:
     out = []
     for col, title in sorted(wf.groups.items()):
-        members = [(pos[n.key], w, h) for n, w, h in items if n.col == col and n.type != "Note"]
+        members = [(pos[n.key], w, h) for n, w, h in items if n.col == col and n.type != NOTE_TYPE]
         if not members:
             continue
         x0 = min(p[0] for p, _, _ in members) - 15
@@ -171,7 +178,7 @@ def _execution_order(ids: list[int], edges: list[tuple[int, int]]) -> dict[int, 
 def build(wf: Workflow, object_info: dict) -> dict:
     """The UI-format workflow dict for one description."""
     text = note_text(wf)
-    note = Node("note", "Note", 0, width=NOTE_WIDTH)
+    note = Node("note", NOTE_TYPE, 0, width=NOTE_WIDTH)
     specs = [note, *wf.nodes]
     keys = [n.key for n in specs]
     if len(set(keys)) != len(keys):
@@ -190,7 +197,7 @@ def build(wf: Workflow, object_info: dict) -> dict:
             links.append(_connect(wf, nodes, infos, n, inp_name, src_key, out_name, len(links) + 1))
     order = _execution_order(list(ids.values()), [(link[1], link[3]) for link in links])
 
-    out_nodes = [{"id": ids["note"], "type": "Note", "pos": list(pos["note"]), "size": [NOTE_WIDTH, items[0][2]],
+    out_nodes = [{"id": ids["note"], "type": NOTE_TYPE, "pos": list(pos["note"]), "size": [NOTE_WIDTH, items[0][2]],
                   "flags": {}, "order": order[ids["note"]], "mode": 0, "inputs": [], "outputs": [],
                   "properties": {}, "widgets_values": [text], "title": "Read me: files and folders", **NOTE_COLORS}]
     for n, w, h in items[1:]:
