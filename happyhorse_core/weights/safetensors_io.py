@@ -138,6 +138,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 
 def _fail_on_magic(path: Path, head: bytes, size: int) -> None:
+    if head[8:9] == b"{":  # a safetensors JSON header: its length may well start with bytes 0x80 0x02..0x05
+        return
     if head.startswith(b"version https://git-lfs"):
         raise CheckpointError(f"{path} is a git-lfs pointer file ({size} bytes), not the weights: the file was not "
                               "downloaded. Run `git lfs pull` in that repository or download the file directly.")
