@@ -110,3 +110,58 @@ def test_index_shards_reads_the_weight_map(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "x.safetensors"}}))
     assert mf.index_shards(str(tmp_path)) == {"x.safetensors"}
     assert mf.index_shards(str(tmp_path / "nowhere")) is None
+
+
+# -- T5Gemma: an encoder-only single file plus a tokenizer folder ---------------------------------------------
+def _same_encoder(a, b) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_encoder_only_file_with_a_tokenizer_folder_beside_it(tmp_path):
+    from happyhorse_core.testing.tiny_text import write_tiny_text_folder
+    from happyhorse_core.text.loading import load_text_stack, tokenizer_folder_for
+    from happyhorse_core.tools.extract_t5gemma_encoder import main as extract_main
+
+    root = tmp_path / "text_encoders"
+    repo = root / "t5gemma-9b-9b-ul2"
+    repo.mkdir(parents=True)
+    write_tiny_text_folder(repo)
+    full_encoder, full_tok = load_text_stack(repo)
+    single = root / "t5gemma_9b_encoder_bf16.safetensors"
+    assert extract_main([str(repo), str(single)]) == 0
+    (repo / "model.safetensors").unlink()  # the user keeps only the small files of the repo folder
+    assert tokenizer_folder_for(single) == repo
+    assert mf.checkpoint_target(str(single)) == str(single)
+    encoder, tok = load_text_stack(single)
+    _same_encoder(encoder, full_encoder)
+    assert tok.encode("Hello there") == full_tok.encode("Hello there")
+
+
+def test_encoder_only_file_inside_the_sharded_repo_folder_loads_itself(tmp_path):
+    from happyhorse_core.testing.tiny_text import write_tiny_text_folder
+    from happyhorse_core.text.loading import load_text_stack
+    from happyhorse_core.tools.extract_t5gemma_encoder import extract_encoder
+    from safetensors.torch import load_file
+
+    repo = tmp_path / "t5gemma-9b-9b-ul2"
+    repo.mkdir()
+    write_tiny_text_folder(repo)
+    full, _ = load_text_stack(repo)
+    tensors = load_file(str(repo / "model.safetensors"))
+    (repo / "model.safetensors").unlink()
+    save_sharded(tensors, repo, shards=2)
+    single = extract_encoder(repo, repo / "encoder_bf16.safetensors")
+    assert mf.checkpoint_target(str(single)) == str(single)  # the index does not name it
+    assert mf.checkpoint_target(str(repo / "model-00001-of-00002.safetensors")) == str(repo)
+    encoder, _ = load_text_stack(single)
+    _same_encoder(encoder, full)
+
+
+@pytest.mark.badinput
+def test_encoder_only_file_without_any_tokenizer_says_where_to_put_it(tmp_path):
+    from happyhorse_core.text.loading import load_text_stack
+    single = tmp_path / "encoder.safetensors"
+    save_file({"model.encoder.x": torch.zeros(1)}, str(single))
+    with pytest.raises(FileNotFoundError, match="no tokenizer for encoder.safetensors.*beside it"):
+        load_text_stack(single)

@@ -4,7 +4,10 @@ Accepted layouts (WEIGHT_LAYOUTS §2):
   * an HF folder: `config.json`, tokenizer files, and either `model.safetensors.index.json` with
     shards or one `model.safetensors` (or exactly one other `*.safetensors`). Keys `model.encoder.*`
     (official encoder-decoder repo) or `encoder.*` (a saved `T5GemmaEncoderModel`).
-  * an encoder-only single file with keys prefixed `model.encoder.`, `encoder.` or nothing.
+  * an encoder-only single file with keys prefixed `model.encoder.`, `encoder.` or nothing (18.5 GB in
+    bf16 instead of the 37 GB two-half folder; tools/extract_t5gemma_encoder writes one). Its tokenizer
+    and config.json sit beside it or in one folder next to it (e.g. the repo folder without its
+    shards): tokenizer_folder_for() says which.
 Only encoder tensors are read, one at a time from memory-mapped files, into a module built on the
 meta device. Loading is strict: missing or unexpected encoder keys and wrong shapes are errors.
 """
@@ -19,7 +22,7 @@ from torch import nn
 
 from ..weights.safetensors_io import PICKLE_SUFFIXES, read_header
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
-from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
+from .tokenizer import TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")  # tried in this order
 INDEX_NAME = "model.safetensors.index.json"
@@ -143,6 +146,21 @@ def _check_weights_suffix(path: Path) -> None:
                          f"pickle .bin/.pt can run code): use the .safetensors files of {HUB_REPO}")
 
 
+def tokenizer_folder_for(path: str | Path) -> Path:
+    """Where the tokenizer (and config.json) of an encoder-only file are: its own folder when it holds tokenizer
+    files, else the one folder beside the file that does. FileNotFoundError naming what to do otherwise."""
+    path = Path(path)
+    if path.is_dir() or any((path.parent / n).is_file() for n in TOKENIZER_FILES):
+        return path if path.is_dir() else path.parent
+    near = sorted(d for d in path.parent.iterdir() if d.is_dir() and any((d / n).is_file() for n in TOKENIZER_FILES))
+    if len(near) == 1:
+        return near[0]
+    found = f" (found several: {', '.join(d.name for d in near)})" if near else ""
+    raise FileNotFoundError(
+        f"no tokenizer for {path.name}: put {' or '.join(TOKENIZER_FILES)} (with tokenizer_config.json and "
+        f"config.json from {HUB_REPO}) beside it, or keep exactly one folder with them next to it{found}")
+
+
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                  config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True) -> T5GemmaEncoder:
     """Build the encoder from an HF folder or an encoder-only safetensors file.
@@ -158,7 +176,13 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         selected = _select_encoder(_folder_weight_map(path), allow_bare=False)
     elif path.is_file():
         _check_weights_suffix(path)
-        cfg, sizes_from = (config, "the config passed in") if config else _read_config(path.parent)
+        config_dir = path.parent
+        if not (config_dir / "config.json").is_file():
+            try:
+                config_dir = tokenizer_folder_for(path)  # the repo folder kept for its small files
+            except FileNotFoundError:
+                pass  # the 9B defaults; shapes are still checked strictly
+        cfg, sizes_from = (config, "the config passed in") if config else _read_config(config_dir)
         selected = _select_encoder({k: path for k in _safetensors_keys(path)}, allow_bare=True)
     else:
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
@@ -172,13 +196,14 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
 
 def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                     config: T5GemmaEncoderConfig | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
-    """Encoder + tokenizer from one HF folder, or from an encoder file and the tokenizer beside it.
+    """Encoder + tokenizer from one HF folder, or from an encoder file and its tokenizer folder
+    (tokenizer_folder_for: beside the file, or the one folder next to it that has one).
 
     The tokenizer is loaded first, so a folder without one fails before any weight is read.
     """
     folder = Path(folder)
     if folder.is_file():
         _check_weights_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
-    tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
+    tokenizer = load_tokenizer(tokenizer_folder_for(folder) if folder.is_file() else folder)
     encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False)
     return encoder, tokenizer
