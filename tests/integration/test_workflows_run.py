@@ -111,7 +111,7 @@ def run_order(paths: list) -> list:
 def test_workflow_runs_to_mp4(path, comfy, tiny_info):
     run = RUNS.get(path.stem)
     assert run is not None, f"{path.name} is new: add its expected size and CPU shrink to RUNS"
-    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink, run.titled), timeout=900)
+    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink, run.titled), timeout=1800)
     TIMINGS[f"workflow {path.stem} (s)"] = result["seconds"]
     files = mp4_outputs(comfy, result)
     assert len(files) == 1, result["outputs"]
