@@ -469,7 +469,7 @@ CASES = [
     Bad("latent-nan-in-clip", lambda sh, t: validation.check_clip_latents(_nan_video(), torch.zeros(1, 64, 5)),
         ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
     Bad("latent-nan-to-model", lambda sh, t: latents.video_to_model(_nan_video()),
-        ValueError, ("video latent contains NaN or Inf", "check the node that produced it")),
+        ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
     Bad("latent-audio-length-mismatch",
         lambda sh, t: validation.check_clip_latents(torch.zeros(1, 48, 2, 2, 2), torch.zeros(1, 64, 50)),
         ValueError, (r"audio latent \(50 frames, batch 1\) does not match the video latent \(2 latent frames",
