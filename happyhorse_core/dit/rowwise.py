@@ -124,7 +124,7 @@ def gate_(out: torch.Tensor, gate: torch.Tensor, dtype: torch.dtype) -> torch.Te
     res = torch.empty(L, H * dh, dtype=dtype, device=out.device)
     for rows, _ in blocks(None, 1, L, H * dh, out.device):
         sig = torch.sigmoid(gate[rows].float()).unsqueeze(-1)  # [n, H, 1]
-        res[rows] = (out[rows].float() * sig).view(-1, H * dh)
+        res[rows] = (out[rows].float() * sig).reshape(-1, H * dh)  # a view when contiguous
     return res
 
 
