@@ -2,10 +2,11 @@
 
 The reference loads the pickle checkpoint with strict=False, so a wrong file "loads" with random
 weights. Here every key and shape must match the module built from the config (given, or inferred
-from the tensor shapes), and mismatches are listed. `turbo_vae/checkpoint-340000.ckpt` loads as it
-is through turbo_ckpt (torch.load(weights_only=True), as ComfyUI does for .ckpt); with
-`cache=True` a decoder-only `.safetensors` copy is written next to it once and read from then on.
-The explicit converter (`python -m happyhorse_core.tools.convert_ckpt`) writes that file anywhere.
+from the tensor shapes), through the checks all weight loaders share (weights/checks.py: keys and
+shapes, floating dtypes, a sampled NaN/Inf check). `turbo_vae/checkpoint-340000.ckpt` loads as it is
+through turbo_ckpt (torch.load(weights_only=True), as ComfyUI does for .ckpt); with `cache=True` a
+decoder-only `.safetensors` copy is written next to it once and read from then on. The explicit
+converter (`python -m happyhorse_core.tools.convert_ckpt`) writes that file anywhere.
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import torch
-from safetensors import safe_open
 
-from ..weights.safetensors_io import CheckpointError, read_header
+from ..errors import CheckpointError
+from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes, check_sampled_finite
+from ..weights.safetensors_io import TORCH_TO_ST, CheckpointIndex, TensorInfo, open_checkpoint, write_safetensors
 from .turbo_ckpt import PICKLE_SUFFIXES, read_decoder_checkpoint
 from .turbo_config import TurboVAEDConfig
 from .turbo_key_map import canonical_key_map
@@ -75,35 +77,12 @@ def infer_config(shapes: Shapes) -> TurboVAEDConfig:
     )
 
 
-def _first(names: Sequence[str], n: int = 10) -> str:
-    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
-
-
-def shape_report(expected: Shapes, found: Shapes) -> Optional[str]:
-    """None when keys and shapes agree; else counts and the first 10 names of each problem."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
-    if not (missing or unexpected or wrong):
-        return None
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (first 10: {_first(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (first 10: {_first(unexpected)})")
-    if wrong:
-        detail = [f"{k} file {list(found[k])} vs model {list(expected[k])}" for k in wrong]
-        parts.append(f"{len(wrong)} shape mismatches (first 10: {_first(detail)})")
-    return "; ".join(parts)
-
-
-def _read_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor shapes from the header, after the shared safetensors checks (no tensor data is read)."""
+def _open(path: Path) -> CheckpointIndex:
+    """The file's header, after the shared safetensors checks (no tensor data is read)."""
     try:
-        entries, _ = read_header(path)
+        return open_checkpoint(path)
     except CheckpointError as exc:
         raise CheckpointError(f"Turbo-VAED weights: not a readable .safetensors file. {exc}") from None
-    return {name: list(info.shape) for name, info in entries.items()}
 
 
 def _check_path(path: Path) -> None:
@@ -113,7 +92,21 @@ def _check_path(path: Path) -> None:
             "GAIR/daVinci-MagiHuman, or a .safetensors file converted from it)"
         )
     if path.suffix.lower() not in (".safetensors", *LEGACY_SUFFIXES):
-        raise ValueError(f"{path}: expected a .safetensors or .ckpt file, got suffix {path.suffix!r}")
+        raise CheckpointError(f"{path}: expected a .safetensors or .ckpt file, got suffix {path.suffix!r}")
+
+
+class _PickleIndex(CheckpointIndex):
+    """The decoder tensors read from a pickle, behind the CheckpointIndex interface (read = same checks)."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor]):
+        entries = {k: TensorInfo(path, TORCH_TO_ST.get(t.dtype, str(t.dtype)), tuple(t.shape)) for k, t in tensors.items()}
+        super().__init__(path, "pickle checkpoint (torch.load weights_only)", entries)
+        self.tensors = tensors
+
+    def read(self, key: str) -> torch.Tensor:
+        tensor = self.tensors[key]
+        check_sampled_finite(tensor, key, self.root)
+        return tensor
 
 
 def cached_copy(path: Path) -> Path:
@@ -121,23 +114,21 @@ def cached_copy(path: Path) -> Path:
     return path.with_name(path.stem + ".decoder.safetensors")
 
 
-def _pickle_tensors(path: Path, cache: bool) -> tuple[Path, Optional[dict[str, torch.Tensor]]]:
-    """(file to read, its tensors when they came from a pickle and were not cached)."""
+def _open_pickle(path: Path, cache: bool) -> CheckpointIndex:
+    """The .ckpt's decoder tensors; with cache, the safetensors copy beside it (written on first use)."""
     copy = cached_copy(path)
     if cache and copy.is_file() and copy.stat().st_mtime >= path.stat().st_mtime:
-        return copy, None
+        return _open(copy)
     tensors, _ = read_decoder_checkpoint(path)
-    if not cache:
-        return path, tensors
-    from ..tools.convert_ckpt import write_safetensors_atomic  # the converter's writer, no pickle involved
-    try:
-        write_safetensors_atomic(tensors, copy, {"format": "pt", "source": path.name,
-                                                 "converter": "happyhorse_core.decoders.turbo_loading"})
-        log.info("HappyHorse: cached %s as %s", path.name, copy.name)
-        return copy, None
-    except OSError as exc:  # read-only model folder: keep going from memory
-        log.warning("HappyHorse: could not write the Turbo-VAED cache %s (%s); loading from the .ckpt", copy, exc)
-        return path, tensors
+    if cache:
+        try:
+            write_safetensors(copy, tensors, {"format": "pt", "source": path.name,
+                                              "converter": "happyhorse_core.decoders.turbo_loading"})
+            log.info("HappyHorse: cached %s as %s", path.name, copy.name)
+            return _open(copy)
+        except OSError as exc:  # read-only model folder: keep going from memory
+            log.warning("HappyHorse: could not write the Turbo-VAED cache %s (%s); loading from the .ckpt", copy, exc)
+    return _PickleIndex(path, tensors)
 
 
 def load_turbo_vaed(
@@ -161,15 +152,9 @@ def load_turbo_vaed(
         raise ValueError(f"dtype must be a floating-point dtype such as torch.bfloat16, got {dtype}")
     if config is not None and not isinstance(config, TurboVAEDConfig):
         config = TurboVAEDConfig.from_json(config)
-    source, tensors = (path, None)
-    if path.suffix.lower() in LEGACY_SUFFIXES:
-        source, tensors = _pickle_tensors(path, cache)
-    if tensors is None:
-        raw_shapes = _read_shapes(source)
-    else:
-        raw_shapes = {name: list(t.shape) for name, t in tensors.items()}
-    key_map = canonical_key_map(list(raw_shapes))
-    shapes = {key_map[name]: shape for name, shape in raw_shapes.items()}
+    ckpt = _open_pickle(path, cache) if path.suffix.lower() in LEGACY_SUFFIXES else _open(path)
+    key_map = canonical_key_map(ckpt.keys())
+    shapes = {key_map[name]: info.shape for name, info in ckpt.entries.items()}
     if config is None:
         try:
             config = infer_config(shapes)
@@ -178,28 +163,17 @@ def load_turbo_vaed(
             config = TurboVAEDConfig()
     with torch.device("meta"):
         model = TurboVAED(config)
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    problem = shape_report(expected, shapes)
-    if problem:
-        raise ValueError(
-            f"{path} does not match the Turbo-VAED decoder ({config}): {problem}. "
-            "Use the Turbo-VAED decoder weights (turbo_vae/ folder of the release), or pass the matching config JSON."
-        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_keys_and_shapes(expected, shapes, source=path, what=f"the Turbo-VAED decoder ({config})",
+                          hint="Use the Turbo-VAED decoder weights (turbo_vae/ folder of the release), or pass the "
+                               "matching config JSON.")
+    check_dtypes({name: info.dtype for name, info in ckpt.entries.items()}, path, "Turbo-VAED")
     log.info(
         "HappyHorse: Turbo-VAED %s: %d tensors, %s structure",
         path.name,
         len(shapes),
         "released TurboV3" if config == TurboVAEDConfig() else "non-default",
     )
-    state = {}
-    if tensors is not None:
-        for name, key in key_map.items():
-            t = tensors[name]
-            state[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-    else:
-        with safe_open(str(source), framework="pt", device="cpu") as f:
-            for name, key in key_map.items():
-                t = f.get_tensor(name)  # memory-mapped
-                state[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-    model.load_state_dict(state, strict=True, assign=True)
+    for name, key in key_map.items():
+        assign_tensor(model, key, ckpt.read(name).to(device=device, dtype=dtype))
     return model.eval().requires_grad_(False)

@@ -13,27 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
-
-import torch
-from safetensors.torch import save_file
+from typing import Optional, Sequence, Union
 
 from ..decoders.turbo_ckpt import read_decoder_checkpoint
-
-
-def write_safetensors_atomic(tensors: Mapping[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
-    """Write to a temp file next to `dst`, then rename over it (no half-written file on failure)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=str(dst.parent))
-    os.close(fd)
-    try:
-        save_file(dict(tensors), tmp, metadata=metadata)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..weights.safetensors_io import write_safetensors
 
 
 def convert_checkpoint(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> dict[str, int]:
@@ -47,7 +31,8 @@ def convert_checkpoint(src: Union[str, os.PathLike], dst: Union[str, os.PathLike
         raise ValueError(f"output {dst} would overwrite the input checkpoint")
     tensors, total = read_decoder_checkpoint(src)
     metadata = {"format": "pt", "source": src.name, "converter": "happyhorse_core.tools.convert_ckpt"}
-    write_safetensors_atomic(tensors, dst, metadata)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(dst, tensors, metadata)
     return {"kept": len(tensors), "dropped": total - len(tensors)}
 
 
