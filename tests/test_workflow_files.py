@@ -54,7 +54,7 @@ def test_workflows_live_in_one_template_folder_only():
 def test_each_workflow_has_a_template_picture(path):
     """The browser asks for /api/workflow_templates/<pack>/<name>.jpg (frontend 1.32: mediaSubtype 'jpg')."""
     jpg = path.with_suffix(".jpg")
-    assert jpg.is_file(), f"{jpg.name} is missing: HH_WRITE_THUMBNAILS=1 pytest tests/integration/test_workflows_run.py"
+    assert jpg.is_file(), f"{jpg.name} is missing: python scripts/render_thumbnails.py"
     data = jpg.read_bytes()
     assert data[:3] == b"\xff\xd8\xff" and len(data) > 2000, jpg.name
     assert {p.stem for p in (REPO / "workflows").glob("*.jpg")} == {p.stem for p in WORKFLOWS}

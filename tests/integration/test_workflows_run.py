@@ -6,13 +6,11 @@ Only widget values change for the CPU (1 s at 192x128 except the default workflo
 fewer steps, smaller SR target), never the graph or the file names: the tiny weights are installed under the
 shipped names (workflow_runs.install_release_layouts). Workflows that keep the user's recording are checked
 for it: the mp4's sound is the original voice (correlation with the input file) and lasts as long as the
-video. Per-workflow times go to the terminal summary. HH_WRITE_THUMBNAILS=1 also writes each workflow's
-template-browser picture (workflows/<name>.jpg) from its run.
+video. Per-workflow times go to the terminal summary.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -20,10 +18,10 @@ import pytest
 
 from workflow_runs import (DOCUMENTED_NAMES, FRAME_S, LOADER_FILE_WIDGETS, expected_frames,  # first: puts scripts/
                            install_inputs, install_tiny_models, mp4_files, mp4_outputs, read_mp4,  # on sys.path
-                           set_widgets, to_tiny, voice_match, write_thumbnail)
+                           set_widgets, to_tiny, voice_match)
 
 from build_workflows import OUT_DIRS, build_all, stale_files  # noqa: E402
-from workflow_specs import ASSETS, DEFAULT_WORKFLOW, START_IMAGE, VOICE_TRACK  # noqa: E402
+from workflow_specs import ASSETS, DEFAULT_WORKFLOW, VOICE_TRACK  # noqa: E402
 from workflow_specs_use_cases import SR_LATENT_TITLE  # noqa: E402
 from comfy_harness import REPO, TIMINGS, place_file  # noqa: E402
 from comfy_ws import ComfyWS  # noqa: E402
@@ -125,9 +123,6 @@ def test_workflow_runs_to_mp4(path, comfy, tiny_info):
         corr = voice_match(files[0], ASSETS / VOICE_TRACK)
         TIMINGS[f"workflow {path.stem}: correlation of the mp4 sound with the recording"] = corr
         assert corr > 0.9, f"the mp4 does not carry the original recording (best correlation {corr:.3f})"
-    if os.environ.get("HH_WRITE_THUMBNAILS") == "1":
-        uses_image = any(n["type"] == "LoadImage" for n in json.loads(path.read_text())["nodes"])
-        write_thumbnail(files[0], path.with_suffix(".jpg"), ASSETS / START_IMAGE if uses_image else None)
 
 
 # ----------------------------------------------------------------------------- cancel

@@ -192,31 +192,3 @@ def voice_match(mp4: Path, recording: Path, rate: int = 22050, max_lag: int = 40
             if denom > 0:
                 best = max(best, float(np.dot(x, y) / denom))
     return best
-
-
-THUMB_W, THUMB_H = 512, 288
-
-
-def write_thumbnail(mp4: Path, dst: Path, start_image: Path | None = None) -> Path:
-    """The template-browser picture: the middle frame of a run (left: the start image, when given), JPEG."""
-    import numpy as np
-    with av.open(str(mp4)) as box:
-        frames = list(box.decode(video=0))
-    middle = frames[len(frames) // 2]
-    if start_image is None:
-        rgb = middle.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H)
-    else:
-        with av.open(str(start_image)) as box:
-            still = next(box.decode(video=0))
-        half = THUMB_W // 2
-        rgb = np.concatenate([still.to_ndarray(format="rgb24", width=half, height=THUMB_H),
-                              middle.to_ndarray(format="rgb24", width=THUMB_W - half, height=THUMB_H)], axis=1)
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuvj420p")
-    with av.open(str(dst), "w", format="image2") as out:
-        stream = out.add_stream("mjpeg", rate=1)
-        stream.width, stream.height, stream.pix_fmt = THUMB_W, THUMB_H, "yuvj420p"
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return dst
