@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 from typing import Callable
 
 import torch
@@ -120,14 +119,3 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_vi
     if q.shape[0] > num_video:
         out[num_video:] = attention(q[num_video:], k, v, backend)
     return out
-
-
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Reference softmax attention in fp32 (tests only). mask [Lq, Lk] bool, True = may attend."""
-    group = q.shape[1] // k.shape[1]
-    kf = k.float().repeat_interleave(group, dim=1)
-    vf = v.float().repeat_interleave(group, dim=1)
-    scores = torch.einsum("qhd,khd->hqk", q.float(), kf) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.einsum("hqk,khd->qhd", scores.softmax(-1), vf).to(q.dtype)
