@@ -1,9 +1,11 @@
 """The pack's ONE comfy-aware helper module: everything the node files need from ComfyUI goes through here.
 
-Why: happyhorse_core never imports comfy; node files stay thin and import this module lazily (inside
-execute()), so it is the single place to adapt when ComfyUI's internals move. comfy /
-folder_paths are imported inside each function, so the pure helpers (tensor layout conversions,
-path checks against given roots) also work -- and are unit-tested -- without ComfyUI.
+Why: happyhorse_core never imports comfy; node files stay thin and import from this module, so it
+is the single place to adapt when ComfyUI's internals move. comfy / folder_paths are imported
+inside each function, and `io` / `ComfyExtension` (the V3 node API, needed at class-definition
+time) are resolved on first attribute access (module `__getattr__`), so the pure helpers (tensor
+layout conversions, path checks against given roots) also import -- and are unit-tested --
+without ComfyUI.
 
 Layouts (ComfyUI side <-> core side):
   IMAGE  [T, H, W, 3] float 0..1        <-> frames [1, 3, T, H, W] float 0..1
@@ -17,10 +19,21 @@ from typing import Any, Callable, Optional
 
 import torch
 
-VIDEO_LATENT_CHANNELS = 48      # Wan2.2 VAE latents
-AUDIO_LATENT_CHANNELS = 64      # Stable Audio (Oobleck) VAE latents
+from ..happyhorse_core.geometry import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS
+
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
 HAPPYHORSE_SUBFOLDER = "happyhorse"   # models/diffusion_models/happyhorse/ holds the pack's DiT files
+
+
+_V3_NAMES = ("io", "ComfyExtension")
+
+
+def __getattr__(name: str) -> Any:
+    """`io` and `ComfyExtension` from comfy_api.latest, imported when a node module first asks for them."""
+    if name in _V3_NAMES:
+        import comfy_api.latest as v3
+        return getattr(v3, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- devices
@@ -216,3 +229,32 @@ def load_models(patchers: list, memory_required: int = 0) -> None:
     """Ask ComfyUI to make room for and load these patchers onto torch_device()."""
     import comfy.model_management as mm
     mm.load_models_gpu(patchers, memory_required=memory_required)
+
+
+def free_memory(size_bytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to evict models until `size_bytes` are free on `device`."""
+    import comfy.model_management as mm
+    mm.free_memory(size_bytes, device)
+
+
+def unload_all_models() -> None:
+    """What ComfyUI itself does after an out-of-memory error: unload every model, empty the cache."""
+    import comfy.model_management as mm
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+
+
+def wan22_rgb_factors() -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """ComfyUI's Wan2.2 latent -> RGB preview projection: factors [48, 3] and bias [3] (or None)."""
+    import comfy.latent_formats
+    fmt = comfy.latent_formats.Wan22()
+    bias = getattr(fmt, "latent_rgb_factors_bias", None)
+    return (torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32),
+            None if bias is None else torch.tensor(bias, dtype=torch.float32))
+
+
+def resize_image(rgb: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """IMAGE [B, H, W, 3] -> [B, height, width, 3]: ComfyUI's lanczos resize with a center crop, in 0..1."""
+    import comfy.utils
+    out = comfy.utils.common_upscale(rgb.movedim(-1, 1), width, height, "lanczos", "center")
+    return out.movedim(1, -1).clamp(0, 1)

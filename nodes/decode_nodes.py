@@ -8,8 +8,13 @@ SaveVideo give an mp4 whose sound and picture last the same.
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.media.audio import to_output_rate
+from ..happyhorse_core.sampling.latents import video_to_model
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import oom_advice
 from .types import CATEGORY, HHTurboVAED
 
 
@@ -33,13 +38,9 @@ class DecodeVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
-        from happyhorse_core.sampling.latents import video_to_model
-
-        from . import comfy_bridge as cb
-        from .runtime import oom_advice
         video = cb.latent_samples(video_latent, "video")
-        decoder = turbo_vaed["decoder"]
-        cb.load_models([turbo_vaed["patcher"]])
+        decoder = turbo_vaed.decoder
+        cb.load_models([turbo_vaed.patcher])
         device = next(decoder.parameters()).device
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
         images = []
@@ -72,9 +73,6 @@ class DecodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_latent, vae) -> io.NodeOutput:
-        from happyhorse_core.media.audio import to_output_rate
-
-        from . import comfy_bridge as cb
         samples = cb.latent_samples(audio_latent, "audio")
         wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
         if wave.ndim != 3:

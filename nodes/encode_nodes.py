@@ -8,25 +8,29 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, RESOLUTION_SHORT_SIDE,
+                                       ClipGeometry)
+from ..happyhorse_core.media.audio import prepare_voice_track
+from ..happyhorse_core.text.encoder import text_features
+from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
+from ..happyhorse_core.validation import parse_dialogue, start_image
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
 
-AUDIO_HOP = 2048  # Stable Audio VAE samples per latent frame
-NOMINAL_RATE = 51200  # the model's audio timing: 25 latent frames per second (MODEL_SPEC §7.3)
 
 
 def _languages() -> list[str]:
-    from happyhorse_core.text.prompts import LANGUAGES
     return list(LANGUAGES)
 
 
 class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.text.prompts import DEFAULT_NEGATIVE_PROMPT
         return io.Schema(
             node_id="HappyHorseTextEncode",
             display_name="HappyHorse Text Encode",
@@ -58,10 +62,6 @@ class TextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
-        from happyhorse_core.text.prompts import build_prompt
-        from happyhorse_core.validation import parse_dialogue
-
-        from . import comfy_bridge as cb
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
         if text_encoder.patcher is not None:
             cb.load_models([text_encoder.patcher])
@@ -73,7 +73,6 @@ class TextEncode(io.ComfyNode):
 
 @torch.no_grad()
 def _encode(stack, text: str, what: str):
-    from happyhorse_core.text.encoder import text_features
     ids = stack.tokenizer.encode(text)
     if not ids:
         raise ValueError(f"the {what} produced no tokens; write some text")
@@ -87,7 +86,6 @@ def _encode(stack, text: str, what: str):
 class EmptyLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.geometry import ASPECTS, RESOLUTION_SHORT_SIDE
         return io.Schema(
             node_id="HappyHorseEmptyLatent",
             display_name="HappyHorse Empty Latent",
@@ -115,9 +113,6 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, aspect, resolution, width, height, seconds, batch_size) -> io.NodeOutput:
-        from happyhorse_core.geometry import ClipGeometry
-
-        from . import comfy_bridge as cb
         if resolution == "custom":
             geo = ClipGeometry.from_request(width, height, seconds)
         else:
@@ -148,15 +143,12 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        import comfy.utils
 
-        from happyhorse_core.validation import start_image
 
-        from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
         rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
-        rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+        rgb = cb.resize_image(rgb, w, h)  # [1, h*16, w*16, 3], lanczos + center crop
         latent = vae.encode(rgb)  # [1, C, 1, h, w]
         if latent.ndim != 5 or latent.shape[1] != 48:
             raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
@@ -184,9 +176,6 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent) -> io.NodeOutput:
-        from happyhorse_core.media.audio import prepare_voice_track
-
-        from . import comfy_bridge as cb
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
         prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)

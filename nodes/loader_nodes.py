@@ -8,13 +8,19 @@ from __future__ import annotations
 import logging
 import os
 
-from comfy_api.latest import io
+import torch
 
-from happyhorse_core.dit.attention import BACKENDS
-from happyhorse_core.dit.config import VARIANTS
-from happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
+from ..happyhorse_core.decoders.turbo_loading import load_turbo_vaed
+from ..happyhorse_core.dit.attention import BACKENDS
+from ..happyhorse_core.dit.config import VARIANTS
+from ..happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
+from ..happyhorse_core.text.loading import load_text_stack
+from ..happyhorse_core.weights.loading import load_dit
 
-from .types import CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT, LoadedTextEncoder
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .types import (CATEGORY, BlockSwapConfig, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
+                    LoadedTextEncoder, LoadedTurboVAED)
 
 log = logging.getLogger("HappyHorse")
 
@@ -48,7 +54,6 @@ def _options(choices: list[str], fallback: str) -> list[str]:
 class ModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseModelLoader",
             display_name="HappyHorse Model Loader",
@@ -82,9 +87,6 @@ class ModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, variant, weight_dtype, fp8_scope, attention, block_swap=None) -> io.NodeOutput:
-        from happyhorse_core.weights.loading import load_dit
-
-        from . import comfy_bridge as cb
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
         model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
                          fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
@@ -120,13 +122,12 @@ class BlockSwapSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, blocks_on_device, pin_memory) -> io.NodeOutput:
-        return io.NodeOutput({"blocks_on_device": int(blocks_on_device), "pin_memory": bool(pin_memory)})
+        return io.NodeOutput(BlockSwapConfig(blocks_on_device=int(blocks_on_device), pin_memory=bool(pin_memory)))
 
 
 class TextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseTextEncoderLoader",
             display_name="HappyHorse Text Encoder Loader (T5Gemma)",
@@ -149,11 +150,6 @@ class TextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
-        import torch
-
-        from happyhorse_core.text.loading import load_text_stack
-
-        from . import comfy_bridge as cb
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
         dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
         encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
@@ -164,7 +160,6 @@ class TextEncoderLoader(io.ComfyNode):
 class TurboVAEDLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseTurboVAEDLoader",
             display_name="HappyHorse Turbo-VAED Loader",
@@ -181,12 +176,9 @@ class TurboVAEDLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name) -> io.NodeOutput:
-        from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
-
-        from . import comfy_bridge as cb
         path = cb.model_path("vae", vae_name)
         decoder = load_turbo_vaed(path, device="cpu")
-        return io.NodeOutput({"decoder": decoder, "path": path, "patcher": cb.wrap_model(decoder)})
+        return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 
 NODES = [ModelLoader, BlockSwapSettings, TextEncoderLoader, TurboVAEDLoader]

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 
 import torch
+
+from ..happyhorse_core.dit.offload import BlockSwap, plan_block_swap
+from ..happyhorse_core.sampling.latents import video_from_model
+from ..happyhorse_core.sampling.pipeline import Hooks
 
 from . import comfy_bridge as cb
 
@@ -31,14 +36,12 @@ def placed(loaded):
         cb.load_models([loaded.patcher])
         yield device
         return
-    from happyhorse_core.dit.offload import BlockSwap, plan_block_swap
     layers = loaded.model.block.layers
-    n = min(int(swap_cfg["blocks_on_device"]), len(layers))  # N >= block count: everything resident
+    n = min(swap_cfg.blocks_on_device, len(layers))  # N >= block count: everything resident
     plan = plan_block_swap(layers, n)
     if device.type != "cpu":
-        import comfy.model_management as mm
-        mm.free_memory(plan.peak_bytes, device)
-    swap = BlockSwap(loaded.model, n, device, pin_memory=swap_cfg.get("pin_memory", False))
+        cb.free_memory(plan.peak_bytes, device)
+    swap = BlockSwap(loaded.model, n, device, pin_memory=swap_cfg.pin_memory)
     try:
         yield device
     finally:
@@ -53,48 +56,41 @@ def oom_advice(where: str, *models):
     try:
         yield
     except torch.OutOfMemoryError as e:
-        import traceback
-
-        import comfy.model_management as mm
         traceback.clear_frames(e.__traceback__)  # drop the failed forward's activations first
         for m in models:
             if m is not None:
                 m.model.to(cb.offload_device())
-        mm.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
-        mm.soft_empty_cache()
+        cb.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
         raise RuntimeError(OOM_ADVICE.format(where=where)) from e
 
 
 def latent_preview(video_model_space: torch.Tensor):
     """Cheap RGB preview of latent frame 0: Wan2.2 latent -> RGB projection ([H, W, 3] in 0..1)."""
-    import comfy.latent_formats
-    from happyhorse_core.sampling.latents import video_from_model
-    fmt = comfy.latent_formats.Wan22()
+    factors, bias = cb.wan22_rgb_factors()  # [48, 3], [3] or None
     raw = video_from_model(video_model_space[:, :, 0])  # [1, 48, h, w]
-    factors = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32)  # [48, 3]
     rgb = torch.einsum("bchw,cr->bhwr", raw.float().cpu(), factors)
-    bias = getattr(fmt, "latent_rgb_factors_bias", None)
     if bias is not None:
-        rgb = rgb + torch.tensor(bias, dtype=torch.float32)
+        rgb = rgb + bias
     return ((rgb[0] + 1.0) / 2.0).clamp(0, 1)
 
 
 def hooks_for(node_id, total: int, preview: bool = True):
     """happyhorse_core Hooks wired to the node's progress bar, preview and Cancel."""
-    from happyhorse_core.sampling.pipeline import Hooks
     bar = cb.ComfyProgress(total, node_id=node_id)
-    state = {"x0": None}
+    state = {"x0": None, "preview_failed": False}
 
     def on_preview(step, x0):
         state["x0"] = x0
 
     def on_progress(done, total_):
         img = None
-        if preview and state["x0"] is not None:
+        if preview and state["x0"] is not None and not state["preview_failed"]:
             try:
                 img = latent_preview(state["x0"])
-            except Exception as e:  # a preview must never fail the run
-                log.debug("HappyHorse: preview skipped (%s)", e)
+            except Exception as e:  # a preview must never fail the run: say so once, then run without it
+                state["preview_failed"] = True
+                log.warning("HappyHorse: latent preview failed (%s: %s); sampling continues without previews",
+                            type(e).__name__, e)
         bar(done, total_, img)
 
     return Hooks(progress=on_progress, interrupt=cb.interrupt_check, preview=on_preview)

@@ -4,11 +4,17 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
 
-from happyhorse_core.sampling.pipeline import MODES
+from ..happyhorse_core.sampling.guidance import GuidanceConfig
+from ..happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
+from ..happyhorse_core.sampling.pipeline import generate, MODES, SamplingOptions, TextConditioning
+from ..happyhorse_core.validation import check_clip_latents
 
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import hooks_for, oom_advice, placed
 from .types import CATEGORY, HHConditioning, HHModel
+
 
 log = logging.getLogger("HappyHorse")
 
@@ -51,13 +57,6 @@ class Sampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, video_latent, audio_latent, seed, mode, steps, video_cfg, video_cfg_late,
                 audio_cfg, first_frame=None, voice_latent=None) -> io.NodeOutput:
-        from happyhorse_core.sampling.guidance import GuidanceConfig
-        from happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
-        from happyhorse_core.validation import check_clip_latents
-
-        from . import comfy_bridge as cb
-        from .runtime import hooks_for, oom_advice, placed
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-from comfy_api.latest import io
+
+from .comfy_bridge import io
 
 HHModel = io.Custom("HAPPYHORSE_MODEL")
 HHTextEncoder = io.Custom("HAPPYHORSE_TEXT_ENCODER")
@@ -29,7 +30,24 @@ class LoadedDiT:
     variant: str  # base / distill / sr_540p / sr_1080p
     path: str
     patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
-    block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool} or None
+    block_swap: Optional["BlockSwapConfig"] = None  # from a HappyHorse Block Swap node, or None
+
+
+@dataclass(frozen=True)
+class BlockSwapConfig:
+    """What a HappyHorse Block Swap node asks for: N of the 40 blocks resident on the GPU."""
+
+    blocks_on_device: int
+    pin_memory: bool = False
+
+
+@dataclass
+class LoadedTurboVAED:
+    """A loaded Turbo-VAED decoder and its ComfyUI ModelPatcher (memory accounting)."""
+
+    decoder: torch.nn.Module  # happyhorse_core TurboVAED
+    path: str
+    patcher: Any = None
 
 
 @dataclass

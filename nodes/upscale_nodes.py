@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
-from happyhorse_core.sampling.super_resolution import SR_TARGETS
+from ..happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
+from ..happyhorse_core.sampling.noise import make_generator
+from ..happyhorse_core.sampling.pipeline import TextConditioning
+from ..happyhorse_core.sampling.super_resolution import SR_TARGETS, SROptions, super_resolve
+from ..happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import hooks_for, oom_advice, placed
 from .types import CATEGORY, HHConditioning, HHModel
 
 
@@ -43,14 +49,6 @@ class SuperResolution(io.ComfyNode):
     @classmethod
     def execute(cls, sr_model, conditioning, video_latent, audio_latent, resolution, seed, steps, cfg,
                 first_frame=None) -> io.NodeOutput:
-        from happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.sampling.noise import make_generator
-        from happyhorse_core.sampling.pipeline import TextConditioning
-        from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
-        from happyhorse_core.validation import check_clip_latents, sr_latent_hw
-
-        from . import comfy_bridge as cb
-        from .runtime import hooks_for, oom_advice, placed
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)

@@ -9,7 +9,6 @@ that started on the CPU must end up with every tensor on meta.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import runpy
 import sys
@@ -22,27 +21,23 @@ REPO = Path(__file__).resolve().parents[2]
 _LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
 _LAUNCH["_declare_torchvision_ops"]()
 sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.append(str(REPO))  # happyhorse_core (after ComfyUI, whose own `nodes` module must win)
+sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
 import comfy.cli_args  # noqa: E402
 
 comfy.cli_args.args.cpu = True
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 
-from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.testing.tiny_dit import tiny_dit  # noqa: E402
+from pack_import import pack_module  # noqa: E402
+
+pipeline = pack_module("happyhorse_core.sampling.pipeline")
+SamplingOptions, TextConditioning, generate = pipeline.SamplingOptions, pipeline.TextConditioning, pipeline.generate
+tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
 
 
 def _load_pack_nodes():
-    """The pack's nodes/ package under another name (ComfyUI's `nodes` module owns that name here)."""
-    spec = importlib.util.spec_from_file_location("hh_nodes", REPO / "nodes" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "nodes")])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["hh_nodes"] = package
-    spec.loader.exec_module(package)
-    import hh_nodes.runtime
-    import hh_nodes.types
-    return hh_nodes.runtime, hh_nodes.types
+    """The pack's nodes/ package, inside the pack package (ComfyUI's `nodes` module owns that name here)."""
+    return pack_module("nodes.runtime"), pack_module("nodes.types")
 
 
 runtime, types = _load_pack_nodes()
@@ -106,7 +101,7 @@ def oom_becomes_advice_and_model_is_offloaded():
 @check
 def oom_inside_a_forward_of_the_placed_model():
     """The node's own stack: oom_advice + placed() (ComfyUI-managed) around generate(); OOM in block 3."""
-    from hh_nodes import comfy_bridge as cb
+    cb = pack_module("nodes.comfy_bridge")
     loaded = loaded_dit()
     loaded.patcher = cb.wrap_model(loaded.model)
     loaded.model.block.layers[3].register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(fake_oom()))
@@ -126,7 +121,7 @@ def oom_inside_a_forward_of_the_placed_model():
 
 @check
 def oom_with_block_swap_removes_hooks_and_offloads():
-    loaded = loaded_dit(block_swap={"blocks_on_device": 2, "pin_memory": False})
+    loaded = loaded_dit(block_swap=types.BlockSwapConfig(blocks_on_device=2, pin_memory=False))
 
     def run():
         with runtime.oom_advice("HappyHorse Super-Resolution", loaded), runtime.placed(loaded):
