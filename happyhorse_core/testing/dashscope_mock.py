@@ -68,7 +68,7 @@ class Task:
 class Recorded:
     method: str
     path: str
-    headers: dict
+    headers: dict      # lower-case names (HTTP header names are case-insensitive)
     body: bytes
     time: float = field(default_factory=time.monotonic)
 
@@ -230,7 +230,7 @@ def _handler(mock: DashScopeMock):
 
         def _record(self, body: bytes) -> None:
             with mock.lock:
-                mock.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
+                mock.requests.append(Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
 
         def do_POST(self):
             body = self._body()
