@@ -135,3 +135,74 @@ def test_cancel_stops_polling_and_the_error_names_the_task(comfy, mock, key):
     n = len(mock.calls("GET", f"/api/v1/tasks/{task_id}"))
     time.sleep(3)
     assert len(mock.calls("GET", f"/api/v1/tasks/{task_id}")) == n   # nothing polls any more
+
+
+# ----------------------------------------------------------------------------- the other nodes (API graphs)
+def _widgets(mock, **extra) -> dict:
+    return {"resolution": "720P", "seed": 5, "watermark": False, "region": "custom base URL",
+            "base_url": mock.base_url, "unconfirmed_options": False, "max_download_mb": 64, **extra}
+
+
+def _save(src: str, prefix: str) -> dict:
+    return {"class_type": "SaveVideo", "inputs": {"video": [src, 0], "filename_prefix": f"video/{prefix}",
+                                                  "format": "mp4", "codec": "h264"}}
+
+
+def _png_pixels(data: bytes):
+    import io
+
+    with av.open(io.BytesIO(data)) as box:
+        return next(box.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def test_reference_to_video_uploads_pictures_to_temporary_storage(comfy, mock, key):
+    for name, size in (("hh_api_ref_a.png", (400, 400)), ("hh_api_ref_b.png", (480, 400))):
+        write_png(comfy.base_dir / "input" / name, *size)
+    mock.requests.clear()
+    mock.arm("ok", polls=1)
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "hh_api_ref_a.png"}},
+           "2": {"class_type": "LoadImage", "inputs": {"image": "hh_api_ref_b.png"}},
+           "3": {"class_type": "HappyHorseAPIReferenceToVideo",
+                 "inputs": {"prompt": "[Image 1] hands a cup to character2", "image_1": ["1", 0], "image_2": ["2", 0],
+                            "ratio": "1:1", "duration": 3,
+                            **_widgets(mock, media_transport="temporary storage (oss://, Beijing)")}},
+           "4": _save("3", "hh_api_r2v")}
+    result = comfy.run_prompt(api, timeout=300)
+    assert len(mp4_outputs(comfy, result)) == 1
+    create = mock.calls("POST", CREATE)[0]
+    body = json.loads(create.body)
+    assert create.headers["x-dashscope-ossresourceresolve"] == "enable"
+    assert body["input"]["prompt"] == "[Image 1] hands a cup to character2"
+    urls = [m["url"] for m in body["input"]["media"]]
+    assert [m["type"] for m in body["input"]["media"]] == ["reference_image"] * 2
+    assert all(u.startswith("oss://mock/happyhorse-1.0-r2v/") for u in urls)
+    shapes = [_png_pixels(mock.uploads[u[len("oss://"):]]).shape for u in urls]
+    assert shapes == [(400, 400, 3), (400, 480, 3)]                 # in connection order
+    assert all("authorization" not in r.headers for r in mock.calls("POST", "/oss-upload"))
+
+
+def test_video_edit_sends_a_local_video_and_fetch_task_gets_it_again(comfy, mock, key):
+    from happyhorse_core.testing.dashscope_mock import make_fixture
+    make_fixture(comfy.base_dir / "input" / "hh_api_source.mp4", audio=True, seconds=3.0, size=(320, 320))
+    mock.requests.clear()
+    mock.arm("ok", polls=1)
+    api = {"1": {"class_type": "LoadVideo", "inputs": {"file": "hh_api_source.mp4"}},
+           "2": {"class_type": "HappyHorseAPIVideoEdit",
+                 "inputs": {"prompt": "make it night", "video": ["1", 0], "video_url": "", "audio_setting": "origin",
+                            **_widgets(mock, media_transport="temporary storage (oss://, Beijing)")}},
+           "3": _save("2", "hh_api_edit")}
+    comfy.run_prompt(api, timeout=300)
+    body = json.loads(mock.calls("POST", CREATE)[0].body)
+    assert body["parameters"] == {"resolution": "720P", "seed": 5, "watermark": False, "audio_setting": "origin"}
+    (video,) = body["input"]["media"]
+    uploaded = mock.uploads[video["url"][len("oss://"):]]
+    assert video["type"] == "video" and uploaded[4:8] == b"ftyp"
+    (task_id,) = [t.id for t in mock.tasks.values() if t.body is not None and t.body["model"].endswith("video-edit")]
+
+    mock.requests.clear()
+    fetch = {"1": {"class_type": "HappyHorseAPIFetchTask",
+                   "inputs": {"task_id": task_id, "region": "custom base URL", "base_url": mock.base_url,
+                              "max_download_mb": 64}},
+             "2": _save("1", "hh_api_fetch")}
+    result = comfy.run_prompt(fetch, timeout=300)
+    assert len(mp4_outputs(comfy, result)) == 1 and mock.calls("POST", CREATE) == []
