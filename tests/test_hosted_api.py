@@ -272,6 +272,13 @@ def test_create_timeout_after_sending_is_not_resubmitted(mock, tmp_path):
     assert len(mock.calls("POST", CREATE)) == 1
 
 
+def test_poll_timeouts_are_retried(mock, tmp_path):
+    mock.arm("slow_network", phase="poll", times=1, delay_s=0.8)
+    out = generate(T2V, KEY, opts(mock, request_timeout_s=0.3), tmp_path)
+    assert len(out.retries) == 1 and "no answer from" in out.retries[0] and "within 0 s" not in out.retries[0]
+    assert len(mock.calls("POST", CREATE)) == 1
+
+
 def test_service_message_echoing_the_key_is_redacted(mock, tmp_path, monkeypatch):
     from happyhorse_core.testing import dashscope_mock
     orig = dashscope_mock._create

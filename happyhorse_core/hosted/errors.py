@@ -12,8 +12,6 @@ from typing import Optional
 
 from .keys import redact
 
-RETRY_STATUSES = {429, 500, 502, 503, 504}
-
 
 class HostedAPIError(RuntimeError):
     """Anything that stopped a hosted generation. kind: auth / bad_request / rate_limit / server / task_failed /

@@ -117,7 +117,7 @@ def _finish(t: Transport, client: TaskClient, result: TaskResult, opts: RunOptio
         mp4.unlink(missing_ok=True)
         if e.kind == "cancelled_by_user":
             e = HostedAPIError(e.kind, f"cancelled while downloading task {result.task_id}'s video (the task "
-                               "SUCCEEDED and is billed): fetch it within 24 h with HappyHorse API Fetch Task")
+                               "SUCCEEDED and is billed): fetch it within 24 h with HappyHorse 1.0 API Fetch Task")
         raise HostedAPIError(e.kind, str(e), status=e.status, code=e.code, task_id=result.task_id) from None
     clip = decode_mp4(mp4)
     return Outcome(result.task_id, clip, mp4, result.usage, warnings, list(client.retry_log))

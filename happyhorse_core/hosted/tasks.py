@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .errors import RETRY_STATUSES, HostedAPIError, from_http, task_failed
+from .errors import HostedAPIError, from_http, task_failed
 from .spec import CREATE_PATH
 from .transport import Response, Transport
 
@@ -79,7 +79,7 @@ class TaskClient:
                 if e.kind == "timeout":
                     raise HostedAPIError("timeout", f"{e} after the create request was sent: a task may have been "
                                          "created and billed; look in the Model Studio console (task list) before "
-                                         "queueing again, or use its task id in HappyHorse API Fetch Task") from None
+                                         "queueing again, or use its task id in HappyHorse 1.0 API Fetch Task") from None
                 raise
             if resp.status == 200:
                 return self._task_id(resp)
@@ -195,7 +195,7 @@ class TaskClient:
         accepted = self.cancel(task_id)
         state = ("the service accepted the cancel: the task was still queued and is not billed" if accepted else
                  "a task that is already RUNNING cannot be cancelled: it finishes and is billed; fetch its video "
-                 "within 24 h by putting this task id into HappyHorse API Fetch Task")
+                 "within 24 h by putting this task id into HappyHorse 1.0 API Fetch Task")
         log.warning("HappyHorse API: polling of task %s stopped by Cancel", task_id)
         raise HostedAPIError("cancelled_by_user", f"cancelled: stopped polling task {task_id}; {state}",
                              task_id=task_id)

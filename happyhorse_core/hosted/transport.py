@@ -78,7 +78,7 @@ class Transport:
             with e:
                 return Response(e.code, {k.lower(): v for k, v in (e.headers or {}).items()}, e.read())
         except (socket.timeout, TimeoutError) as e:
-            raise HostedAPIError("timeout", f"no answer from {self.where(url)} within {self.timeout:.0f} s "
+            raise HostedAPIError("timeout", f"no answer from {self.where(url)} within {self.timeout:g} s "
                                  f"({redact(e, self._key)})") from None
         except urllib.error.URLError as e:
             raise HostedAPIError("network", f"cannot reach {self.where(url)} ({redact(e.reason, self._key)}): "
@@ -119,7 +119,7 @@ class Transport:
             raise HostedAPIError("server" if e.code >= 500 else "network",
                                  f"downloading the result from {where} failed (HTTP {e.code})", status=e.code) from None
         except (socket.timeout, TimeoutError):
-            raise HostedAPIError("timeout", f"the result download from {where} stalled for {timeout:.0f} s") from None
+            raise HostedAPIError("timeout", f"the result download from {where} stalled for {timeout:g} s") from None
         except urllib.error.URLError as e:
             raise HostedAPIError("network", f"cannot download the result from {where} ({e.reason})") from None
         with open(dest, "rb") as f:

@@ -50,7 +50,7 @@ class Arm:
                                    # expired: forbidden / unknown
     retry_after: Optional[str] = None
     audio: bool = True             # which fixture the result URL serves
-    delay_s: float = 0.0           # slow_network: delay of every answer
+    delay_s: float = 0.0           # slow_network: delay of the create answer, or of the first `times` polls
     size: int = 0                  # oversized_download: bytes served
 
 
@@ -100,7 +100,7 @@ class DashScopeMock:
         self.lock = threading.Lock()
         self._dir = tempfile.TemporaryDirectory(prefix="dashscope_mock_")
         self.fixtures = {a: make_fixture(Path(self._dir.name) / f"clip_{a}.mp4", a) for a in (True, False)}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.server.mock = self
         self.thread = threading.Thread(target=self.server.serve_forever, name="dashscope-mock", daemon=True)
@@ -206,6 +206,14 @@ class DashScopeMock:
         return f"{self.root}/files/{task.id}.mp4?Expires={expires}&OSSAccessKeyId=mock&Signature=sig-{task.id}"
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that timed out and hung up is part of the scripts (slow_network), not an error."""
+        import sys
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 def _handler(mock: DashScopeMock):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):      # keep the test output clean
@@ -276,7 +284,8 @@ def _create(h, body: bytes):
     if not auth.startswith("Bearer ") or len(auth) <= 7:
         return h._err(401, "InvalidApiKey", "No API-key provided.")
     arm = mock_of(h).next_arm(auth[7:])
-    time.sleep(arm.delay_s)
+    if arm.phase == "create":
+        time.sleep(arm.delay_s)
     if arm.scenario == "auth_401":
         return h._err(401, "InvalidApiKey", "Invalid API-key provided.")
     if arm.scenario == "bad_request_400":
@@ -316,7 +325,9 @@ def _poll(h, task_id: str):
     if task is None:
         return h._send(200, {**base, "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
     arm = task.arm
-    time.sleep(arm.delay_s)
+    if arm.scenario == "slow_network" and arm.phase == "poll" and task.errors_left > 0:
+        task.errors_left -= 1            # only the first `times` polls are slow
+        time.sleep(arm.delay_s)
     if arm.phase == "poll" and task.errors_left > 0 and arm.scenario in ("rate_429_then_ok", "server_500_then_ok"):
         task.errors_left -= 1
         if arm.scenario == "rate_429_then_ok":
@@ -400,7 +411,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     mock = DashScopeMock()
     mock.server.server_close()
-    mock.server = ThreadingHTTPServer(("127.0.0.1", args.port), _handler(mock))
+    mock.server = _Server(("127.0.0.1", args.port), _handler(mock))
     mock.server.mock = mock
     print(f"DashScope mock on {mock.base_url} (scenario from the key: sk-mock-<scenario>)")
     try:
