@@ -50,8 +50,9 @@ def size_inputs(ratio: bool, duration: bool) -> list:
 
 def common_inputs() -> list:
     return [
-        io.Int.Input("seed", default=0, min=0, max=spec.SEED_MAX,
-                     tooltip="Change it for another take. Unchanged inputs reuse the cached result (no new bill)."),
+        io.Int.Input("seed", default=0, min=0, max=spec.SEED_MAX, control_after_generate=True,
+                     tooltip="Change it for another take. Unchanged inputs reuse the cached result; with 'control "
+                             "after generate' on randomize, every queue is a new (billed) task, so keep it fixed."),
         io.Boolean.Input("watermark", default=False, tooltip="Add the service's 'Happy Horse' mark bottom right."),
         io.Combo.Input("region", options=[*spec.REGIONS, spec.CUSTOM_REGION], default=next(iter(spec.REGIONS)),
                        tooltip="Endpoint. The API key must come from the same region (Model Studio console)."),
