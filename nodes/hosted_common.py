@@ -133,17 +133,15 @@ def run_options(region: str, base_url: str, max_download_mb: int):
 
 
 def node_outputs(outcome) -> io.NodeOutput:
-    """Outcome -> (VIDEO, IMAGE [T, H, W, 3], AUDIO {"waveform": [1, C, N], ...}, fps, info); removes the file."""
+    """Outcome -> (VIDEO, IMAGE [T, H, W, 3], AUDIO {"waveform": [1, C, N], ...}, fps, info)."""
     from comfy_api.latest import InputImpl
     clip = outcome.clip
-    data = outcome.mp4.read_bytes()
-    outcome.mp4.unlink(missing_ok=True)
     if clip.waveform is not None:
         audio = {"waveform": clip.waveform.unsqueeze(0).contiguous(), "sample_rate": clip.sample_rate}
     else:   # keep downstream AUDIO consumers working: silence as long as the clip
         n = int(round(clip.seconds * 44100))
         audio = {"waveform": torch.zeros(1, 2, n), "sample_rate": 44100}
-    video = InputImpl.VideoFromFile(_io.BytesIO(data))
+    video = InputImpl.VideoFromFile(_io.BytesIO(outcome.mp4))
     return io.NodeOutput(video, clip.frames, audio, float(clip.fps), outcome.info())
 
 
@@ -188,14 +186,12 @@ class Media:
             raise spec.RequestError("a local video cannot be sent as a data URL (the service does not take base64 "
                                     "video): set 'media_transport' to temporary storage (Beijing region only), or "
                                     "leave 'video' unconnected and put a public https:// URL in 'video_url'")
-        path = workdir() / "edit_source.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        video.save_to(str(path))
-        try:
-            media_in.check_video_file(path, unconfirmed)
-            return self._upload(model, path.read_bytes(), "source.mp4", "video/mp4")
-        finally:
-            path.unlink(missing_ok=True)
+        from comfy_api.latest import Types
+        buf = _io.BytesIO()          # in memory: the node files never write files themselves
+        video.save_to(buf, format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
+        data = buf.getvalue()
+        media_in.check_video_bytes(data, unconfirmed)
+        return self._upload(model, data, "source.mp4", "video/mp4")
 
     def _upload(self, model: str, data: bytes, name: str, mime: str) -> str:
         from happyhorse_core.hosted.transport import Transport

@@ -92,6 +92,7 @@ def test_success_after_n_polls_sends_exact_requests_and_decodes(mock, tmp_path):
     peak_hz = np.argmax(spectrum) * 44100 / (wav.shape[1] - 8820)
     assert abs(peak_hz - 440) < 5, peak_hz
     assert "frames 64x48 @ 24 fps" in out.info() and out.task_id in out.info()
+    assert out.mp4[4:8] == b"ftyp" and list(tmp_path.iterdir()) == []      # bytes kept, temporary file gone
 
 
 def test_mp4_without_audio_still_gives_frames(mock, tmp_path):

@@ -159,3 +159,16 @@ def test_picture_geometry_is_checked(shape, role, words):
         media_in.image_data_url(torch.zeros(*shape, 3), role, "the picture")
     for w in words:
         assert w in str(e.value)
+
+
+def test_source_video_limits_for_video_edit(tmp_path):
+    from happyhorse_core.testing.dashscope_mock import make_fixture
+    small = make_fixture(tmp_path / "small.mp4", audio=False, seconds=1.0, size=(64, 48)).read_bytes()
+    with pytest.raises(RequestError) as e:
+        media_in.check_video_bytes(small)
+    assert "lasts 1.0 s (3..60 s allowed)" in str(e.value) and "it is 64x48" in str(e.value)
+    good = make_fixture(tmp_path / "good.mp4", audio=True, seconds=3.0, size=(320, 320)).read_bytes()
+    info = media_in.check_video_bytes(good)
+    assert (info["width"], info["height"], round(info["fps"])) == (320, 320, 24) and 2.9 < info["seconds"] < 3.2
+    with pytest.raises(RequestError, match="cannot read the source video"):
+        media_in.check_video_bytes(b"\x00" * 1000)

@@ -13,10 +13,10 @@ first frame and edit references >= 300 px each side, r2v references >= 400 px sh
 from __future__ import annotations
 
 import base64
+import io
 import struct
 import zlib
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
@@ -100,22 +100,21 @@ def image_file_bytes(image: torch.Tensor, role: str, what: str) -> tuple[bytes, 
     return png_bytes(rgb), "image.png"
 
 
-def check_video_file(path: str | Path, unconfirmed: bool = False) -> dict:
-    """Probe a local source video for video edit; RequestError names the limit it breaks."""
-    path = Path(path)
-    size = path.stat().st_size
+def check_video_bytes(data: bytes, unconfirmed: bool = False) -> dict:
+    """Probe a source video (MP4/MOV bytes) for video edit; RequestError names the limit it breaks."""
+    size = len(data)
     if size > VIDEO_MB * 2**20:
         raise RequestError(f"the source video is {size / 2**20:.0f} MB; the service takes at most {VIDEO_MB} MB")
     try:
-        with av.open(str(path)) as box:
+        with av.open(io.BytesIO(data)) as box:
             if not box.streams.video:
-                raise RequestError(f"{path.name} has no video stream")
+                raise RequestError("the source video has no video stream")
             vs = box.streams.video[0]
             w, h = vs.codec_context.width, vs.codec_context.height
             fps = float(vs.average_rate or vs.guessed_rate or 0)
             seconds = float(box.duration / av.time_base) if box.duration else 0.0
     except av.error.FFmpegError as e:
-        raise RequestError(f"cannot read the source video {path.name} ({e}): give an MP4 or MOV") from None
+        raise RequestError(f"cannot read the source video ({e}): give an MP4 or MOV") from None
     aspect = 8.0 if unconfirmed else ASPECT_MAX
     problems = []
     if not VIDEO_S[0] <= seconds <= VIDEO_S[1]:

@@ -38,7 +38,7 @@ class RunOptions:
 class Outcome:
     task_id: str
     clip: HostedClip
-    mp4: Path                      # the downloaded file (in the caller's folder)
+    mp4: bytes                     # the downloaded file as the service made it (for a native VIDEO)
     usage: dict
     warnings: list[str]
     retries: list[str]
@@ -119,5 +119,9 @@ def _finish(t: Transport, client: TaskClient, result: TaskResult, opts: RunOptio
             e = HostedAPIError(e.kind, f"cancelled while downloading task {result.task_id}'s video (the task "
                                "SUCCEEDED and is billed): fetch it within 24 h with HappyHorse 1.0 API Fetch Task")
         raise HostedAPIError(e.kind, str(e), status=e.status, code=e.code, task_id=result.task_id) from None
-    clip = decode_mp4(mp4)
-    return Outcome(result.task_id, clip, mp4, result.usage, warnings, list(client.retry_log))
+    try:
+        clip = decode_mp4(mp4)
+        data = mp4.read_bytes()
+    finally:
+        mp4.unlink(missing_ok=True)
+    return Outcome(result.task_id, clip, data, result.usage, warnings, list(client.retry_log))
