@@ -24,13 +24,15 @@ from .types import CATEGORY
 log = logging.getLogger("HappyHorse.hosted")
 API_CATEGORY = f"{CATEGORY}/API"
 TRANSPORTS = ["data URL (base64)", "temporary storage (oss://, Beijing)"]
+IMAGE_OUTPUTS = ["all frames", "first frame only"]
 EXPECTED_S = 180.0     # typical job time, only for the progress bar's pace (no percentage is documented)
 
 
 # ----------------------------------------------------------------------------- widgets
 def prompt_input(required: bool = True) -> io.String.Input:
     return io.String.Input("prompt", multiline=True, default="",
-                           tooltip=f"What happens in the clip. Up to {spec.PROMPT_LIMIT} characters ({spec.PROMPT_LIMIT_CJK} "
+                           tooltip=f"What happens in the clip. Up to {spec.PROMPT_LIMIT} characters "
+                                   f"({spec.PROMPT_LIMIT_CJK} "
                                    "Chinese); longer prompts are cut by the service (the node warns)."
                                    + ("" if required else " Optional for image-to-video."))
 
@@ -60,8 +62,17 @@ def common_inputs() -> list:
                         "ending in /api/v1. Never put a key here (widgets are saved in workflows)."),
         io.Boolean.Input("unconfirmed_options", default=False,
                          tooltip="Allow values only gateway docs list (4 extra ratios, 20 MB images)."),
+        *output_inputs(),
+    ]
+
+
+def output_inputs() -> list:
+    return [
         io.Int.Input("max_download_mb", default=512, min=1, max=4096,
                      tooltip="Refuse results larger than this (a 15 s 1080P clip is far smaller)."),
+        io.Combo.Input("images_output", options=IMAGE_OUTPUTS, default=IMAGE_OUTPUTS[0],
+                       tooltip="'images' output: every frame (for upscalers; a 15 s 1080P clip is about 9 GB of RAM "
+                               "as float32) or only the first frame (enough when you just save the video)."),
     ]
 
 
@@ -95,12 +106,14 @@ def progress_for(node_id: str, cancel: Cancel) -> Callable[[str, str, float], No
     bar = comfy.utils.ProgressBar(100, node_id=node_id)
 
     def update(task_id: str, status: str, seconds: float) -> None:
-        value = {"PENDING": 2, "SUCCEEDED": 95}.get(status, min(94, 5 + int(89 * seconds / EXPECTED_S)))
+        """status: a task state, or DONE once the video is downloaded and decoded."""
+        value = {"PENDING": 2, "SUCCEEDED": 95, "DONE": 100}.get(status, min(94, 5 + int(89 * seconds / EXPECTED_S)))
         try:
             bar.update_absolute(value, 100)
         except mm.InterruptProcessingException:   # the progress hook checks Cancel too: keep the task id path
             cancel.hit = True
-        send_text(node_id, f"task {task_id}: {status} ({seconds:.0f} s)")
+        done = status == "DONE"
+        send_text(node_id, f"task {task_id}: done" if done else f"task {task_id}: {status} ({seconds:.0f} s)")
 
     return update
 
@@ -125,11 +138,12 @@ def workdir() -> Path:
     return Path(folder_paths.get_temp_directory()) / "happyhorse_api"
 
 
-def run_options(region: str, base_url: str, max_download_mb: int):
+def run_options(region: str, base_url: str, max_download_mb: int, images_output: str):
     from happyhorse_core.hosted.run import RunOptions
     url = spec.base_url_for(region, base_url)
     hint = "" if region == spec.CUSTOM_REGION else f" ({region})"
-    return RunOptions(url, max_download_mb=max_download_mb, region_hint=hint)
+    return RunOptions(url, max_download_mb=max_download_mb, region_hint=hint,
+                      first_frame_only=images_output == IMAGE_OUTPUTS[1])
 
 
 def node_outputs(outcome) -> io.NodeOutput:
@@ -139,18 +153,18 @@ def node_outputs(outcome) -> io.NodeOutput:
     if clip.waveform is not None:
         audio = {"waveform": clip.waveform.unsqueeze(0).contiguous(), "sample_rate": clip.sample_rate}
     else:   # keep downstream AUDIO consumers working: silence as long as the clip
-        n = int(round(clip.seconds * 44100))
+        n = int(round(clip.seconds * 44100))            # clip.seconds counts every frame of the file
         audio = {"waveform": torch.zeros(1, 2, n), "sample_rate": 44100}
     video = InputImpl.VideoFromFile(_io.BytesIO(outcome.mp4))
     return io.NodeOutput(video, clip.frames, audio, float(clip.fps), outcome.info())
 
 
-def run_generate(make_request: Callable, node_id: str, region: str, base_url: str,
-                 max_download_mb: int) -> io.NodeOutput:
+def run_generate(make_request: Callable, node_id: str, region: str, base_url: str, max_download_mb: int,
+                 images_output: str) -> io.NodeOutput:
     """Key -> make_request(media) -> create -> poll (progress, Cancel) -> outputs. make_request gets a
     Media helper that turns pictures / videos into URLs. Errors keep the core's wording (key redacted)."""
     from happyhorse_core.hosted.run import generate
-    opts = run_options(region, base_url, max_download_mb)
+    opts = run_options(region, base_url, max_download_mb, images_output)
     key = api_key()
     req = make_request(Media(key, opts.base_url))
     cancel = Cancel()
@@ -159,6 +173,7 @@ def run_generate(make_request: Callable, node_id: str, region: str, base_url: st
         send_text(node_id, f"warning: {warning}")
     outcome = generate(req, key, opts, workdir(), cancelled=cancel, progress=progress,
                        on_task=lambda tid: send_text(node_id, f"task {tid} created"))
+    progress(outcome.task_id, "DONE", 0.0)
     return node_outputs(outcome)
 
 
@@ -199,9 +214,12 @@ class Media:
         return upload(Transport(self._key), self.base_url, model, data, name, mime)
 
 
-def run_fetch(task_id: str, node_id: str, region: str, base_url: str, max_download_mb: int) -> io.NodeOutput:
+def run_fetch(task_id: str, node_id: str, region: str, base_url: str, max_download_mb: int,
+              images_output: str) -> io.NodeOutput:
     from happyhorse_core.hosted.run import fetch
-    opts = run_options(region, base_url, max_download_mb)
+    opts = run_options(region, base_url, max_download_mb, images_output)
     cancel = Cancel()
-    outcome = fetch(task_id, api_key(), opts, workdir(), cancelled=cancel, progress=progress_for(node_id, cancel))
+    progress = progress_for(node_id, cancel)
+    outcome = fetch(task_id, api_key(), opts, workdir(), cancelled=cancel, progress=progress)
+    progress(outcome.task_id, "DONE", 0.0)
     return node_outputs(outcome)

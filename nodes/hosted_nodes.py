@@ -12,8 +12,8 @@ from comfy_api.latest import io
 
 from happyhorse_core.hosted import spec
 
-from .hosted_common import (API_CATEGORY, TRANSPORTS, common_inputs, outputs, prompt_input, run_fetch, run_generate,
-                            size_inputs)
+from .hosted_common import (API_CATEGORY, TRANSPORTS, common_inputs, output_inputs, outputs, prompt_input, run_fetch,
+                            run_generate, size_inputs)
 
 KEY_NOTE = (" Needs a Model Studio API key in $DASHSCOPE_API_KEY or ComfyUI/user/dashscope_api_key.txt (never a "
             "widget). Billed per generated second; Cancel stops waiting and names the task id.")
@@ -27,7 +27,7 @@ def _transport_input() -> io.Combo.Input:
 
 def _image_inputs(count: int, first_required: bool) -> list:
     return [io.Image.Input(f"image_{i}", optional=not (first_required and i == 1),
-                           tooltip=f"Reference picture {i}: refer to it in the prompt as [Image {i}] (or character{i}).")
+                           tooltip=f"Reference picture {i}: name it in the prompt as [Image {i}] (or character{i}).")
             for i in range(1, count + 1)]
 
 
@@ -37,17 +37,18 @@ class TextToVideo(io.ComfyNode):
         return io.Schema(
             node_id="HappyHorseAPITextToVideo", display_name="HappyHorse 1.0 API Text To Video",
             category=API_CATEGORY,
-            description="happyhorse-1.0-t2v on Model Studio: a prompt -> video with sound, 3-15 s, 720P/1080P." + KEY_NOTE,
+            description=("happyhorse-1.0-t2v on Model Studio: a prompt -> video with sound, 3-15 s, 720P/1080P."
+                         + KEY_NOTE),
             inputs=[prompt_input(), *size_inputs(ratio=True, duration=True), *common_inputs()],
             outputs=outputs(), hidden=[io.Hidden.unique_id])
 
     @classmethod
     def execute(cls, prompt, resolution, ratio, duration, seed, watermark, region, base_url, unconfirmed_options,
-                max_download_mb) -> io.NodeOutput:
+                max_download_mb, images_output) -> io.NodeOutput:
         def make(media):
             return spec.HostedRequest("t2v", prompt, resolution, ratio, duration, seed, watermark,
                                       unconfirmed=unconfirmed_options)
-        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb)
+        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)
 
 
 class ImageToVideo(io.ComfyNode):
@@ -65,13 +66,13 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, first_frame, prompt, resolution, duration, seed, watermark, region, base_url,
-                unconfirmed_options, max_download_mb, media_transport) -> io.NodeOutput:
+                unconfirmed_options, max_download_mb, images_output, media_transport) -> io.NodeOutput:
         def make(media):
             url = media.image(first_frame, "first_frame", "first_frame", media_transport, spec.MODELS["i2v"],
                               unconfirmed_options)
             return spec.HostedRequest("i2v", prompt, resolution, None, duration, seed, watermark, first_frame=url,
                                       unconfirmed=unconfirmed_options)
-        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb)
+        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)
 
 
 class ReferenceToVideo(io.ComfyNode):
@@ -89,14 +90,14 @@ class ReferenceToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, prompt, resolution, ratio, duration, seed, watermark, region, base_url, unconfirmed_options,
-                max_download_mb, media_transport, **images) -> io.NodeOutput:
+                max_download_mb, images_output, media_transport, **images) -> io.NodeOutput:
         def make(media):
             refs = [media.image(images[f"image_{i}"], "reference_image", f"image_{i}", media_transport,
                                 spec.MODELS["r2v"], unconfirmed_options)
                     for i in range(1, 10) if images.get(f"image_{i}") is not None]
             return spec.HostedRequest("r2v", prompt, resolution, ratio, duration, seed, watermark, references=refs,
                                       unconfirmed=unconfirmed_options)
-        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb)
+        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)
 
 
 class VideoEdit(io.ComfyNode):
@@ -126,7 +127,8 @@ class VideoEdit(io.ComfyNode):
 
     @classmethod
     def execute(cls, prompt, video_url, audio_setting, resolution, seed, watermark, region, base_url,
-                unconfirmed_options, max_download_mb, media_transport, video=None, **images) -> io.NodeOutput:
+                unconfirmed_options, max_download_mb, images_output, media_transport, video=None,
+                **images) -> io.NodeOutput:
         model = spec.MODELS["edit"]
 
         def make(media):
@@ -142,7 +144,7 @@ class VideoEdit(io.ComfyNode):
                     for i in range(1, 6) if images.get(f"image_{i}") is not None]
             return spec.HostedRequest("edit", prompt, resolution, None, None, seed, watermark, audio_setting,
                                       video=src, references=refs, unconfirmed=unconfirmed_options)
-        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb)
+        return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)
 
 
 class FetchTask(io.ComfyNode):
@@ -157,13 +159,12 @@ class FetchTask(io.ComfyNode):
                     io.Combo.Input("region", options=[*spec.REGIONS, spec.CUSTOM_REGION],
                                    default=next(iter(spec.REGIONS)), tooltip="The region the task was created in."),
                     io.String.Input("base_url", default="", tooltip="Only for 'custom base URL'."),
-                    io.Int.Input("max_download_mb", default=512, min=1, max=4096,
-                                 tooltip="Refuse results larger than this.")],
+                    *output_inputs()],
             outputs=outputs(), hidden=[io.Hidden.unique_id])
 
     @classmethod
-    def execute(cls, task_id, region, base_url, max_download_mb) -> io.NodeOutput:
-        return run_fetch(task_id, cls.hidden.unique_id, region, base_url, max_download_mb)
+    def execute(cls, task_id, region, base_url, max_download_mb, images_output) -> io.NodeOutput:
+        return run_fetch(task_id, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)
 
 
 NODES = [TextToVideo, ImageToVideo, ReferenceToVideo, VideoEdit, FetchTask]

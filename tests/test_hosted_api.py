@@ -101,6 +101,13 @@ def test_mp4_without_audio_still_gives_frames(mock, tmp_path):
     assert clip.waveform is None and clip.frames.shape[0] == 24 and clip.fps == 24
 
 
+def test_first_frame_only_keeps_one_frame_but_counts_all(mock, tmp_path):
+    mock.arm("ok", polls=1)
+    out = generate(T2V, KEY, opts(mock, first_frame_only=True), tmp_path)
+    assert out.clip.frames.shape == (1, 48, 64, 3) and out.clip.frame_count == 24 and out.clip.seconds == 1.0
+    assert abs(float(out.clip.frames.mean()) * 255 - 16) < 3 and "24 frames" in out.info()
+
+
 def test_fetch_polls_an_existing_task_without_creating_one(mock, tmp_path):
     mock.arm("ok", polls=2)
     first = generate(T2V, KEY, opts(mock), tmp_path)

@@ -32,6 +32,7 @@ class RunOptions:
     request_timeout_s: float = 60.0
     download_timeout_s: float = 120.0      # socket timeout (per read) for the result download
     region_hint: str = ""
+    first_frame_only: bool = False         # IMAGE output: only the first frame (saves RAM when only saving)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Outcome:
         c = self.clip
         audio = (f"audio {c.waveform.shape[0]} ch @ {c.sample_rate} Hz" if c.waveform is not None
                  else "no audio track (silence returned)")
-        lines = [f"task {self.task_id}: {c.frames.shape[0]} frames {c.frames.shape[2]}x{c.frames.shape[1]} @ "
+        lines = [f"task {self.task_id}: {c.frame_count} frames {c.frames.shape[2]}x{c.frames.shape[1]} @ "
                  f"{float(c.fps):g} fps ({c.seconds:.2f} s), {audio}"]
         if self.usage:
             lines.append("usage: " + ", ".join(f"{k}={v}" for k, v in self.usage.items()))
@@ -120,7 +121,7 @@ def _finish(t: Transport, client: TaskClient, result: TaskResult, opts: RunOptio
                                "SUCCEEDED and is billed): fetch it within 24 h with HappyHorse 1.0 API Fetch Task")
         raise HostedAPIError(e.kind, str(e), status=e.status, code=e.code, task_id=result.task_id) from None
     try:
-        clip = decode_mp4(mp4)
+        clip = decode_mp4(mp4, first_only=opts.first_frame_only)
         data = mp4.read_bytes()
     finally:
         mp4.unlink(missing_ok=True)

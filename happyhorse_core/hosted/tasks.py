@@ -79,7 +79,8 @@ class TaskClient:
                 if e.kind == "timeout":
                     raise HostedAPIError("timeout", f"{e} after the create request was sent: a task may have been "
                                          "created and billed; look in the Model Studio console (task list) before "
-                                         "queueing again, or use its task id in HappyHorse 1.0 API Fetch Task") from None
+                                         "queueing again, or use its task id in HappyHorse 1.0 API Fetch Task"
+                                         ) from None
                 raise
             if resp.status == 200:
                 return self._task_id(resp)

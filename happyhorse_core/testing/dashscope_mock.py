@@ -238,7 +238,8 @@ def _handler(mock: DashScopeMock):
 
         def _record(self, body: bytes) -> None:
             with mock.lock:
-                mock.requests.append(Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                mock.requests.append(Recorded(self.command, self.path, headers, body))
 
         def do_POST(self):
             body = self._body()

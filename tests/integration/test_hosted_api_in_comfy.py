@@ -140,7 +140,8 @@ def test_cancel_stops_polling_and_the_error_names_the_task(comfy, mock, key):
 # ----------------------------------------------------------------------------- the other nodes (API graphs)
 def _widgets(mock, **extra) -> dict:
     return {"resolution": "720P", "seed": 5, "watermark": False, "region": "custom base URL",
-            "base_url": mock.base_url, "unconfirmed_options": False, "max_download_mb": 64, **extra}
+            "base_url": mock.base_url, "unconfirmed_options": False, "max_download_mb": 64,
+            "images_output": "first frame only", **extra}
 
 
 def _save(src: str, prefix: str) -> dict:
@@ -202,7 +203,7 @@ def test_video_edit_sends_a_local_video_and_fetch_task_gets_it_again(comfy, mock
     mock.requests.clear()
     fetch = {"1": {"class_type": "HappyHorseAPIFetchTask",
                    "inputs": {"task_id": task_id, "region": "custom base URL", "base_url": mock.base_url,
-                              "max_download_mb": 64}},
+                              "max_download_mb": 64, "images_output": "all frames"}},
              "2": _save("1", "hh_api_fetch")}
     result = comfy.run_prompt(fetch, timeout=300)
     assert len(mp4_outputs(comfy, result)) == 1 and mock.calls("POST", CREATE) == []
