@@ -1,6 +1,7 @@
 """What the hosted-API nodes share: the widgets every node has, and the ComfyUI side of a run.
 
-ComfyUI is imported inside functions only (as in comfy_bridge.py), so this module imports anywhere.
+Like the other node files it needs comfy_api's `io` for the schemas; everything else of ComfyUI is reached
+inside functions, through comfy_bridge.py (user/temp folders, VIDEO from/to bytes, progress text).
 The run side turns ComfyUI's Cancel into the core's ``cancelled()`` (the interrupt flag is consumed
 here, so the error that names the task id is what the user sees, not a bare "interrupted"), shows the
 task state on the node's progress bar and as progress text, reads the key at run time only, and turns
@@ -9,8 +10,6 @@ IMAGE frames, AUDIO and the frame rate.
 """
 from __future__ import annotations
 
-import io as _io
-import logging
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,6 @@ from happyhorse_core.hosted import spec
 
 from .types import CATEGORY
 
-log = logging.getLogger("HappyHorse.hosted")
 API_CATEGORY = f"{CATEGORY}/API"
 TRANSPORTS = ["data URL (base64)", "temporary storage (oss://, Beijing)"]
 IMAGE_OUTPUTS = ["all frames", "first frame only"]
@@ -119,23 +117,20 @@ def progress_for(node_id: str, cancel: Cancel) -> Callable[[str, str, float], No
 
 
 def send_text(node_id: str, text: str) -> None:
-    try:
-        from server import PromptServer
-        PromptServer.instance.send_progress_text(text, node_id)
-    except Exception as e:  # no server (e.g. a script run): the log line is enough
-        log.debug("progress text not sent: %s", e)
+    from . import comfy_bridge as cb
+    cb.progress_text(node_id, text)
 
 
 def api_key() -> str:
-    import folder_paths
-
     from happyhorse_core.hosted.keys import load_api_key
-    return load_api_key(folder_paths.get_user_directory())
+
+    from . import comfy_bridge as cb
+    return load_api_key(cb.user_directory())
 
 
 def workdir() -> Path:
-    import folder_paths
-    return Path(folder_paths.get_temp_directory()) / "happyhorse_api"
+    from . import comfy_bridge as cb
+    return Path(cb.temp_directory()) / "happyhorse_api"
 
 
 def run_options(region: str, base_url: str, max_download_mb: int, images_output: str):
@@ -148,14 +143,14 @@ def run_options(region: str, base_url: str, max_download_mb: int, images_output:
 
 def node_outputs(outcome) -> io.NodeOutput:
     """Outcome -> (VIDEO, IMAGE [T, H, W, 3], AUDIO {"waveform": [1, C, N], ...}, fps, info)."""
-    from comfy_api.latest import InputImpl
+    from . import comfy_bridge as cb
     clip = outcome.clip
     if clip.waveform is not None:
         audio = {"waveform": clip.waveform.unsqueeze(0).contiguous(), "sample_rate": clip.sample_rate}
     else:   # keep downstream AUDIO consumers working: silence as long as the clip
         n = int(round(clip.seconds * 44100))            # clip.seconds counts every frame of the file
         audio = {"waveform": torch.zeros(1, 2, n), "sample_rate": 44100}
-    video = InputImpl.VideoFromFile(_io.BytesIO(outcome.mp4))
+    video = cb.video_from_bytes(outcome.mp4)
     return io.NodeOutput(video, clip.frames, audio, float(clip.fps), outcome.info())
 
 
@@ -201,10 +196,8 @@ class Media:
             raise spec.RequestError("a local video cannot be sent as a data URL (the service does not take base64 "
                                     "video): set 'media_transport' to temporary storage (Beijing region only), or "
                                     "leave 'video' unconnected and put a public https:// URL in 'video_url'")
-        from comfy_api.latest import Types
-        buf = _io.BytesIO()          # in memory: the node files never write files themselves
-        video.save_to(buf, format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
-        data = buf.getvalue()
+        from . import comfy_bridge as cb
+        data = cb.video_to_mp4_bytes(video)          # in memory: the node files never write files themselves
         media_in.check_video_bytes(data, unconfirmed)
         return self._upload(model, data, "source.mp4", "video/mp4")
 
