@@ -206,6 +206,49 @@ def test_backoff_waits_grow(mock, tmp_path):
     assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
+def test_retry_waits_double_and_honour_retry_after(mock, tmp_path, monkeypatch):
+    from happyhorse_core.hosted import tasks
+    monkeypatch.setattr(tasks.random, "random", lambda: 0.0)          # no jitter
+    waits: list[float] = []
+    clock = [0.0]
+
+    def sleep(s):
+        waits.append(s)
+        clock[0] += s
+
+    policy = PollPolicy(retries=3, retry_base_s=1.0, retry_max_s=60.0, slice_s=1000.0)
+    client = tasks.TaskClient(Transport(KEY), mock.base_url, policy, sleep=sleep, clock=lambda: clock[0])
+    body = {"model": "happyhorse-1.0-t2v", "input": {"prompt": "x"}, "parameters": {}}
+    mock.arm("server_500_then_ok", times=3)
+    client.create(body)
+    assert waits == [1.0, 2.0, 4.0]
+    waits.clear()
+    mock.arm("rate_429_then_ok", times=1, retry_after="7")
+    client.create(body)
+    assert waits == [7.0]
+
+
+def test_task_canceled_elsewhere_is_final(mock, tmp_path):
+    import urllib.request
+    mock.arm("canceled")
+
+    def cancel_from_the_console(task_id, status, seconds):
+        if status == "PENDING" and seconds > 0:
+            urllib.request.urlopen(urllib.request.Request(f"{mock.base_url}/tasks/{task_id}/cancel", method="POST"))
+
+    with pytest.raises(HostedAPIError) as e:
+        generate(T2V, KEY, opts(mock), tmp_path, progress=cancel_from_the_console)
+    assert e.value.kind == "canceled" and "CANCELED on the server" in str(e.value)
+    assert len(mock.calls("POST", CREATE)) == 1
+
+
+def test_a_result_that_is_not_an_mp4_is_refused_before_decoding(mock, tmp_path):
+    mock.arm("ok", polls=1, variant="not_mp4")
+    err = fail(mock, tmp_path)
+    assert err.kind == "malformed" and "is not an MP4" in str(err) and "<html>" in str(err)
+    assert list(tmp_path.glob("*.mp4")) == []
+
+
 def test_slow_poll_cancelled_stops_at_once_and_names_the_task(mock, tmp_path):
     mock.arm("never_finishes")
     stop = threading.Event()

@@ -46,8 +46,8 @@ class Arm:
     times: int = 1                 # 429 / 500 answers before things work
     phase: str = "create"          # where 429 / 500 / malformed happen: create or poll
     code: str = ""                 # FAILED / 400 code variant
-    variant: str = ""              # malformed: text / no_task_id / bad_status; oversized: length / unbounded;
-                                   # expired: forbidden / unknown
+    variant: str = ""              # malformed: text / no_output / bad_status; oversized: length / unbounded;
+                                   # expired: forbidden / unknown; ok: not_mp4 (the file route serves HTML)
     retry_after: Optional[str] = None
     audio: bool = True             # which fixture the result URL serves
     delay_s: float = 0.0           # slow_network: delay of the create answer, or of the first `times` polls
@@ -388,6 +388,8 @@ def _file(h, task_id: str, query: dict):
             pass
         h.close_connection = True
         return None
+    if task.arm.variant == "not_mp4":     # e.g. a captive portal or an error page with status 200
+        return h._send(200, b"<html><body>Sign in to continue</body></html>", "text/html")
     h._send(200, mock.fixtures[task.arm.audio].read_bytes(), "video/mp4")
 
 
