@@ -217,9 +217,16 @@ def _check_latent(x: torch.Tensor, ndim: int, channels: int, kind: str, want: st
 # ----------------------------------------------------------------------------- model management
 def wrap_model(module: torch.nn.Module, size_bytes: Optional[int] = None):
     """ModelPatcher around a plain nn.Module so ComfyUI's memory manager can load / evict it
-    (load_models([patcher]) before use). size_bytes defaults to the parameters' + buffers' bytes."""
+    (load_models([patcher]) before use). size_bytes defaults to the parameters' + buffers' bytes.
+
+    The module's weight-holding layers get ComfyUI's low-VRAM attributes (nodes/comfy_ops.py), so a
+    partial load casts the offloaded ones to the compute device per call; callers pass the compute
+    device (torch_device()) to the module, never read it from a weight."""
     import comfy.model_management as mm
     import comfy.model_patcher
+
+    from .comfy_ops import enable_partial_load
+    enable_partial_load(module)
     size = mm.module_size(module) if size_bytes is None else int(size_bytes)
     return comfy.model_patcher.ModelPatcher(module, load_device=torch_device(),
                                             offload_device=offload_device(), size=size)
@@ -235,6 +242,12 @@ def free_memory(size_bytes: int, device: torch.device) -> None:
     """Ask ComfyUI to evict models until `size_bytes` are free on `device`."""
     import comfy.model_management as mm
     mm.free_memory(size_bytes, device)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory ComfyUI reports free on `device` (its own cache included)."""
+    import comfy.model_management as mm
+    return mm.get_free_memory(device)
 
 
 def unload_all_models() -> None:
@@ -258,3 +271,43 @@ def resize_image(rgb: torch.Tensor, width: int, height: int) -> torch.Tensor:
     import comfy.utils
     out = comfy.utils.common_upscale(rgb.movedim(-1, 1), width, height, "lanczos", "center")
     return out.movedim(1, -1).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- video files, user folder, text
+def video_from_bytes(data: bytes):
+    """An encoded video file (e.g. a downloaded mp4) -> ComfyUI VIDEO, read from memory; SaveVideo copies
+    its streams without re-encoding."""
+    import io as _io
+
+    from comfy_api.latest import InputImpl
+    return InputImpl.VideoFromFile(_io.BytesIO(data))
+
+
+def video_to_mp4_bytes(video) -> bytes:
+    """A ComfyUI VIDEO -> H.264 mp4 bytes, in memory (streams copied when they already are mp4/H.264)."""
+    import io as _io
+
+    from comfy_api.latest import Types
+    buf = _io.BytesIO()
+    video.save_to(buf, format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
+    return buf.getvalue()
+
+
+def user_directory() -> str:
+    """ComfyUI's user folder (ComfyUI/user, or --user-directory / <base-directory>/user)."""
+    import folder_paths
+    return folder_paths.get_user_directory()
+
+
+def temp_directory() -> str:
+    import folder_paths
+    return folder_paths.get_temp_directory()
+
+
+def progress_text(node_id: Optional[str], text: str) -> None:
+    """Show a line of text on the node (ComfyUI's progress text); silently nothing without a server."""
+    try:
+        from server import PromptServer
+        PromptServer.instance.send_progress_text(text, node_id)
+    except (ImportError, AttributeError):
+        pass

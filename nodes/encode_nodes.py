@@ -9,8 +9,8 @@ import logging
 
 import torch
 
-from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, RESOLUTION_SHORT_SIDE,
-                                       ClipGeometry)
+from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, ClipGeometry,
+                                        RESOLUTION_SHORT_SIDE)
 from ..happyhorse_core.media.audio import prepare_voice_track
 from ..happyhorse_core.text.encoder import text_features
 from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
@@ -21,7 +21,6 @@ from .comfy_bridge import io
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
-
 
 
 def _languages() -> list[str]:
@@ -76,8 +75,9 @@ def _encode(stack, text: str, what: str):
     ids = stack.tokenizer.encode(text)
     if not ids:
         raise ValueError(f"the {what} produced no tokens; write some text")
-    device = next(stack.encoder.parameters()).device
-    feats = text_features(stack.encoder.encode(torch.tensor([ids], device=device)))
+    # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
+    device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
+    feats = text_features(stack.encoder.encode(torch.tensor([ids]), device))
     if feats.truncated:
         log.warning("HappyHorse: the %s has %d tokens; only the first 640 are used. Shorten it.", what, len(ids))
     return feats._replace(features=feats.features.cpu())
@@ -143,8 +143,6 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-
-
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
         rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch

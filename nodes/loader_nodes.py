@@ -19,7 +19,7 @@ from ..happyhorse_core.weights.loading import load_dit
 
 from . import comfy_bridge as cb
 from .comfy_bridge import io
-from .types import (CATEGORY, BlockSwapConfig, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
+from .types import (BlockSwapConfig, CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
                     LoadedTextEncoder, LoadedTurboVAED)
 
 log = logging.getLogger("HappyHorse")
@@ -116,13 +116,18 @@ class BlockSwapSettings(io.ComfyNode):
                 io.Boolean.Input("pin_memory", default=False,
                                  tooltip="Pinned host memory for faster copies; costs as much page-locked RAM as "
                                          "the swapped blocks (up to ~30 GB in bf16)."),
+                io.Boolean.Input("auto", default=False,
+                                 tooltip="Choose blocks_on_device at run time: as many blocks as the free VRAM "
+                                         "holds after the clip's activations (size, seconds, CFG, SR); the "
+                                         "console log says what was chosen and why. Overrides blocks_on_device."),
             ],
             outputs=[HHBlockSwap.Output(display_name="block_swap")],
         )
 
     @classmethod
-    def execute(cls, blocks_on_device, pin_memory) -> io.NodeOutput:
-        return io.NodeOutput(BlockSwapConfig(blocks_on_device=int(blocks_on_device), pin_memory=bool(pin_memory)))
+    def execute(cls, blocks_on_device, pin_memory, auto=False) -> io.NodeOutput:
+        return io.NodeOutput(BlockSwapConfig(blocks_on_device=int(blocks_on_device), pin_memory=bool(pin_memory),
+                                             auto=bool(auto)))
 
 
 class TextEncoderLoader(io.ComfyNode):

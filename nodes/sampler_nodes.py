@@ -5,6 +5,7 @@ import logging
 
 import torch
 
+from ..happyhorse_core.dit.memory_plan import RunShape
 from ..happyhorse_core.sampling.guidance import GuidanceConfig
 from ..happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
 from ..happyhorse_core.sampling.pipeline import generate, MODES, SamplingOptions, TextConditioning
@@ -14,7 +15,6 @@ from . import comfy_bridge as cb
 from .comfy_bridge import io
 from .runtime import hooks_for, oom_advice, placed
 from .types import CATEGORY, HHConditioning, HHModel
-
 
 log = logging.getLogger("HappyHorse")
 
@@ -67,8 +67,10 @@ class Sampler(io.ComfyNode):
         text = TextConditioning(conditioning.positive, conditioning.negative)
         image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
         voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
+        run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
+                                    max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=mode == "base")
         outs_v, outs_a = [], []
-        with oom_advice("the HappyHorse sampler", model), placed(model) as device:
+        with oom_advice("the HappyHorse sampler", model), placed(model, run) as device:
             for b in range(video.shape[0]):
                 opts = SamplingOptions(mode=mode, steps=steps or None, seed=seed + b, guidance=guidance)
                 v, a = generate(model.model, text, latent_frames=video.shape[2], latent_h=video.shape[3],

@@ -39,6 +39,7 @@ class BlockSwapConfig:
 
     blocks_on_device: int
     pin_memory: bool = False
+    auto: bool = False  # pick N from the clip's token counts and the free memory (runtime.auto_blocks)
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..happyhorse_core.dit.memory_plan import RunShape
 from ..happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
 from ..happyhorse_core.sampling.noise import make_generator
 from ..happyhorse_core.sampling.pipeline import TextConditioning
@@ -63,8 +64,10 @@ class SuperResolution(io.ComfyNode):
                 raise ValueError(f"first_frame latent is {list(image.shape[3:])} but the SR latent is [{lh}, {lw}]; "
                                  "encode the image at the SR size")
         text = TextConditioning(conditioning.positive, conditioning.negative)
+        run = RunShape.from_latents(video.shape[2], lh, lw, audio.shape[2],
+                                    max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=cfg)
         outs = []
-        with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model) as device:
+        with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model, run) as device:
             for b in range(video.shape[0]):
                 v, _ = super_resolve(sr_model.model, video_to_model(video[b:b + 1]), audio_to_model(audio[b:b + 1]),
                                      text, latent_h=lh, latent_w=lw, generator=make_generator(seed + b),

@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import types
 import wave
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from happyhorse_core.cli import generate as cli
 from happyhorse_core.testing import tiny_codecs
+from happyhorse_core.cli import components as cli_components
 from happyhorse_core.cli.runner import ClipRequest, ClipResult, ClipRunner, voice_latent
 from happyhorse_core.cli.components import tiny_components
 from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig
@@ -301,7 +301,7 @@ def test_real_weight_path_writes_video_only_mp4_and_audio_latent(tmp_path, capsy
         calls.append((Path(path).name, variant, weight_dtype, str(device)))
         return tiny_dit(variant).to(device)
 
-    monkeypatch.setitem(sys.modules, "happyhorse_core.weights.loading", types.SimpleNamespace(load_dit=load_dit))
+    monkeypatch.setattr(cli_components, "load_dit", load_dit)
     out = tmp_path / "out" / "clip.mp4"
     rc = main(["--prompt", PROMPT, "--dit", str(tmp_path / "dit.safetensors"), "--text-encoder",
                str(tmp_path / "t5gemma"), "--turbo-vaed", str(tmp_path / "turbo.safetensors"), "--width", "64",
