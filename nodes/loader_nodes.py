@@ -56,7 +56,7 @@ class ModelLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HappyHorseModelLoader",
-            display_name="HappyHorse Model Loader",
+            display_name="HappyHorse Model Loader (MagiHuman DiT)",
             category=f"{CATEGORY}/loaders",
             description=("Loads a HappyHorse / daVinci-MagiHuman DiT (15B) from models/diffusion_models "
                          "(or its happyhorse/ subfolder): a single .safetensors file, or any shard of a sharded "

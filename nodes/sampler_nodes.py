@@ -24,7 +24,7 @@ class Sampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HappyHorseSampler",
-            display_name="HappyHorse Sampler",
+            display_name="HappyHorse Sampler (MagiHuman)",
             category=f"{CATEGORY}/sampling",
             description=("Generates video and synchronized audio. distilled = the distill checkpoint, 8 steps, no "
                          "CFG (fast); base = the base checkpoint, 32 steps with CFG (video 5.0 while t > 500 then "
