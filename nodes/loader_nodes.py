@@ -138,11 +138,16 @@ class TextEncoderLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
                                tooltip="A file of the T5Gemma folder in models/text_encoders."),
-                io.Combo.Input("weight_dtype", options=["bf16", "fp32"], default="bf16",
-                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks)."),
+                io.Combo.Input("weight_dtype", options=["bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"],
+                               default="bf16",
+                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks); fp8 "
+                                       "stores the layer linears in fp8 (~10.2 GB, upcast per matmul, any GPU), "
+                                       "scaled = with a per-tensor scale (closer to bf16). Cards under 24 GB: fp8; "
+                                       "what does not fit stays in RAM and is streamed per layer."),
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
                                tooltip="default = the GPU while encoding (ComfyUI evicts it afterwards when "
-                                       "memory is needed); cpu = never on the GPU (for cards under ~24 GB; "
+                                       "memory is needed; layers that do not fit stay in RAM and are copied "
+                                       "in per use); cpu = never on the GPU (for cards under ~24 GB; "
                                        "encoding a prompt then takes tens of seconds)."),
             ],
             outputs=[HHTextEncoder.Output(display_name="text_encoder")],
@@ -150,14 +155,11 @@ class TextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
-        import torch
-
         from happyhorse_core.text.loading import load_text_stack
 
         from . import comfy_bridge as cb
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
-        dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
-        encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
+        encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
         return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
 

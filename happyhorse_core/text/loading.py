@@ -22,6 +22,11 @@ from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")  # tried in this order
+# Storage options: (dtype of embedding, norms and activations, fp8 dtype of the layer linears or None, scaled)
+WEIGHT_DTYPES = {"bf16": (torch.bfloat16, None, False), "fp32": (torch.float32, None, False),
+                 "fp8_e4m3fn": (torch.bfloat16, torch.float8_e4m3fn, False),
+                 "fp8_e4m3fn_scaled": (torch.bfloat16, torch.float8_e4m3fn, True)}
+_FP8_LINEAR_SUFFIXES = ("_proj.weight",)  # q/k/v/o and gate/up/down projections of every layer
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 HUB_REPO = "google/t5gemma-9b-9b-ul2"
@@ -116,14 +121,27 @@ def _check_shapes(model: nn.Module, selected: dict[str, tuple[str, Path]], sizes
 
 
 def _assign_tensors(model: nn.Module, selected: dict[str, tuple[str, Path]], by_file: dict[Path, list[str]],
-                    dtype: torch.dtype, device: torch.device | str) -> None:
-    """Read tensor by tensor, file by file, replacing the meta parameters."""
+                    dtype: torch.dtype, device: torch.device | str, fp8: torch.dtype | None = None,
+                    scaled: bool = False) -> None:
+    """Read tensor by tensor, file by file, replacing the meta parameters.
+
+    With `fp8`, the layer linears are quantized one tensor at a time (per-tensor `weight_scale`
+    buffer when `scaled`); the embedding and the norms keep `dtype`."""
+    from ..dit.fp8 import quantize
     for path, names in by_file.items():
         with safe_open(str(path), framework="pt") as f:
             for name in names:
-                tensor = f.get_tensor(selected[name][0]).to(device=device, dtype=dtype)
                 owner, _, leaf = name.rpartition(".")
-                model.get_submodule(owner)._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+                module = model.get_submodule(owner)
+                tensor = f.get_tensor(selected[name][0])
+                if fp8 is not None and name.endswith(_FP8_LINEAR_SUFFIXES):
+                    tensor, scale = quantize(tensor, fp8, scaled)
+                    tensor = tensor.to(device)
+                    if scale is not None:
+                        module.register_buffer("weight_scale", scale.to(device))
+                else:
+                    tensor = tensor.to(device=device, dtype=dtype)
+                module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
 
 
 def _read_config(folder: Path) -> tuple[T5GemmaEncoderConfig, str]:
@@ -144,9 +162,13 @@ def _check_weights_suffix(path: Path) -> None:
 
 
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                 config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True) -> T5GemmaEncoder:
+                 config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True,
+                 weight_dtype: str | None = None) -> T5GemmaEncoder:
     """Build the encoder from an HF folder or an encoder-only safetensors file.
 
+    weight_dtype: one of WEIGHT_DTYPES ("bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"); overrides
+      `dtype`. fp8 stores the layer linears in fp8 (upcast to bf16 per matmul; ~10.2 GB instead of
+      18.5 GB for the 9B encoder); embedding and norms stay bf16.
     config: overrides the folder's config.json (a single file has none; default = 9B sizes).
     require_tokenizer: for folders, fail early when the tokenizer files are absent.
     """
@@ -163,15 +185,21 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
     else:
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
                                 f"{HUB_REPO} or an encoder-only .safetensors file")
+    fp8, scaled = None, False
+    if weight_dtype is not None:
+        if weight_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"text encoder weight_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {weight_dtype!r}")
+        dtype, fp8, scaled = WEIGHT_DTYPES[weight_dtype]
     with torch.device("meta"):
         model = T5GemmaEncoder(cfg)
     _check_keys(model, selected, path, sizes_from)
-    _assign_tensors(model, selected, _check_shapes(model, selected, sizes_from), dtype, device)
+    _assign_tensors(model, selected, _check_shapes(model, selected, sizes_from), dtype, device, fp8, scaled)
     return model.eval()
 
 
 def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                    config: T5GemmaEncoderConfig | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
+                    config: T5GemmaEncoderConfig | None = None,
+                    weight_dtype: str | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
     """Encoder + tokenizer from one HF folder, or from an encoder file and the tokenizer beside it.
 
     The tokenizer is loaded first, so a folder without one fails before any weight is read.
@@ -180,5 +208,6 @@ def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, 
     if folder.is_file():
         _check_weights_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
     tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
-    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False)
+    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False,
+                           weight_dtype=weight_dtype)
     return encoder, tokenizer
