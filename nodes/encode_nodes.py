@@ -63,10 +63,13 @@ class TextEncode(io.ComfyNode):
 
         from . import comfy_bridge as cb
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
-        if text_encoder.patcher is not None:
-            cb.load_models([text_encoder.patcher])
-        pos = _encode(text_encoder, full, "prompt")
-        neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality", "negative prompt")
+        from .runtime import oom_advice
+        with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
+            if text_encoder.patcher is not None:
+                cb.load_models([text_encoder.patcher])
+            pos = _encode(text_encoder, full, "prompt")
+            neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality",
+                          "negative prompt")
         return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
                                         truncated=pos.truncated))
 

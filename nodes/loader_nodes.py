@@ -81,9 +81,11 @@ class ModelLoader(io.ComfyNode):
         from happyhorse_core.weights.loading import load_dit
 
         from . import comfy_bridge as cb
+        from .runtime import oom_advice
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
-        model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
-                         fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+        with oom_advice("HappyHorse Model Loader"):
+            model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
+                             fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
@@ -158,8 +160,10 @@ class TextEncoderLoader(io.ComfyNode):
         from happyhorse_core.text.loading import load_text_stack
 
         from . import comfy_bridge as cb
+        from .runtime import oom_advice
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
-        encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
+        with oom_advice("HappyHorse Text Encoder Loader"):
+            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
         return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
 
@@ -187,8 +191,10 @@ class TurboVAEDLoader(io.ComfyNode):
         from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
 
         from . import comfy_bridge as cb
+        from .runtime import oom_advice
         path = cb.model_path("vae", vae_name)
-        decoder = load_turbo_vaed(path, device="cpu")
+        with oom_advice("HappyHorse Turbo-VAED Loader"):
+            decoder = load_turbo_vaed(path, device="cpu")
         return io.NodeOutput({"decoder": decoder, "path": path, "patcher": cb.wrap_model(decoder)})
 
 
