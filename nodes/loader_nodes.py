@@ -10,13 +10,17 @@ import os
 
 from comfy_api.latest import io
 
+from happyhorse_core.dit.attention import BACKENDS
+from happyhorse_core.dit.config import VARIANTS
+from happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
+
 from .types import CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT, LoadedTextEncoder
 
 log = logging.getLogger("HappyHorse")
 
-VARIANT_CHOICES = ["auto", "distill", "base", "sr_540p", "sr_1080p"]
-DTYPE_CHOICES = ["bf16", "fp8_e4m3fn", "fp8_e4m3fn_scaled", "fp8_e5m2"]
-ATTENTION_CHOICES = ["auto", "sdpa", "flash", "sage"]
+VARIANT_CHOICES = ["auto", *VARIANTS]
+DTYPE_CHOICES = list(WEIGHT_DTYPES)
+ATTENTION_CHOICES = list(BACKENDS)
 HF_INDEX = ("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
@@ -64,7 +68,7 @@ class ModelLoader(io.ComfyNode):
                                tooltip="Storage of the block weights. bf16 = 30.6 GB; fp8 on the 32 shared layers "
                                        "= ~20.6 GB; fp8 on all layers = ~15.3 GB. fp8 is upcast per matmul, so it "
                                        "works on any GPU and on CPU."),
-                io.Combo.Input("fp8_scope", options=["shared", "all"], default="shared",
+                io.Combo.Input("fp8_scope", options=list(FP8_SCOPES), default="shared",
                                tooltip="shared = fp8 only for layers 4-35 (the 8 modality-specific layers stay "
                                        "bf16, best quality); all = every block linear in fp8."),
                 io.Combo.Input("attention", options=ATTENTION_CHOICES, default="auto",

@@ -6,6 +6,8 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from happyhorse_core.sampling.pipeline import MODES
+
 from .types import CATEGORY, HHConditioning, HHModel
 
 log = logging.getLogger("HappyHorse")
@@ -29,7 +31,7 @@ class Sampler(io.ComfyNode):
                 io.Latent.Input("audio_latent", tooltip="From HappyHorse Empty Latent (25 frames per second)."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Same seed, same clip (noise is drawn on the CPU)."),
-                io.Combo.Input("mode", options=["distilled", "base"], default="distilled",
+                io.Combo.Input("mode", options=list(MODES), default="distilled",
                                tooltip="distilled: 8 steps, 1 forward per step. base: CFG, 2 forwards per step."),
                 io.Int.Input("steps", default=0, min=0, max=200,
                              tooltip="0 = the mode's default (8 distilled, 32 base)."),
