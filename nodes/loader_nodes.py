@@ -41,6 +41,13 @@ def text_encoder_target(path: str) -> str:
     return path
 
 
+def disk_bytes(path: str) -> int:
+    """Bytes of the .safetensors file(s) at `path` (a file, or a folder's files): the RAM a load needs at most."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(".safetensors"))
+    return os.path.getsize(path) if os.path.isfile(path) else 0
+
+
 def _options(choices: list[str], fallback: str) -> list[str]:
     return choices or [fallback]
 
@@ -85,17 +92,23 @@ class ModelLoader(io.ComfyNode):
         from happyhorse_core.weights.loading import load_dit
 
         from . import comfy_bridge as cb
+        from . import ram_plan
         from .runtime import oom_advice
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
+
+        def load():
+            return load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
+                            fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+
         with oom_advice("HappyHorse Model Loader"):
-            model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
-                             fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+            ram_plan.make_room(disk_bytes(path), unload=cb.unload_patcher)  # RAM plan: one idle DiT at a time
+            model = load()
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
         if not block_swap:
             loaded.patcher = cb.wrap_model(model)
-        return io.NodeOutput(loaded)
+        return io.NodeOutput(ram_plan.track(loaded, load))
 
 
 class BlockSwapSettings(io.ComfyNode):
@@ -155,21 +168,30 @@ class TextEncoderLoader(io.ComfyNode):
                                        "memory is needed; layers that do not fit stay in RAM and are copied "
                                        "in per use); cpu = never on the GPU (for cards under ~24 GB; "
                                        "encoding a prompt then takes tens of seconds)."),
+                io.Boolean.Input("release_after_encoding", default=False,
+                                 tooltip="Free the encoder's RAM (and VRAM) as soon as the prompt is encoded; it is "
+                                         "read from disk again when a prompt changes. For machines with 32-64 GB "
+                                         "of RAM running two DiTs (super-resolution)."),
             ],
             outputs=[HHTextEncoder.Output(display_name="text_encoder")],
         )
 
     @classmethod
-    def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
-        from happyhorse_core.text.loading import load_text_stack
+    def execute(cls, encoder_name, weight_dtype, device="default", release_after_encoding=False) -> io.NodeOutput:
+        from happyhorse_core.text.loading import load_encoder, load_text_stack
 
         from . import comfy_bridge as cb
+        from . import ram_plan
         from .runtime import oom_advice
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
         with oom_advice("HappyHorse Text Encoder Loader"):
+            ram_plan.make_room(disk_bytes(path) // 2, unload=cb.unload_patcher)  # the encoder half of the files
             encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
-        return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
+        loaded = LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher,
+                                   release_after_encoding=bool(release_after_encoding))
+        return io.NodeOutput(ram_plan.track(
+            loaded, lambda: load_encoder(path, device="cpu", weight_dtype=weight_dtype, require_tokenizer=False)))
 
 
 class TurboVAEDLoader(io.ComfyNode):

@@ -45,6 +45,8 @@ def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
+    from . import ram_plan
+    ram_plan.before_use(loaded, rewrap=cb.wrap_model, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
     swap_cfg = loaded.block_swap
     if not swap_cfg:

@@ -29,7 +29,10 @@ class LoadedDiT:
     variant: str  # base / distill / sr_540p / sr_1080p
     path: str
     patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
-    block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool} or None
+    block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool, "auto": bool} or None
+    released: bool = False  # RAM plan (nodes/ram_plan.py): weights dropped, read again on next use
+    reload: Any = None  # () -> model, set by ram_plan.track
+    nbytes: int = 0
 
 
 @dataclass
@@ -38,6 +41,10 @@ class LoadedTextEncoder:
     tokenizer: Any  # happyhorse_core T5GemmaTokenizer
     path: str
     patcher: Any = None
+    release_after_encoding: bool = False  # RAM plan: free the encoder once the prompt is encoded
+    released: bool = False
+    reload: Any = None
+    nbytes: int = 0
 
 
 @dataclass
