@@ -183,6 +183,7 @@ def run_row(row: dict, model: SandwichDiT, cfg: DiTConfig, device: torch.device,
     finally:
         if swap is not None:
             swap.remove()
+            model.to("cpu")  # resident blocks and the non-block weights back to RAM, as nodes/runtime.placed does
         if cuda:
             row["peak_vram_gb"] = round(torch.cuda.max_memory_allocated(device) / GB, 2)
             torch.cuda.set_per_process_memory_fraction(1.0)
