@@ -93,7 +93,9 @@ def ensure_loaded(loaded: Any, rewrap: Optional[Callable[[torch.nn.Module], Any]
 def before_use(loaded: Any, rewrap: Optional[Callable[[torch.nn.Module], Any]] = None,
                unload: Optional[Callable[[Any], None]] = None) -> None:
     """What a node does before running a tracked model: load it back if released, and release the
-    others if RAM is short (e.g. the first-stage DiT before the SR DiT runs)."""
+    others if RAM is short (e.g. the first-stage DiT before the SR DiT runs). "Short" means less
+    available than this model's own size plus the margin: no room left to read another model of
+    its size (the next loader or a reload) without the system swapping."""
     ensure_loaded(loaded, rewrap, unload)
     make_room(getattr(loaded, "nbytes", 0), keep=loaded, unload=unload)
 
