@@ -1,4 +1,4 @@
-"""Aligned GEMMs (dit/align.py): zero-padding the MLP width adds only exact zeros.
+"""Aligned GEMMs (dit/align.py): zero-padding the MLP width and the qkv rows adds only exact zeros.
 
 What is exact, and tested with torch.equal: the padded weights hold the original ones plus zeros,
 the padded activation columns are exactly +0, and state_dict() / load_state_dict() round-trip the
@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from happyhorse_core.dit import SandwichDiT, fp8
-from happyhorse_core.dit.align import align_mlp_, padded_width
+from happyhorse_core.dit.align import align_gemms_, padded_width
 from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.dit.ops import Ops
 from happyhorse_core.dit.sequence import pack
@@ -65,10 +65,14 @@ def test_padded_width_rounds_up_to_the_multiple():
 def test_tiny_model_output_is_bit_identical_after_padding(weight_dtype, dtype):
     plain = random_model(Ops(compute_dtype=dtype, weight_dtype=weight_dtype, fp8_scope="all"))
     padded = copy.deepcopy(plain)
-    assert align_mlp_(padded) == PRESETS["tiny"].num_layers - len(PRESETS["tiny"].gelu7_layers)  # 340 -> 352
+    cfg = PRESETS["tiny"]
+    # SwiGLU 340 -> 352 (up_gate_proj and down_proj of 6 layers), linear_qkv rows 260 -> 272 (8 layers)
+    assert align_gemms_(padded) == 2 * (cfg.num_layers - len(cfg.gelu7_layers)) + cfg.num_layers
+    for layer in padded.layers:
+        assert layer.attention.linear_qkv.weight.shape[0] % 16 == 0
     for layer in padded.layers:
         assert layer.mlp.down_proj.in_features % 16 == 0 and layer.mlp.down_proj.weight.shape[1] % 16 == 0
-    assert align_mlp_(padded) == 0  # idempotent
+    assert align_gemms_(padded) == 0  # idempotent
     for lp, lq in zip(plain.layers, padded.layers):  # original blocks kept, zeros appended
         up_p, up_q = lp.mlp.up_gate_proj, lq.mlp.up_gate_proj
         e, rows = up_p.experts, up_p.out_features
@@ -86,7 +90,7 @@ def test_padded_activation_columns_are_exact_zeros():
     from happyhorse_core.dit import rowwise
     mlp_plain = init_random_(SandwichDiT(PRESETS["tiny"], Ops(compute_dtype=torch.float32)), seed=3).layers[3].mlp
     mlp = copy.deepcopy(mlp_plain)
-    align_mlp_(mlp)  # works on any module holding MLPs
+    align_gemms_(mlp)  # works on any module holding MLPs / attention modules
     x = torch.randn(40, 128, generator=torch.Generator().manual_seed(2)).bfloat16()
     from happyhorse_core.dit.modality import ModalitySplit
     split = ModalitySplit(40, 0, 0)
@@ -101,13 +105,13 @@ def test_padded_activation_columns_are_exact_zeros():
 def test_state_dict_keeps_the_published_shapes_and_round_trips():
     plain = init_random_(SandwichDiT(PRESETS["tiny"], Ops()), seed=3).eval()
     padded = copy.deepcopy(plain)
-    align_mlp_(padded)
+    align_gemms_(padded)
     ref, got = plain.state_dict(), padded.state_dict()
     assert list(ref) == list(got)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
     fresh = init_random_(SandwichDiT(PRESETS["tiny"], Ops()), seed=9).eval()
-    align_mlp_(fresh)
+    align_gemms_(fresh)
     fresh.load_state_dict(ref)  # published shapes into a padded model
     assert fresh.layers[3].mlp.down_proj.weight.shape[1] == 352
     assert torch.equal(fresh.layers[3].mlp.down_proj.weight, padded.layers[3].mlp.down_proj.weight)
@@ -121,7 +125,7 @@ def test_golden_parity_is_unchanged_by_padding(golden_dir, case, multiple):
     tensors = load_file(golden_dir / f"{case}.safetensors")
     meta = json.loads((golden_dir / f"{case}.json").read_text())
     plain, padded = model_from_case(tensors, meta), model_from_case(tensors, meta)
-    assert align_mlp_(padded, multiple) > 0
+    assert align_gemms_(padded, multiple) > 0
     inputs = case_inputs(tensors)
     for dtype in (torch.float32, torch.bfloat16):
         ref, got = run_case(plain, inputs, dtype), run_case(padded, inputs, dtype)
@@ -134,6 +138,19 @@ def test_golden_parity_is_unchanged_by_padding(golden_dir, case, multiple):
                 assert abs(err_padded - err_plain) <= 0.02 * err_plain, name
 
 
+def test_padded_qkv_columns_are_never_read():
+    plain = random_model(Ops(compute_dtype=torch.float32))
+    padded = copy.deepcopy(plain)
+    align_gemms_(padded)
+    with torch.no_grad():  # garbage in the padding rows of linear_qkv must not reach the output
+        for layer in padded.layers:
+            lin = layer.attention.linear_qkv
+            lin.weight.view(lin.experts, lin.out_features, -1)[:, lin.published[0]:] = 1e3
+    seq = tiny_seq()
+    for a, b in zip(run(plain, seq), run(padded, seq)):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
 def test_meta_model_is_refused():
     with pytest.raises(ValueError, match="after loading"):
-        align_mlp_(SandwichDiT(PRESETS["tiny"], Ops(device="meta")))
+        align_gemms_(SandwichDiT(PRESETS["tiny"], Ops(device="meta")))

@@ -1,4 +1,4 @@
-"""Aligned GEMMs: zero-pad the MLP inner width at load time to a multiple of 16.
+"""Aligned GEMMs: zero-pad GEMM widths at load time to a multiple of 16.
 
 The SwiGLU7 width of the real model is int(5120 * 8/3) // 4 * 4 = 13652, which is not a multiple
 of 8. down_proj then has K = 13652 and cuBLAS falls back to a slow kernel (bench/RESULTS.md §7:
@@ -10,6 +10,10 @@ Padding to 13664 fixes both and changes no output:
   (GELU7 layers: one zero row per extra column, GELU7(0) = +0);
 * down_proj gets `pad` extra zero columns, so every extra product is 0 * 0 = +0, and adding +0 to
   a float sum leaves it unchanged.
+
+linear_qkv's rows (q | k | v | gate = 7208 per expert) are padded the same way; the padded output
+columns are never read (the gate slice stops at its heads), so fp8 `torch._scaled_mm`, which needs
+N % 16 == 0, takes that projection too.
 
 fp8 weights pad with fp8 zeros and keep their per-tensor scale (max |w| is unchanged). The padded
 tensors are what the model holds and computes with; `state_dict()` trims them back to the
@@ -24,102 +28,80 @@ from torch import nn
 ALIGN = 16  # fp8 tensor-core matmuls need multiples of 16; bf16 cuBLAS is happy from 8
 
 
-def padded_width(inner: int, multiple: int = ALIGN) -> int:
-    return -(-inner // multiple) * multiple
+def padded_width(n: int, multiple: int = ALIGN) -> int:
+    return -(-n // multiple) * multiple
 
 
-def _pad_rows(w: torch.Tensor, experts: int, rows_per_expert: int, extra: int, fill: float = 0.0) -> torch.Tensor:
-    """[E*r, ...] -> [E*(r+extra), ...] with `extra` rows of `fill` appended to every expert's block."""
-    blocks = w.view(experts, rows_per_expert, *w.shape[1:])
-    out = torch.full((experts, rows_per_expert + extra, *w.shape[1:]), fill, dtype=w.dtype, device=w.device)
-    out[:, :rows_per_expert] = blocks
-    return out.view(experts * (rows_per_expert + extra), *w.shape[1:])
+def _pad_rows(w: torch.Tensor, experts: int, rows: int, new_rows: int, fill: float = 0.0) -> torch.Tensor:
+    """[E*rows, ...] -> [E*new_rows, ...]: rows of `fill` appended to every expert's block."""
+    out = torch.full((experts, new_rows, *w.shape[1:]), fill, dtype=w.dtype, device=w.device)
+    out[:, :rows] = w.view(experts, rows, *w.shape[1:])
+    return out.view(experts * new_rows, *w.shape[1:])
 
 
-def _pad_cols(w: torch.Tensor, extra: int) -> torch.Tensor:
-    """[R, K] -> [R, K+extra] with zero columns appended."""
-    out = torch.zeros(w.shape[0], w.shape[1] + extra, dtype=w.dtype, device=w.device)
+def _pad_cols(w: torch.Tensor, cols: int) -> torch.Tensor:
+    """[R, K] -> [R, cols] with zero columns appended."""
+    out = torch.zeros(w.shape[0], cols, dtype=w.dtype, device=w.device)
     out[:, :w.shape[1]] = w
     return out
 
 
-def _set(linear: nn.Module, name: str, tensor: torch.Tensor) -> None:
-    if name in linear._parameters:
-        linear._parameters[name] = nn.Parameter(tensor, requires_grad=False)
-    else:
-        linear._buffers[name] = tensor
+def _trim(lin: nn.Module, state: dict, prefix: str, *_) -> None:
+    """state_dict hook: the published [E*out, in] shapes (and per-row scales)."""
+    e, (out, inp) = lin.experts, lin.published
+    for name in ("weight", "weight_scale"):
+        t = state.get(prefix + name)
+        if t is None or t.ndim == 0:
+            continue
+        t = t.view(e, -1, *t.shape[1:])[:, :out].reshape(e * out, *t.shape[1:])
+        state[prefix + name] = t[:, :inp] if name == "weight" else t
 
 
-def _pad_up(up: nn.Module, inner: int, extra: int, gelu: bool) -> None:
-    """up_gate_proj: rows per expert 2*inner (SwiGLU, interleaved a, b) or inner (GELU)."""
-    per_col = 1 if gelu else 2
-    rows = per_col * inner
-    _set(up, "weight", _pad_rows(up.weight, up.experts, rows, per_col * extra))
-    scale = getattr(up, "weight_scale", None)
-    if scale is not None and scale.ndim and scale.shape[0] == up.experts * rows:  # per-row scales pad with 1
-        _set(up, "weight_scale", _pad_rows(scale, up.experts, rows, per_col * extra, fill=1.0))
-    up.out_features = rows + per_col * extra
+def _pad_in(lin: nn.Module, state: dict, prefix: str, *_) -> None:
+    """load_state_dict pre-hook: pad tensors that come with the published shapes."""
+    e, (out, inp) = lin.experts, lin.published
+    w = state.get(prefix + "weight")
+    if w is not None and tuple(w.shape) == (e * out, inp):
+        state[prefix + "weight"] = _pad_cols(_pad_rows(w, e, out, lin.out_features), lin.in_features)
+    s = state.get(prefix + "weight_scale")
+    if s is not None and s.ndim and s.shape[0] == e * out:
+        state[prefix + "weight_scale"] = _pad_rows(s, e, out, lin.out_features, fill=1.0)
 
 
-def _pad_down(down: nn.Module, extra: int) -> None:
-    _set(down, "weight", _pad_cols(down.weight, extra))
-    down.in_features += extra
+def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
+    """Zero-pad an ExpertLinear in place to [E*out_features, in_features]; False if nothing to do."""
+    if out_features <= lin.out_features and in_features <= lin.in_features:
+        return False
+    if lin.weight.is_meta:
+        raise ValueError("align_gemms_() needs loaded weights; call it after loading, not on a meta model")
+    if not hasattr(lin, "published"):
+        lin.published = (lin.out_features, lin.in_features)
+        lin._register_state_dict_hook(lambda mod, state, prefix, meta: _trim(mod, state, prefix))
+        lin._register_load_state_dict_pre_hook(lambda state, prefix, *a, mod=lin: _pad_in(mod, state, prefix))
+    e, rows = lin.experts, lin.out_features
+    out_features, in_features = max(out_features, rows), max(in_features, lin.in_features)
+    w = _pad_cols(_pad_rows(lin.weight, e, rows, out_features), in_features)
+    lin._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+    scale = getattr(lin, "weight_scale", None)
+    if scale is not None and scale.ndim and scale.shape[0] == e * rows:  # per-row scales pad with 1
+        lin._buffers["weight_scale"] = _pad_rows(scale, e, rows, out_features, fill=1.0)
+    lin.out_features, lin.in_features = out_features, in_features
+    return True
 
 
-def _trim_state(mlp: nn.Module, state: dict, prefix: str, local_metadata) -> None:
-    """state_dict hook: give back the published (unpadded) shapes."""
-    inner, pad = mlp.inner, mlp.down_proj.in_features - mlp.inner
-    if pad == 0:
-        return
-    up_key, down_key = prefix + "up_gate_proj.weight", prefix + "down_proj.weight"
-    per_col = 1 if mlp.gelu else 2
-    e = mlp.up_gate_proj.experts
-    if up_key in state:
-        w = state[up_key]
-        state[up_key] = w.view(e, -1, w.shape[-1])[:, :per_col * inner].reshape(-1, w.shape[-1])
-    if down_key in state:
-        state[down_key] = state[down_key][:, :inner]
-    scale_key = prefix + "up_gate_proj.weight_scale"
-    if scale_key in state and state[scale_key].ndim:
-        s = state[scale_key]
-        state[scale_key] = s.view(e, -1, *s.shape[1:])[:, :per_col * inner].reshape(-1, *s.shape[1:])
-
-
-def _pad_incoming(mlp: nn.Module, state: dict, prefix: str, *args) -> None:
-    """load_state_dict pre-hook: pad tensors that come in with the published shapes."""
-    pad = mlp.down_proj.in_features - mlp.inner
-    if pad == 0:
-        return
-    per_col = 1 if mlp.gelu else 2
-    e = mlp.up_gate_proj.experts
-    up_key, down_key = prefix + "up_gate_proj.weight", prefix + "down_proj.weight"
-    if up_key in state and state[up_key].shape[0] == e * per_col * mlp.inner:
-        state[up_key] = _pad_rows(state[up_key], e, per_col * mlp.inner, per_col * pad)
-    if down_key in state and state[down_key].shape[1] == mlp.inner:
-        state[down_key] = _pad_cols(state[down_key], pad)
-
-
-def align_mlp_(model: nn.Module, multiple: int = ALIGN) -> int:
-    """Zero-pad every MLP of `model` (a SandwichDiT) in place; returns how many MLPs were padded.
-
-    Idempotent: an MLP already padded to a multiple of `multiple` is left alone. Call it on a
-    model whose weights are loaded (not on the meta device).
-    """
+def align_gemms_(model: nn.Module, multiple: int = ALIGN) -> int:
+    """Zero-pad every MLP width and linear_qkv row count of `model` in place to a multiple of
+    `multiple`; returns the number of linears padded. Idempotent. Needs loaded (non-meta) weights."""
+    from .block import Attention
     from .layers import MLP
     count = 0
-    for mlp in (m for m in model.modules() if isinstance(m, MLP)):
-        inner, current = mlp.inner, mlp.down_proj.in_features
-        target = padded_width(inner, multiple)
-        if current % multiple == 0 or target == current:
-            continue
-        if mlp.down_proj.weight.is_meta:
-            raise ValueError("align_mlp_() needs loaded weights; call it after loading, not on a meta model")
-        extra = target - current
-        _pad_up(mlp.up_gate_proj, current, extra, mlp.gelu)
-        _pad_down(mlp.down_proj, extra)
-        if not getattr(mlp, "_align_hooks", False):
-            mlp._align_hooks = True
-            mlp._register_state_dict_hook(lambda mod, state, prefix, meta: _trim_state(mod, state, prefix, meta))
-            mlp._register_load_state_dict_pre_hook(lambda *a, mod=mlp: _pad_incoming(mod, *a))
-        count += 1
+    for module in model.modules():
+        if isinstance(module, MLP):
+            inner = padded_width(module.down_proj.in_features, multiple)
+            per_col = 1 if module.gelu else 2  # SwiGLU rows are interleaved (a, b) pairs
+            count += pad_linear_(module.up_gate_proj, per_col * inner, module.up_gate_proj.in_features)
+            count += pad_linear_(module.down_proj, module.down_proj.out_features, inner)
+        elif isinstance(module, Attention):
+            qkv = module.linear_qkv
+            count += pad_linear_(qkv, padded_width(qkv.out_features, multiple), qkv.in_features)
     return count

@@ -37,7 +37,6 @@ class MLP(nn.Module):
         super().__init__()
         experts, shared = cfg.num_experts(layer), cfg.is_shared(layer)
         inner = cfg.mlp_intermediate(layer)
-        self.inner = inner  # the published width; dit/align.py may zero-pad the weights beyond it
         self.gelu = cfg.is_gelu7(layer)
         self.pre_norm = ops.rms_norm(cfg.hidden_size, experts, cfg.norm_eps)
         up = inner if self.gelu else 2 * inner

@@ -36,7 +36,7 @@ from torch import nn
 from ..dit import fp8
 from ..dit import SandwichDiT
 from .layouts import LayoutPlan, Recipe, plan_layout, strip_prefix  # noqa: F401 (re-exported)
-from ..dit.align import ALIGN, align_mlp_
+from ..dit.align import ALIGN, align_gemms_
 from ..dit.ops import Ops
 from .safetensors_io import (ST_DTYPES, CheckpointError, CheckpointIndex, iter_safetensors,  # noqa: F401
                              open_checkpoint)
@@ -168,7 +168,7 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
             assign_tensor(model, skey, scale.to(device=device, dtype=torch.float32))
     _finish(model, device)
     if align > 1:
-        align_mlp_(model, align)
+        align_gemms_(model, align)
     report.seconds = time.perf_counter() - start
     model.load_report = report
     log.info("HappyHorse: loaded %s DiT from %s (%s) as %s in %.1f s", report.variant, report.source, report.layout,
