@@ -46,6 +46,8 @@ def placed(loaded, run=None):
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
     device = cb.torch_device()
+    from happyhorse_core.dit.compile import apply_compile
+    apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager
     swap_cfg = loaded.block_swap
     if not swap_cfg:
         cb.load_models([loaded.patcher])

@@ -30,6 +30,7 @@ class LoadedDiT:
     path: str
     patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
     block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool} or None
+    compile: Optional[dict] = None  # happyhorse_core.dit.compile.CompileOptions fields, or None (eager)
 
 
 @dataclass
