@@ -158,7 +158,8 @@ def run_matrix(args, device: torch.device, summary: dict) -> None:
                                          1), "eager bf16"))
     if "micro" in args.only and budget.allows(30, "micro checks", summary, "micro"):
         micro: dict = {}
-        guarded(micro, "gemm_alignment", lambda: gr.gemm_alignment(device, m=summary["base_tokens"]))
+        guarded(micro, "gemm_alignment", lambda: gr.gemm_alignment(
+            device, m=summary["base_tokens"], k=base_cfg.swiglu7_intermediate, n=base_cfg.hidden_size))
         frames, tpf = sr_geo.latent_frames, sr_geo.video_tokens // sr_geo.latent_frames
         guarded(micro, "local_attention_1080p", lambda: gr.local_attention_methods(
             device, frames, tpf, summary["sr_tokens"] - sr_geo.video_tokens,
@@ -167,6 +168,7 @@ def run_matrix(args, device: torch.device, summary: dict) -> None:
             device, summary["base_tokens"], heads=(base_cfg.num_heads_q, base_cfg.num_heads_kv), d=base_cfg.head_dim))
         summary["micro"] = micro
     del model
+    free()
     decode_s = decode_rows(args, device, vaed_cfg, sr_geo, budget, summary)
     if "fp8" in args.only and budget.allows(60, "fp8 fast row", summary, "fp8_row"):
         rows.append(_row(lambda: fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget), "fp8 fast"))
@@ -180,7 +182,17 @@ def run_matrix(args, device: torch.device, summary: dict) -> None:
 def _row(fn, name: str) -> dict:
     out: dict = {}
     res = guarded(out, name, fn)
+    free()
     return res if isinstance(res, dict) else {"config": name, "error": res}
+
+
+def free() -> None:
+    """Drop compiled graphs and cached blocks between rows (a 30 GB model must not linger)."""
+    import gc
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget) -> dict:

@@ -41,3 +41,21 @@ def test_rows_show_seconds_ratio_and_peak_memory():
 def test_missing_results_folder_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="gpu_check.sh"):
         perf_table.newest(tmp_path)
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_cpu_run_writes_a_results_file_the_table_reads(tmp_path, repo_root):
+    """The prepared GPU script's code path on tiny models (CPU): rows, keys and the table."""
+    import subprocess
+    cmd = [sys.executable, "bench/gpu_check.py", "--tiny", "--device", "cpu", "--only", "eager,decode,fp8",
+           "--out-dir", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (path,) = tmp_path.glob("gpu_check_cpu_tiny_*.json")
+    data = json.loads(path.read_text())
+    for key in ("dit_256p_8steps_s", "sr_1080p_step_s", "decode_1080p_s", "e2e_1080p_s"):
+        assert isinstance(data[key], float) and data[key] > 0, key
+    configs = [r["config"] for r in data["rows"]]
+    assert configs == ["eager bf16", "fp8_e4m3fn_fast"], configs
+    assert all("ratio_to_reference" in r and "error" not in r for r in data["rows"])
+    assert "fp8_e4m3fn_fast" in perf_table.render(data, path.name)

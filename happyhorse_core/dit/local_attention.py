@@ -65,10 +65,9 @@ def attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[to
     if q.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qh, kh, vh, 0.0, False)[:2]
     elif q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16) and d <= 256:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(qh, kh.contiguous(), vh.contiguous())[:2]
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(qh, kh, vh)[:2]  # strided k/v views
     elif q.device.type == "cuda":
-        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(qh, kh.contiguous(), vh.contiguous(),
-                                                                           None, True)[:2]
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(qh, kh, vh, None, True)[:2]
     else:  # any other device: plain math (small inputs only)
         scores = (qh.float() @ kh.float().transpose(-1, -2)) / math.sqrt(d)
         lse = scores.logsumexp(-1)
