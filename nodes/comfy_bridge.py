@@ -245,3 +245,43 @@ def load_models(patchers: list, memory_required: int = 0) -> None:
     """Ask ComfyUI to make room for and load these patchers onto torch_device()."""
     import comfy.model_management as mm
     mm.load_models_gpu(patchers, memory_required=memory_required)
+
+
+# ----------------------------------------------------------------------------- video files, user folder, text
+def video_from_bytes(data: bytes):
+    """An encoded video file (e.g. a downloaded mp4) -> ComfyUI VIDEO, read from memory; SaveVideo copies
+    its streams without re-encoding."""
+    import io as _io
+
+    from comfy_api.latest import InputImpl
+    return InputImpl.VideoFromFile(_io.BytesIO(data))
+
+
+def video_to_mp4_bytes(video) -> bytes:
+    """A ComfyUI VIDEO -> H.264 mp4 bytes, in memory (streams copied when they already are mp4/H.264)."""
+    import io as _io
+
+    from comfy_api.latest import Types
+    buf = _io.BytesIO()
+    video.save_to(buf, format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
+    return buf.getvalue()
+
+
+def user_directory() -> str:
+    """ComfyUI's user folder (ComfyUI/user, or --user-directory / <base-directory>/user)."""
+    import folder_paths
+    return folder_paths.get_user_directory()
+
+
+def temp_directory() -> str:
+    import folder_paths
+    return folder_paths.get_temp_directory()
+
+
+def progress_text(node_id: Optional[str], text: str) -> None:
+    """Show a line of text on the node (ComfyUI's progress text); silently nothing without a server."""
+    try:
+        from server import PromptServer
+        PromptServer.instance.send_progress_text(text, node_id)
+    except (ImportError, AttributeError):
+        pass

@@ -260,7 +260,8 @@ WORKFLOWS = [t2v_distilled, i2v, base_cfg, t2v_sr1080, low_vram, lipsync_audio, 
 
 
 def all_workflows() -> list[Workflow]:
-    return [make() for make in WORKFLOWS]
+    from workflow_specs_api import API_WORKFLOWS  # hosted HappyHorse 1.0 (scripts/workflow_specs_api.py)
+    return [make() for make in WORKFLOWS + API_WORKFLOWS]
 
 
 def note_text(wf: Workflow) -> str:
