@@ -34,6 +34,7 @@ class LoadedDiT:
     released: bool = False  # RAM plan (nodes/ram_plan.py): weights dropped, read again on next use
     reload: Any = None  # () -> model, set by ram_plan.track
     nbytes: int = 0
+    compile: Optional[dict] = None  # happyhorse_core.dit.compile.CompileOptions fields, or None (eager)
 
 
 @dataclass(frozen=True)
