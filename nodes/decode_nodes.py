@@ -8,8 +8,13 @@ SaveVideo give an mp4 whose sound and picture last the same.
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.media.audio import to_output_rate
+from ..happyhorse_core.sampling.latents import video_to_model
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import oom_advice
 from .types import CATEGORY, HHTurboVAED
 
 
@@ -33,17 +38,13 @@ class DecodeVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
-        from happyhorse_core.sampling.latents import video_to_model
-
-        from . import comfy_bridge as cb
-        from .runtime import oom_advice
         video = cb.latent_samples(video_latent, "video")
-        decoder = turbo_vaed["decoder"]
-        cb.load_models([turbo_vaed["patcher"]])
+        decoder = turbo_vaed.decoder
         device = cb.torch_device()  # a partial load may leave some convs in RAM: they are fetched per call
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
         images = []
         with oom_advice("HappyHorse Decode Video"), torch.no_grad():
+            cb.load_models([turbo_vaed.patcher])
             for b in range(video.shape[0]):
                 z = video_to_model(video[b:b + 1]).to(device)
                 out = decoder.decode(z, progress=lambda d, t: bar(d, t), interrupt=cb.interrupt_check,
@@ -72,9 +73,6 @@ class DecodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_latent, vae) -> io.NodeOutput:
-        from happyhorse_core.media.audio import to_output_rate
-
-        from . import comfy_bridge as cb
         samples = cb.latent_samples(audio_latent, "audio")
         wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
         if wave.ndim != 3:

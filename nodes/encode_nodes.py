@@ -8,25 +8,28 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, ClipGeometry,
+                                        RESOLUTION_SHORT_SIDE)
+from ..happyhorse_core.media.audio import prepare_voice_track
+from ..happyhorse_core.text.encoder import text_features
+from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
+from ..happyhorse_core.validation import parse_dialogue, start_image
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
 
-AUDIO_HOP = 2048  # Stable Audio VAE samples per latent frame
-NOMINAL_RATE = 51200  # the model's audio timing: 25 latent frames per second (MODEL_SPEC §7.3)
-
 
 def _languages() -> list[str]:
-    from happyhorse_core.text.prompts import LANGUAGES
     return list(LANGUAGES)
 
 
 class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.text.prompts import DEFAULT_NEGATIVE_PROMPT
         return io.Schema(
             node_id="HappyHorseTextEncode",
             display_name="HappyHorse Text Encode",
@@ -58,26 +61,27 @@ class TextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
-        from happyhorse_core.text.prompts import build_prompt
-        from happyhorse_core.validation import parse_dialogue
-
-        from . import comfy_bridge as cb
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
-        if text_encoder.patcher is not None:
-            cb.load_models([text_encoder.patcher])
-        pos = _encode(text_encoder, full, "prompt")
-        neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality", "negative prompt")
+        from . import ram_plan
+        from .runtime import oom_advice
+        with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
+            ram_plan.ensure_loaded(text_encoder, rewrap=cb.wrap_model, unload=cb.unload_patcher)
+            if text_encoder.patcher is not None:
+                cb.load_models([text_encoder.patcher])
+            pos = _encode(text_encoder, full, "prompt")
+            neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality",
+                          "negative prompt")
+        if text_encoder.release_after_encoding:
+            ram_plan.release(text_encoder, cb.unload_patcher, why="release_after_encoding")
         return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
                                         truncated=pos.truncated))
 
 
 @torch.no_grad()
 def _encode(stack, text: str, what: str):
-    from happyhorse_core.text.encoder import text_features
     ids = stack.tokenizer.encode(text)
     if not ids:
         raise ValueError(f"the {what} produced no tokens; write some text")
-    from . import comfy_bridge as cb
     # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
     device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
     feats = text_features(stack.encoder.encode(torch.tensor([ids]), device))
@@ -89,7 +93,6 @@ def _encode(stack, text: str, what: str):
 class EmptyLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.geometry import ASPECTS, RESOLUTION_SHORT_SIDE
         return io.Schema(
             node_id="HappyHorseEmptyLatent",
             display_name="HappyHorse Empty Latent",
@@ -117,9 +120,6 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, aspect, resolution, width, height, seconds, batch_size) -> io.NodeOutput:
-        from happyhorse_core.geometry import ClipGeometry
-
-        from . import comfy_bridge as cb
         if resolution == "custom":
             geo = ClipGeometry.from_request(width, height, seconds)
         else:
@@ -150,15 +150,10 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        import comfy.utils
-
-        from happyhorse_core.validation import start_image
-
-        from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
         rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
-        rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+        rgb = cb.resize_image(rgb, w, h)  # [1, h*16, w*16, 3], lanczos + center crop
         latent = vae.encode(rgb)  # [1, C, 1, h, w]
         if latent.ndim != 5 or latent.shape[1] != 48:
             raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
@@ -186,9 +181,6 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent) -> io.NodeOutput:
-        from happyhorse_core.media.audio import prepare_voice_track
-
-        from . import comfy_bridge as cb
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
         prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)

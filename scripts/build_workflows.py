@@ -92,7 +92,7 @@ def default_value(ntype: str, name: str, spec: list) -> Any:
                      "in scripts/workflow_specs.py")
 
 
-def widget_values(node: Node, info: dict) -> list:
+def widget_values(node: Node, info: dict, seed_control: str = SEED_CONTROL) -> list:
     names = [n for n, _ in widget_inputs(info)]
     unknown = sorted(set(node.widgets) - set(names))
     if unknown:
@@ -101,7 +101,7 @@ def widget_values(node: Node, info: dict) -> list:
     for name, control in widget_inputs(info):
         values.append(node.widgets[name] if name in node.widgets else default_value(node.type, name, _spec(info, name)))
         if control:
-            values.append(SEED_CONTROL)
+            values.append(seed_control)
     return values
 
 
@@ -143,7 +143,7 @@ def layout(items: list[tuple[Node, int, int]]) -> dict[str, tuple[int, int]]:
 def groups(wf: Workflow, items: list[tuple[Node, int, int]], pos: dict) -> list[dict]:
     out = []
     for col, title in sorted(wf.groups.items()):
-        members = [(pos[n.key], w, h) for n, w, h in items if n.col == col and n.type != NOTE_TYPE]
+        members = [(pos[n.key], w, h) for n, w, h in items if n.col == col and n.key != "note"]
         if not members:
             continue
         x0 = min(p[0] for p, _, _ in members) - 15
@@ -177,8 +177,9 @@ def _execution_order(ids: list[int], edges: list[tuple[int, int]]) -> dict[int, 
 
 def build(wf: Workflow, object_info: dict) -> dict:
     """The UI-format workflow dict for one description."""
-    text = note_text(wf)
-    note = Node("note", NOTE_TYPE, 0, width=NOTE_WIDTH)
+    text = wf.note_text() if hasattr(wf, "note_text") else note_text(wf)   # hosted workflows bring their own
+    note_type = getattr(wf, "note_type", NOTE_TYPE)
+    note = Node("note", note_type, 0, width=NOTE_WIDTH)
     specs = [note, *wf.nodes]
     keys = [n.key for n in specs]
     if len(set(keys)) != len(keys):
@@ -190,16 +191,18 @@ def build(wf: Workflow, object_info: dict) -> dict:
               for n in wf.nodes]
     pos = layout(items)
 
-    nodes = {n.key: _ui_node(n, infos[n.key], ids[n.key]) for n in wf.nodes}
+    seed_control = getattr(wf, "seed_control", SEED_CONTROL)  # hosted workflows keep "fixed" (each run is billed)
+    nodes = {n.key: _ui_node(n, infos[n.key], ids[n.key], seed_control) for n in wf.nodes}
     links = []
     for n in wf.nodes:
         for inp_name, (src_key, out_name) in n.links.items():
             links.append(_connect(wf, nodes, infos, n, inp_name, src_key, out_name, len(links) + 1))
     order = _execution_order(list(ids.values()), [(link[1], link[3]) for link in links])
 
-    out_nodes = [{"id": ids["note"], "type": NOTE_TYPE, "pos": list(pos["note"]), "size": [NOTE_WIDTH, items[0][2]],
+    out_nodes = [{"id": ids["note"], "type": note_type, "pos": list(pos["note"]), "size": [NOTE_WIDTH, items[0][2]],
                   "flags": {}, "order": order[ids["note"]], "mode": 0, "inputs": [], "outputs": [],
-                  "properties": {}, "widgets_values": [text], "title": "Read me: files and folders", **NOTE_COLORS}]
+                  "properties": {}, "widgets_values": [text],
+                  "title": getattr(wf, "note_title", "Read me: files and folders"), **NOTE_COLORS}]
     for n, w, h in items[1:]:
         node = nodes[n.key]
         node.update(pos=list(pos[n.key]), size=[w, h], order=order[node["id"]])
@@ -212,7 +215,7 @@ def build(wf: Workflow, object_info: dict) -> dict:
             "extra": {"ds": {"scale": round(min(1.0, 1400 / width), 2), "offset": [40, 60]}}, "version": 0.4}
 
 
-def _ui_node(n: Node, info: dict, node_id: int) -> dict:
+def _ui_node(n: Node, info: dict, node_id: int, seed_control: str = SEED_CONTROL) -> dict:
     inputs = [{"localized_name": name, "name": name, **({"shape": 7} if optional else {}), "type": t, "link": None}
               for name, t, optional in socket_inputs(info)]
     for name, _ in widget_inputs(info):
@@ -221,7 +224,7 @@ def _ui_node(n: Node, info: dict, node_id: int) -> dict:
     outputs = [{"localized_name": name, "name": name, "type": t, "links": []}
                for name, t in zip(info["output_name"], info["output"])]
     node = {"id": node_id, "type": n.type, "flags": {}, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": n.type}, "widgets_values": widget_values(n, info)}
+            "properties": {"Node name for S&R": n.type}, "widgets_values": widget_values(n, info, seed_control)}
     if n.title:
         node["title"] = n.title
     return node

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tools.convert_fp8", description=__doc__.split("\n")[0])
     ap.add_argument("src", help="input checkpoint: folder, index json or .safetensors file")
     ap.add_argument("out", help="output .safetensors file")
-    ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=list(OUT_DTYPES),
+    ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=[d for d in OUT_DTYPES if d != "fp8_e4m3fn_fast"],
                     help="fp8 storage, or bf16 for a merged single file without fp8")
     ap.add_argument("--scope", default="shared", choices=["shared", "all"], help="fp8 layers (ignored for bf16)")
     ap.add_argument("--variant", default=None, choices=["base", "distill", "sr_540p", "sr_1080p"],

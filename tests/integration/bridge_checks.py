@@ -3,7 +3,6 @@
 Prints one JSON object {check name: "ok" | traceback}; test_comfy_bridge_in_comfy.py asserts on it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import runpy
@@ -26,13 +25,11 @@ import comfy.model_patcher  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
 
-# ComfyUI's own `nodes` module shadows the pack's nodes/ package here: load the package by path under
-# another name (comfy_bridge imports its sibling model_files relatively)
-spec = importlib.util.spec_from_file_location("hh_nodes", REPO / "nodes" / "__init__.py",
-                                              submodule_search_locations=[str(REPO / "nodes")])
-sys.modules["hh_nodes"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sys.modules["hh_nodes"])
-bridge = importlib.import_module("hh_nodes.comfy_bridge")
+# ComfyUI's own `nodes` module owns that name here: load the pack as one package under an alias
+sys.path.insert(0, str(REPO / "tests"))
+from pack_import import pack_module  # noqa: E402
+
+bridge = pack_module("nodes.comfy_bridge")
 
 CHECKS = {}
 
