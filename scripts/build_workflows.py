@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from workflow_convert import _is_widget, widget_inputs  # noqa: E402
+import workflow_specs  # noqa: E402
 from workflow_specs import Node, Workflow, all_workflows, note_text  # noqa: E402
 
 OUT_DIRS = ("workflows",)
@@ -253,7 +254,9 @@ def _connect(wf, nodes, infos, n, inp_name, src_key, out_name, link_id) -> list:
 
 # ----------------------------------------------------------------------------- files
 def build_all(object_info: dict) -> dict[str, dict]:
-    """{file stem: workflow dict} for every description in workflow_specs."""
+    """{file stem: workflow dict} for every description in workflow_specs (which may read the schema)."""
+    workflow_specs.OBJECT_INFO.clear()
+    workflow_specs.OBJECT_INFO.update(object_info)
     return {wf.name: build(wf, object_info) for wf in all_workflows()}
 
 

@@ -55,7 +55,10 @@ def write_thumbnail(mp4: Path, dst: Path, start_image: Path | None = None) -> Pa
         with av.open(str(start_image)) as box:
             still = next(box.decode(video=0))
         half = WIDTH // 2
-        rgb = np.concatenate([still.to_ndarray(format="rgb24", width=half, height=HEIGHT),
+        scaled_w = max(half, round(still.width * HEIGHT / still.height))  # keep the picture's aspect, crop the sides
+        left = still.to_ndarray(format="rgb24", width=scaled_w, height=HEIGHT)
+        x0 = (scaled_w - half) // 2
+        rgb = np.concatenate([left[:, x0:x0 + half],
                               middle.to_ndarray(format="rgb24", width=WIDTH - half, height=HEIGHT)], axis=1)
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuvj420p")
     with av.open(str(dst), "w", format="image2") as out:

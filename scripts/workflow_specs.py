@@ -216,6 +216,17 @@ STANDARD_GROUPS = columns("Models", "Prompt and clip size", "Generate", "Decode"
 
 # ----------------------------------------------------------------------------- registry
 WORKFLOWS: list[Callable[[], Workflow]] = []
+OBJECT_INFO: dict = {}  # the live /object_info, set by build_workflows.build_all before the makers run
+
+
+def has_input(node_type: str, name: str) -> bool:
+    """Whether the live schema of `node_type` has input `name` (lets a spec use a new input once it exists)."""
+    info = OBJECT_INFO.get(node_type, {}).get("input", {})
+    return any(name in info.get(section, {}) for section in ("required", "optional"))
+
+
+def has_output(node_type: str, name: str) -> bool:
+    return name in OBJECT_INFO.get(node_type, {}).get("output_name", [])
 
 
 def workflow(make: Callable[[], Workflow]) -> Callable[[], Workflow]:
@@ -322,17 +333,21 @@ def low_vram() -> Workflow:
 
 @workflow
 def lipsync_audio() -> Workflow:
-    nodes = [model_loader(), *text_nodes(line=VOICE_LINE), empty_latent(col=1, seconds=4), *voice(2),
-             sampler(3), *decoders(4, audio=False), audio_vae_loader(), original_voice(4, 4),
-             *save_nodes(5, "hh_lipsync", audio=("voice_cut", "AUDIO"))]
+    voice_out = has_output("HappyHorseAudioReference", "voice_for_video")  # the recording cut to the clip
+    cut = [] if voice_out else [original_voice(4, 5)]
+    sound = ("voice_ref", "voice_for_video") if voice_out else ("voice_cut", "AUDIO")
+    nodes = [model_loader(), *text_nodes(line=VOICE_LINE), empty_latent(col=1, seconds=5), *voice(2),
+             sampler(3), *decoders(4, audio=False), audio_vae_loader(), *cut, *save_nodes(5, "hh_lipsync", audio=sound)]
+    link(nodes, "sampler", voice_latent=("voice_ref", "voice_latent"))
+    if has_input("HappyHorseEmptyLatent", "voice"):
+        link(nodes, "latent", voice=("voice", "AUDIO"))  # the clip lasts as long as the recording (at most seconds)
     return Workflow(
-        "HappyHorse Lip Sync to Your Voice 256p", "HappyHorse: lip-sync to your voice recording (distilled, 256p, 4 s)",
+        "HappyHorse Lip Sync to Your Voice 256p", "HappyHorse: lip-sync to your voice recording (distilled, 256p, 5 s)",
         "Load Audio reads your recording; HappyHorse Voice Reference encodes it with the Stable Audio VAE "
         "(resampled to the model's timing, cut or padded to the clip) and the sampler makes the lips follow "
-        "it. The mp4 keeps your recording as it is (Trim Audio Duration cuts it to the clip: keep its duration "
-        "equal to the clip's seconds). Write what is said in 'line' for the best sync.",
-        ["distill", "text_encoder", "turbo_vaed", "sao_vae"], link(nodes, "sampler", voice_latent=("voice_ref", "voice_latent")),
-        inputs=[VOICE_TRACK],
+        "it. The mp4 keeps your recording as it is, cut to the clip. Write what is said in 'line' for the "
+        "best sync.",
+        ["distill", "text_encoder", "turbo_vaed", "sao_vae"], nodes, inputs=[VOICE_TRACK],
         groups=columns("Models", "Prompt and clip size", "Voice recording", "Generate", "Decode", "Video", "Save"))
 
 
