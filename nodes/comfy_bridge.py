@@ -232,6 +232,14 @@ def wrap_model(module: torch.nn.Module, size_bytes: Optional[int] = None):
                                             offload_device=offload_device(), size=size)
 
 
+def unload_patcher(patcher) -> None:
+    """Take one ModelPatcher out of ComfyUI's loaded models (weights back to the offload device)."""
+    import comfy.model_management as mm
+    for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+        if mm.current_loaded_models[i].model is patcher:
+            mm.current_loaded_models.pop(i).model_unload()
+
+
 def load_models(patchers: list, memory_required: int = 0) -> None:
     """Ask ComfyUI to make room for and load these patchers onto torch_device()."""
     import comfy.model_management as mm

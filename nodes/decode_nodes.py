@@ -40,11 +40,11 @@ class DecodeVideo(io.ComfyNode):
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
         video = cb.latent_samples(video_latent, "video")
         decoder = turbo_vaed.decoder
-        cb.load_models([turbo_vaed.patcher])
         device = cb.torch_device()  # a partial load may leave some convs in RAM: they are fetched per call
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
         images = []
         with oom_advice("HappyHorse Decode Video"), torch.no_grad():
+            cb.load_models([turbo_vaed.patcher])
             for b in range(video.shape[0]):
                 z = video_to_model(video[b:b + 1]).to(device)
                 out = decoder.decode(z, progress=lambda d, t: bar(d, t), interrupt=cb.interrupt_check,

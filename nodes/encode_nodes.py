@@ -62,10 +62,17 @@ class TextEncode(io.ComfyNode):
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
-        if text_encoder.patcher is not None:
-            cb.load_models([text_encoder.patcher])
-        pos = _encode(text_encoder, full, "prompt")
-        neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality", "negative prompt")
+        from . import ram_plan
+        from .runtime import oom_advice
+        with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
+            ram_plan.ensure_loaded(text_encoder, rewrap=cb.wrap_model, unload=cb.unload_patcher)
+            if text_encoder.patcher is not None:
+                cb.load_models([text_encoder.patcher])
+            pos = _encode(text_encoder, full, "prompt")
+            neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality",
+                          "negative prompt")
+        if text_encoder.release_after_encoding:
+            ram_plan.release(text_encoder, cb.unload_patcher, why="release_after_encoding")
         return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
                                         truncated=pos.truncated))
 

@@ -14,11 +14,13 @@ from ..happyhorse_core.decoders.turbo_loading import load_turbo_vaed
 from ..happyhorse_core.dit.attention import BACKENDS
 from ..happyhorse_core.dit.config import VARIANTS
 from ..happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
-from ..happyhorse_core.text.loading import load_text_stack
+from ..happyhorse_core.text.loading import load_encoder, load_text_stack
 from ..happyhorse_core.weights.loading import load_dit
 
 from . import comfy_bridge as cb
+from . import ram_plan
 from .comfy_bridge import io
+from .runtime import oom_advice
 from .types import (BlockSwapConfig, CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
                     LoadedTextEncoder, LoadedTurboVAED)
 
@@ -45,6 +47,13 @@ def text_encoder_target(path: str) -> str:
     if any(os.path.isfile(os.path.join(folder, t)) for t in TOKENIZER_FILES):
         return folder
     return path
+
+
+def disk_bytes(path: str) -> int:
+    """Bytes of the .safetensors file(s) at `path` (a file, or a folder's files): the RAM a load needs at most."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(".safetensors"))
+    return os.path.getsize(path) if os.path.isfile(path) else 0
 
 
 def _options(choices: list[str], fallback: str) -> list[str]:
@@ -88,14 +97,20 @@ class ModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_name, variant, weight_dtype, fp8_scope, attention, block_swap=None) -> io.NodeOutput:
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
-        model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
-                         fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+
+        def load():
+            return load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
+                            fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+
+        with oom_advice("HappyHorse Model Loader"):
+            ram_plan.make_room(disk_bytes(path), unload=cb.unload_patcher)  # RAM plan: one idle DiT at a time
+            model = load()
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
         if not block_swap:
             loaded.patcher = cb.wrap_model(model)
-        return io.NodeOutput(loaded)
+        return io.NodeOutput(ram_plan.track(loaded, load))
 
 
 class BlockSwapSettings(io.ComfyNode):
@@ -143,23 +158,36 @@ class TextEncoderLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
                                tooltip="A file of the T5Gemma folder in models/text_encoders."),
-                io.Combo.Input("weight_dtype", options=["bf16", "fp32"], default="bf16",
-                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks)."),
+                io.Combo.Input("weight_dtype", options=["bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"],
+                               default="bf16",
+                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks); fp8 "
+                                       "stores the layer linears in fp8 (~10.2 GB, upcast per matmul, any GPU), "
+                                       "scaled = with a per-tensor scale (closer to bf16). Cards under 24 GB: fp8; "
+                                       "what does not fit stays in RAM and is streamed per layer."),
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
                                tooltip="default = the GPU while encoding (ComfyUI evicts it afterwards when "
-                                       "memory is needed); cpu = never on the GPU (for cards under ~24 GB; "
+                                       "memory is needed; layers that do not fit stay in RAM and are copied "
+                                       "in per use); cpu = never on the GPU (for cards under ~24 GB; "
                                        "encoding a prompt then takes tens of seconds)."),
+                io.Boolean.Input("release_after_encoding", default=False,
+                                 tooltip="Free the encoder's RAM (and VRAM) as soon as the prompt is encoded; it is "
+                                         "read from disk again when a prompt changes. For machines with 32-64 GB "
+                                         "of RAM running two DiTs (super-resolution)."),
             ],
             outputs=[HHTextEncoder.Output(display_name="text_encoder")],
         )
 
     @classmethod
-    def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
+    def execute(cls, encoder_name, weight_dtype, device="default", release_after_encoding=False) -> io.NodeOutput:
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
-        dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
-        encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
+        with oom_advice("HappyHorse Text Encoder Loader"):
+            ram_plan.make_room(disk_bytes(path) // 2, unload=cb.unload_patcher)  # the encoder half of the files
+            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
-        return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
+        loaded = LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher,
+                                   release_after_encoding=bool(release_after_encoding))
+        return io.NodeOutput(ram_plan.track(
+            loaded, lambda: load_encoder(path, device="cpu", weight_dtype=weight_dtype, require_tokenizer=False)))
 
 
 class TurboVAEDLoader(io.ComfyNode):
@@ -182,7 +210,8 @@ class TurboVAEDLoader(io.ComfyNode):
     @classmethod
     def execute(cls, vae_name) -> io.NodeOutput:
         path = cb.model_path("vae", vae_name)
-        decoder = load_turbo_vaed(path, device="cpu")
+        with oom_advice("HappyHorse Turbo-VAED Loader"):
+            decoder = load_turbo_vaed(path, device="cpu")
         return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 

@@ -48,6 +48,8 @@ def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
+    from . import ram_plan
+    ram_plan.before_use(loaded, rewrap=cb.wrap_model, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
     swap_cfg = loaded.block_swap
     if not swap_cfg:
@@ -73,18 +75,76 @@ def placed(loaded, run=None):
         loaded.model.to(cb.offload_device())
 
 
+# Messages of memory failures that are not torch.OutOfMemoryError (lower case, substring match).
+_GPU_MEMORY_MESSAGES = ("out of memory", "cuda error: out of memory", "cublas_status_alloc_failed",
+                        "hip out of memory", "mps backend out of memory", "allocation failed")
+_HOST_MEMORY_MESSAGES = ("defaultcpuallocator: can't allocate memory", "not enough memory",
+                         "cannot allocate memory", "std::bad_alloc")
+_DEVICE_MESSAGES = ("expected all tensors to be on the same device", "is not on the expected device",
+                    "expected device", "device mismatch")
+DEVICE_ADVICE = ("A model's weights and its inputs were on different devices in {where} (a partial or "
+                 "interrupted load). Click 'Unload models' (or 'Free model and node cache') and queue the prompt "
+                 "again; if it repeats, report it with the console log. ")
+RAM_ADVICE = ("Out of system memory (RAM) in {where}. Try, in this order: weight_dtype fp8_e4m3fn_scaled on the "
+              "model and text encoder loaders; close other programs or add swap space; run the text encoder and "
+              "super-resolution in separate queue runs. ")
+
+
+def memory_failure(e: BaseException) -> str | None:
+    """'gpu', 'ram' or 'device' when `e` is a memory/placement failure, else None."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return "gpu"
+    if isinstance(e, MemoryError):
+        return "ram"
+    if not isinstance(e, RuntimeError):
+        return None
+    msg = str(e).lower()
+    if any(m in msg for m in _HOST_MEMORY_MESSAGES):
+        return "ram"
+    if any(m in msg for m in _GPU_MEMORY_MESSAGES):
+        return "gpu"
+    if any(m in msg for m in _DEVICE_MESSAGES):
+        return "device"
+    return None
+
+
+def advice(kind: str, where: str) -> str:
+    """The pack's advice for a memory failure of `kind` (memory_failure) in `where`."""
+    gpu = OOM_ADVICE.format(where=where)
+    if kind == "ram":
+        return RAM_ADVICE.format(where=where) + "On the GPU side: " + gpu
+    if kind == "device":
+        return DEVICE_ADVICE.format(where=where) + gpu
+    return gpu
+
+
+def release_after_failure(*models) -> None:
+    """Free what a failed run held: offload the given LoadedDiTs, unload every ComfyUI model, empty caches."""
+    import gc
+
+    for m in models:
+        if m is not None:
+            try:
+                m.model.to(cb.offload_device())
+            except Exception as exc:  # a half-moved model must not hide the advice
+                log.warning("HappyHorse: could not offload %s after a memory failure: %s", type(m.model).__name__, exc)
+    gc.collect()
+    cb.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
+
+
 @contextlib.contextmanager
 def oom_advice(where: str, *models):
-    """Turn a CUDA out-of-memory error into advice; offload the given LoadedDiTs first."""
+    """Turn an out-of-memory error (GPU or RAM), an allocation failure or a device mismatch into the pack's
+    advice (a RuntimeError chained to the original); frees what the failed run held so the next prompt runs."""
     try:
         yield
-    except torch.OutOfMemoryError as e:
+    except (RuntimeError, MemoryError) as e:
+        kind = memory_failure(e)
+        if kind is None:
+            raise
         traceback.clear_frames(e.__traceback__)  # drop the failed forward's activations first
-        for m in models:
-            if m is not None:
-                m.model.to(cb.offload_device())
-        cb.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
-        raise RuntimeError(OOM_ADVICE.format(where=where)) from e
+        release_after_failure(*models)
+        raise RuntimeError(advice(kind, where)) from e
 
 
 def latent_preview(video_model_space: torch.Tensor):

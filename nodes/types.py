@@ -31,6 +31,9 @@ class LoadedDiT:
     path: str
     patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
     block_swap: Optional["BlockSwapConfig"] = None  # from a HappyHorse Block Swap node, or None
+    released: bool = False  # RAM plan (nodes/ram_plan.py): weights dropped, read again on next use
+    reload: Any = None  # () -> model, set by ram_plan.track
+    nbytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class LoadedTextEncoder:
     tokenizer: Any  # happyhorse_core T5GemmaTokenizer
     path: str
     patcher: Any = None
+    release_after_encoding: bool = False  # RAM plan: free the encoder once the prompt is encoded
+    released: bool = False
+    reload: Any = None
+    nbytes: int = 0
 
 
 @dataclass

@@ -157,6 +157,73 @@ def other_errors_pass_through_untouched():
     assert devices(loaded.model) == {"cpu"} and EMPTIED == [], "a non-OOM error must not offload anything"
 
 
+def expect_kind_advice(fn, where: str, cause: type, first: str) -> None:
+    """Like expect_advice for failures that are not torch.OutOfMemoryError: the advice names the kind first."""
+    try:
+        fn()
+    except RuntimeError as e:
+        msg = str(e)
+        assert type(e) is RuntimeError and msg.startswith(first.format(where=where)), msg
+        missing = [p.format(where=where) for p in ADVICE[1:] if p.format(where=where) not in msg]
+        assert not missing, f"advice lacks {missing}: {msg}"
+        assert isinstance(e.__cause__, cause), f"the original error is not chained: {e.__cause__!r}"
+        return
+    raise AssertionError("no error was raised")
+
+
+@check
+def device_mismatch_becomes_advice_and_frees():
+    loaded = loaded_dit()
+    EMPTIED.clear()
+
+    def run():
+        with runtime.oom_advice("the HappyHorse sampler", loaded):
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, "
+                               "cuda:0 and cpu!")
+
+    expect_kind_advice(run, "the HappyHorse sampler", RuntimeError, "A model's weights and its inputs")
+    assert devices(loaded.model) == {"meta"} and EMPTIED, "the failed run's model was not released"
+
+
+@check
+def host_allocation_failures_become_advice():
+    for err in (RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                             "you tried to allocate 30641094656 bytes."), MemoryError()):
+        EMPTIED.clear()
+
+        def run():
+            with runtime.oom_advice("HappyHorse Model Loader"):
+                raise err
+
+        expect_kind_advice(run, "HappyHorse Model Loader", type(err), "Out of system memory (RAM) in {where}")
+        assert EMPTIED
+
+
+@check
+def next_prompt_runs_after_an_oom():
+    """OOM in the middle of a placed() forward, then the same LoadedDiT runs a whole generate()."""
+    from hh_nodes import comfy_bridge as cb
+    mm.unet_offload_device = lambda: torch.device("cpu")  # a real offload device: the model must stay usable
+    loaded = loaded_dit()
+    loaded.patcher = cb.wrap_model(loaded.model)
+    handle = loaded.model.block.layers[2].register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(fake_oom()))
+    text = TextConditioning(torch.randn(4, 3584), torch.randn(3, 3584))
+
+    def run():
+        with runtime.oom_advice("the HappyHorse sampler", loaded), runtime.placed(loaded) as device:
+            return generate(loaded.model, text, latent_frames=2, latent_h=2, latent_w=2, audio_frames=5,
+                            opts=SamplingOptions(steps=2), device=device)
+
+    try:
+        expect_advice(run, "the HappyHorse sampler")
+        handle.remove()
+        v, a = run()
+        assert torch.isfinite(v).all() and torch.isfinite(a).all()
+    finally:
+        mm.unet_offload_device = lambda: OFFLOAD
+        mm.unload_all_models()
+
+
 def main() -> None:
     results = {}
     for name, fn in CHECKS.items():
