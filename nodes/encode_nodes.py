@@ -16,8 +16,9 @@ from ..happyhorse_core.text.encoder import text_features
 from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
 from ..happyhorse_core.validation import parse_dialogue, start_image
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, ram_plan
 from .comfy_bridge import io
+from .runtime import oom_advice
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
@@ -62,8 +63,6 @@ class TextEncode(io.ComfyNode):
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
-        from . import ram_plan
-        from .runtime import oom_advice
         with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
             ram_plan.ensure_loaded(text_encoder, rewrap=cb.wrap_model, unload=cb.unload_patcher)
             if text_encoder.patcher is not None:
