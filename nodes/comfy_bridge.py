@@ -86,6 +86,11 @@ def resolve_in_roots(name: str, roots: list[str], folder: str = "models") -> str
             raise ValueError(f"{candidate} is a link to {real}, outside the {folder} folders {real_roots}: "
                              f"move the file into models/{folder}/ (or add its folder in extra_model_paths.yaml)")
         return real
+    from happyhorse_core.paths import broken_link_message
+    for root in roots:
+        broken = broken_link_message(os.path.join(root, *parts))
+        if broken:
+            raise FileNotFoundError(f"{broken} (in the {folder} folder {root})")
     raise FileNotFoundError(f"{name!r} not found in the {folder} folders {list(roots)}: put the file there "
                             "and refresh the node list (press R in the UI)")
 

@@ -53,34 +53,63 @@ class TextEncode(io.ComfyNode):
                                 tooltip="Used by base-model CFG (and SR CFG); ignored by the distilled model."),
             ],
             outputs=[HHConditioning.Output(display_name="conditioning")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
+        import functools
+
+        from happyhorse_core.text.bounds import check_unicode
         from happyhorse_core.text.prompts import build_prompt
         from happyhorse_core.validation import parse_dialogue
 
-        from . import comfy_bridge as cb
-        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
-        if text_encoder.patcher is not None:
-            cb.load_models([text_encoder.patcher])
-        pos = _encode(text_encoder, full, "prompt")
-        neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality", "negative prompt")
-        return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
-                                        truncated=pos.truncated))
+        from .node_warnings import warn_all
+        node_id = cls.hidden.unique_id
+        notes: list[str] = []
+        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue, warn=notes.append),
+                            background_sound)
+        negative = negative_prompt if negative_prompt.strip() else "low quality"
+        check_unicode(negative, "negative prompt")  # fail here, not later in the sampler
+        pos = _encode(text_encoder, full, "prompt", node_id, notes)
+        warn_all(node_id, notes)
+        # encoded only if a consumer runs CFG (base mode, SR with cfg); see PromptPair.negative_features
+        source = functools.partial(_encode_negative, text_encoder, negative)
+        return io.NodeOutput(PromptPair(positive=pos.features, negative=None, prompt=full,
+                                        truncated=pos.truncated, negative_source=source))
+
+
+def _encode_negative(stack, text: str, node_id=None) -> torch.Tensor:
+    from .node_warnings import warn_all
+    notes: list[str] = []
+    feats = _encode(stack, text, "negative prompt", node_id, notes)
+    warn_all(node_id, notes)
+    return feats.features
 
 
 @torch.no_grad()
-def _encode(stack, text: str, what: str):
-    from happyhorse_core.text.encoder import text_features
-    ids = stack.tokenizer.encode(text)
-    if not ids:
-        raise ValueError(f"the {what} produced no tokens; write some text")
-    device = next(stack.encoder.parameters()).device
-    feats = text_features(stack.encoder.encode(torch.tensor([ids], device=device)))
+def _encode(stack, text: str, what: str, node_id, notes: list):
+    """Tokens counted and cut to 640 first, then the encoder, layer by layer with Cancel and progress."""
+    from happyhorse_core.text.bounds import truncation_message
+    from happyhorse_core.text.encoder import encode_prompt
+
+    from . import comfy_bridge as cb
+    if stack.patcher is not None:
+        cb.load_models([stack.patcher])
+    layers = len(stack.encoder.layers)
+    bar = cb.ComfyProgress(layers, node_id=node_id)
+    done = [0]
+
+    def between_layers():  # Cancel lands within one layer; the bar shows the encode moving
+        cb.interrupt_check()
+        bar(done[0], layers)
+        done[0] += 1
+
+    feats = encode_prompt(stack.encoder, stack.tokenizer, text, what=what, interrupt=between_layers)
+    bar(layers, layers)
     if feats.truncated:
-        log.warning("HappyHorse: the %s has %d tokens; only the first 640 are used. Shorten it.", what, len(ids))
+        notes.append(truncation_message(what, feats.tokens))
     return feats._replace(features=feats.features.cpu())
 
 
@@ -115,13 +144,14 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, aspect, resolution, width, height, seconds, batch_size) -> io.NodeOutput:
-        from happyhorse_core.geometry import ClipGeometry
+        from happyhorse_core.geometry import ClipGeometry, check_batch
 
         from . import comfy_bridge as cb
         if resolution == "custom":
             geo = ClipGeometry.from_request(width, height, seconds)
         else:
             geo = ClipGeometry.from_preset(aspect, resolution, seconds)
+        check_batch(batch_size, geo)
         dev = cb.intermediate_device()
         video = torch.zeros((batch_size, *geo.video_latent_shape[1:]), device=dev)
         audio = torch.zeros((batch_size, 64, geo.audio_frames), device=dev)
@@ -155,8 +185,15 @@ class ImageToVideo(io.ComfyNode):
         from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
+        from happyhorse_core.media.read import center_crop_to_aspect
+        from happyhorse_core.media.shrink import shrink_early, shrink_factor
         rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
-        rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+        chw = rgb[0].movedim(-1, 0)  # [3, H, W], a view
+        crop = center_crop_to_aspect(chw, w, h)  # a view
+        if shrink_factor(crop.shape[1], crop.shape[2], h, w) > 1:  # >= 4x the clip: box-shrink it first, so
+            chw = shrink_early(crop, w, h, interrupt=cb.interrupt_check)  # our work follows the clip size
+        rgb = comfy.utils.common_upscale(chw[None], w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+        cb.interrupt_check()
         latent = vae.encode(rgb)  # [1, C, 1, h, w]
         if latent.ndim != 5 or latent.shape[1] != 48:
             raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
@@ -189,7 +226,9 @@ class AudioReference(io.ComfyNode):
         from . import comfy_bridge as cb
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
+        cb.interrupt_check()
         prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)
+        cb.interrupt_check()
         if prep.trimmed:
             log.warning("HappyHorse: voice track (%.2f s) is longer than the clip; the end is cut",
                         prep.source_duration_s)

@@ -83,7 +83,8 @@ class ModelLoader(io.ComfyNode):
         from . import comfy_bridge as cb
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
         model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
-                         fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+                         fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention,
+                         interrupt=cb.interrupt_check)
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
@@ -152,7 +153,7 @@ class TextEncoderLoader(io.ComfyNode):
         from . import comfy_bridge as cb
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
         dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
-        encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
+        encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu", interrupt=cb.interrupt_check)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
         return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
 
@@ -181,7 +182,7 @@ class TurboVAEDLoader(io.ComfyNode):
 
         from . import comfy_bridge as cb
         path = cb.model_path("vae", vae_name)
-        decoder = load_turbo_vaed(path, device="cpu")
+        decoder = load_turbo_vaed(path, device="cpu", interrupt=cb.interrupt_check)
         return io.NodeOutput({"decoder": decoder, "path": path, "patcher": cb.wrap_model(decoder)})
 
 

@@ -62,7 +62,7 @@ class SuperResolution(io.ComfyNode):
             if tuple(image.shape[3:]) != (lh, lw):
                 raise ValueError(f"first_frame latent is {list(image.shape[3:])} but the SR latent is [{lh}, {lw}]; "
                                  "encode the image at the SR size")
-        text = TextConditioning(conditioning.positive, conditioning.negative)
+        text = TextConditioning(conditioning.positive, _negative(conditioning, cfg, cls.hidden.unique_id))
         outs = []
         with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model) as device:
             for b in range(video.shape[0]):
@@ -72,6 +72,11 @@ class SuperResolution(io.ComfyNode):
                                      hooks=hooks_for(cls.hidden.unique_id, steps), device=device)
                 outs.append(video_from_model(v))
         return io.NodeOutput(cb.video_latent(torch.cat(outs).to(cb.intermediate_device())), audio_latent)
+
+
+def _negative(conditioning, needed: bool, node_id):
+    from .sampler_nodes import _negative as negative
+    return negative(conditioning, needed, node_id)
 
 
 NODES = [SuperResolution]

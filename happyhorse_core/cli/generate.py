@@ -137,6 +137,10 @@ def _check_file(path: Optional[Path], flag: str, what: str, folder_ok: bool = Fa
     if path is None:
         raise ValueError(f"{flag} is required with real weights ({what}); or pass --tiny to test without weights")
     if not (path.is_file() or (folder_ok and path.is_dir())):
+        from ..paths import broken_link_message
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"{flag}: {broken}")
         raise FileNotFoundError(f"{flag} {path}: no such {'file or folder' if folder_ok else 'file'} ({what})")
 
 

@@ -12,11 +12,12 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from safetensors import safe_open
 
+from ..paths import broken_link_message
 from ..weights.safetensors_io import CheckpointError, read_header
 from .turbo_config import TurboVAEDConfig
 from .turbo_vaed import TurboVAED
@@ -138,6 +139,9 @@ def _check_path(path: Path) -> None:
             f"Convert it once with:\n  {converter_command(path)}"
         )
     if not path.is_file():
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"Turbo-VAED weights: {broken}")
         raise FileNotFoundError(
             f"Turbo-VAED weights not found: {path} (expected a .safetensors file converted from "
             "turbo_vae/checkpoint-340000.ckpt)"
@@ -152,11 +156,13 @@ def load_turbo_vaed(
     config: Union[TurboVAEDConfig, str, os.PathLike, None] = None,
     dtype: torch.dtype = torch.bfloat16,
     device: Union[torch.device, str] = "cpu",
+    interrupt: Optional[Callable[[], None]] = None,
 ) -> TurboVAED:
     """Build the decoder and load `path` strictly (keys and shapes), cast to `dtype` on `device`.
 
     `config`: a TurboVAEDConfig, a path to the reference JSON, or None to infer the structure from
-    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes.
+    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes. `interrupt` (raises to
+    stop, e.g. ComfyUI's Cancel) is called before every tensor read.
     """
     path = Path(path)
     _check_path(path)
@@ -191,7 +197,10 @@ def load_turbo_vaed(
     state = {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
         for name, key in key_map.items():
+            if interrupt is not None:
+                interrupt()
             tensor = f.get_tensor(name)  # memory-mapped
             state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    model.source = str(path)
     return model.eval().requires_grad_(False)

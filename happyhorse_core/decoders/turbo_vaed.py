@@ -66,6 +66,7 @@ class TurboVAED(nn.Module):
     def __init__(self, config: Optional[TurboVAEDConfig] = None) -> None:
         super().__init__()
         self.config = config if config is not None else TurboVAEDConfig()
+        self.source = "the Turbo-VAED weights file"  # loaders set the file path (used in messages)
         self.decoder = TurboDecoder3d(self.config)
 
     def output_frames(self, latent_frames: int) -> int:
@@ -88,6 +89,8 @@ class TurboVAED(nn.Module):
             )
         if not latent.is_floating_point():
             raise ValueError(f"the latent must be a floating-point tensor, got {latent.dtype}")
+        if not bool(torch.isfinite(latent).all()):
+            raise ValueError("the video latent contains NaN/Inf values; check the node that produced it")
         weight = self.decoder.conv_in.conv.weight
         return self.denormalize(latent.to(device=weight.device, dtype=weight.dtype))
 
@@ -118,6 +121,10 @@ class TurboVAED(nn.Module):
                 if interrupt is not None:
                     interrupt()
                 out = self.decoder(z[:, :, win.start : win.stop], win.is_first_chunk)  # [B, 3, F, H, W]
+                if not bool(torch.isfinite(out).all()):  # never a "successful" black video
+                    raise ValueError(f"Turbo-VAED produced NaN/Inf pixels from a finite latent (window {done + 1} of "
+                                     f"{len(windows)}): the weights in {self.source} are damaged or overflow "
+                                     "their dtype; download or convert the Turbo-VAED file again")
                 out = out[:, :, win.drop_front : out.shape[2] - win.drop_back]
                 if output_device is not None:
                     out = out.to(output_device)

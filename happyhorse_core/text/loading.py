@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..paths import broken_link_message
 from ..weights.safetensors_io import PICKLE_SUFFIXES, read_header
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
@@ -97,6 +99,9 @@ def _check_shapes(model: nn.Module, selected: dict[str, tuple[str, Path]], sizes
     by_file: dict[Path, list[str]] = {}
     for name, (_, path) in selected.items():
         if not path.is_file():
+            broken = broken_link_message(path)
+            if broken:
+                raise FileNotFoundError(f"a shard listed in the index: {broken}")
             raise FileNotFoundError(f"shard {path.name} listed in the index is missing from {path.parent}; "
                                     f"download it from {HUB_REPO}")
         by_file.setdefault(path, []).append(name)
@@ -116,11 +121,14 @@ def _check_shapes(model: nn.Module, selected: dict[str, tuple[str, Path]], sizes
 
 
 def _assign_tensors(model: nn.Module, selected: dict[str, tuple[str, Path]], by_file: dict[Path, list[str]],
-                    dtype: torch.dtype, device: torch.device | str) -> None:
-    """Read tensor by tensor, file by file, replacing the meta parameters."""
+                    dtype: torch.dtype, device: torch.device | str,
+                    interrupt: Optional[Callable[[], None]] = None) -> None:
+    """Read tensor by tensor, file by file, replacing the meta parameters (`interrupt` before each)."""
     for path, names in by_file.items():
         with safe_open(str(path), framework="pt") as f:
             for name in names:
+                if interrupt is not None:
+                    interrupt()
                 tensor = f.get_tensor(selected[name][0]).to(device=device, dtype=dtype)
                 owner, _, leaf = name.rpartition(".")
                 model.get_submodule(owner)._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
@@ -144,11 +152,13 @@ def _check_weights_suffix(path: Path) -> None:
 
 
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                 config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True) -> T5GemmaEncoder:
+                 config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True,
+                 interrupt: Optional[Callable[[], None]] = None) -> T5GemmaEncoder:
     """Build the encoder from an HF folder or an encoder-only safetensors file.
 
     config: overrides the folder's config.json (a single file has none; default = 9B sizes).
     require_tokenizer: for folders, fail early when the tokenizer files are absent.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     path = Path(path)
     if path.is_dir():
@@ -161,17 +171,21 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         cfg, sizes_from = (config, "the config passed in") if config else _read_config(path.parent)
         selected = _select_encoder({k: path for k in _safetensors_keys(path)}, allow_bare=True)
     else:
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"the T5Gemma encoder path {broken}")
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
                                 f"{HUB_REPO} or an encoder-only .safetensors file")
     with torch.device("meta"):
         model = T5GemmaEncoder(cfg)
     _check_keys(model, selected, path, sizes_from)
-    _assign_tensors(model, selected, _check_shapes(model, selected, sizes_from), dtype, device)
+    _assign_tensors(model, selected, _check_shapes(model, selected, sizes_from), dtype, device, interrupt)
     return model.eval()
 
 
 def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                    config: T5GemmaEncoderConfig | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
+                    config: T5GemmaEncoderConfig | None = None, interrupt: Optional[Callable[[], None]] = None
+                    ) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
     """Encoder + tokenizer from one HF folder, or from an encoder file and the tokenizer beside it.
 
     The tokenizer is loaded first, so a folder without one fails before any weight is read.
@@ -180,5 +194,6 @@ def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, 
     if folder.is_file():
         _check_weights_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
     tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
-    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False)
+    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False,
+                           interrupt=interrupt)
     return encoder, tokenizer

@@ -28,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -141,7 +141,8 @@ def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = 
 
 def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str = "bf16", fp8_scope: str = "shared",
              device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
-             attn_backend: str = "sdpa", fp8_matmul: bool = False) -> SandwichDiT:
+             attn_backend: str = "sdpa", fp8_matmul: bool = False,
+             interrupt: Callable[[], None] | None = None) -> SandwichDiT:
     """Load any accepted DiT layout (module docstring, WEIGHT_LAYOUTS.md) into an eval SandwichDiT.
 
     variant: base / distill / sr_540p / sr_1080p; None = from file metadata or name, else ValueError.
@@ -149,6 +150,7 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
         and simply runs with the SR settings (v1 coords, windowed layers).
     weight_dtype: bf16, fp8_e4m3fn, fp8_e4m3fn_scaled, fp8_e5m2; fp8_scope: shared or all.
     `model.load_report` (LoadReport) says what was detected and done.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     start = time.perf_counter()
     model, ckpt, plan, report = prepare_dit(path, variant=variant, weight_dtype=weight_dtype, fp8_scope=fp8_scope,
@@ -157,6 +159,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     device = torch.device(device)
     targets = dit_targets(model)
     for key, recipe in plan.recipes.items():
+        if interrupt is not None:
+            interrupt()
         t = targets[key]
         tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
         assign_tensor(model, key, tensor.to(device))

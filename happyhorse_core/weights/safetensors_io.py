@@ -27,6 +27,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 from safetensors import safe_open
 
+from ..paths import broken_link_message
+
 ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
@@ -111,7 +113,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and check one safetensors header (no tensor data is read)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(broken_link_message(path) or f"weights file not found: {path}")
     _fail_if_not_safetensors(path)
     size = path.stat().st_size
     if size == 0:
@@ -181,7 +183,7 @@ def open_checkpoint(path: str | os.PathLike, subfolders: Iterable[str] = DEFAULT
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"weights not found: {root}")
+        raise FileNotFoundError(broken_link_message(root) or f"weights not found: {root}")
     if root.is_dir():
         return _open_folder(root, tuple(subfolders))
     if root.name.endswith(".index.json"):
@@ -229,6 +231,9 @@ def _open_index(index_path: Path, root: Path) -> CheckpointIndex:
     shards = sorted(set(weight_map.values()))
     for shard in shards:
         if not (folder / shard).is_file():
+            broken = broken_link_message(folder / shard)
+            if broken:
+                raise FileNotFoundError(f"shard {shard} named by {index_path.name}: {broken}")
             zst = folder / (shard + ".zst")
             extra = f" (found {zst.name}: decompress it with `zstd -d`)" if zst.is_file() else ""
             raise FileNotFoundError(f"shard {shard} named by {index_path.name} is missing from {folder}{extra}; "
