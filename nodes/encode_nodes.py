@@ -97,6 +97,8 @@ def _encode(stack, text: str, what: str, node_id, notes: list):
     from . import comfy_bridge as cb
     if stack.patcher is not None:
         cb.load_models([stack.patcher])
+    # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
+    device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
     layers = len(stack.encoder.layers)
     bar = cb.ComfyProgress(layers, node_id=node_id)
     done = [0]
@@ -106,7 +108,7 @@ def _encode(stack, text: str, what: str, node_id, notes: list):
         bar(done[0], layers)
         done[0] += 1
 
-    feats = encode_prompt(stack.encoder, stack.tokenizer, text, what=what, interrupt=between_layers)
+    feats = encode_prompt(stack.encoder, stack.tokenizer, text, device=device, what=what, interrupt=between_layers)
     bar(layers, layers)
     if feats.truncated:
         notes.append(truncation_message(what, feats.tokens))

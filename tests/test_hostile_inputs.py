@@ -52,9 +52,9 @@ def test_a_50kb_prompt_reaches_the_encoder_as_640_tokens(stack):
     seen = []
     original = encoder.encode
 
-    def spy(ids, interrupt=None):
+    def spy(ids, device=None, interrupt=None):
         seen.append(tuple(ids.shape))
-        return original(ids, interrupt=interrupt)
+        return original(ids, device, interrupt=interrupt)
 
     encoder.encode = spy
     try:

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import torch
 
 from ..dit.cache import StepCache
+from ..errors import CheckpointError
 from .guidance import GuidanceConfig, apply_cfg, video_scale
 from .noise import distill_step_noise, initial_noise, make_generator
 from .scheduler import FlowUniPC, flow_sigmas, step_ddim
@@ -139,7 +140,7 @@ def check_model_output(model: torch.nn.Module, v_tok: torch.Tensor, a_tok: torch
     the model file (checked on every forward, so a broken file stops at the first step)."""
     for what, x in (("video", v_tok), ("audio", a_tok)):
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"the DiT produced NaN/Inf {what} values from finite inputs: the weights in "
+            raise CheckpointError(f"the DiT produced NaN/Inf {what} values from finite inputs: the weights in "
                              f"{model_source(model)} are damaged (NaN/Inf) or overflow their dtype. Download or "
                              "convert that file again; if it is an fp8 file, try the bf16 release")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..weights.safetensors_io import CheckpointError
+from ..errors import CheckpointError
 from ..paths import broken_link_message
 from .bounds import check_unicode
 
