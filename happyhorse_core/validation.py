@@ -97,7 +97,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the multiline widget writes; NOT
 _SEPARATORS = {"\u2028": "U+2028 LINE SEPARATOR", "\u2029": "U+2029 PARAGRAPH SEPARATOR"}
 
 
-def _check_one_line(text: str, where: str) -> None:
+def check_one_line(text: str, where: str) -> None:
+    """ValueError when `text` (one utterance) holds a Unicode line or paragraph separator."""
     for ch, name in _SEPARATORS.items():
         if ch in text:
             raise ValueError(f"{where} contains a {name} (pasted from a web page or document) inside the "
@@ -117,7 +118,7 @@ def parse_dialogue(speaker: str, language: str, line: str, more: str,
 
     out = []
     if line.strip():
-        _check_one_line(line, "the dialogue line")
+        check_one_line(line, "the dialogue line")
         out.append(DialogueLine(speaker.strip() or "Speaker", language, line.strip()))
     total = len(out)
     for n, raw in enumerate(_LINE_BREAK.split(more), start=1):
@@ -126,7 +127,7 @@ def parse_dialogue(speaker: str, language: str, line: str, more: str,
         total += 1
         if total > MAX_DIALOGUE_LINES:
             continue  # counted for the warning, never parsed or encoded
-        _check_one_line(raw, f"more_dialogue line {n}")
+        check_one_line(raw, f"more_dialogue line {n}")
         parts = [p.strip() for p in raw.split("|")]
         if len(parts) != 3:
             raise ValueError(f"more_dialogue line {n} must read 'speaker | Language | line', got "

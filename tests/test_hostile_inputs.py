@@ -227,3 +227,12 @@ def test_batch_times_seconds_is_bounded():
     check_batch(4, ClipGeometry.from_preset("16:9", "256p", 15))  # 60 s: allowed
     with pytest.raises(ValueError, match=r"batch_size 16 x 15 s .* at most 60 s"):
         check_batch(16, ClipGeometry.from_preset("16:9", "256p", 15))
+
+
+def test_cli_dialogue_is_capped_and_refuses_line_separators(caplog):
+    from happyhorse_core.cli.generate import parse_dialogue as cli_dialogue
+    with caplog.at_level("WARNING", logger="HappyHorse"):
+        lines = cli_dialogue([f"Man {i}|English|line {i}" for i in range(200)])
+    assert len(lines) == MAX_DIALOGUE_LINES and "the dialogue has 200 lines" in caplog.text
+    with pytest.raises(ValueError, match=r"--dialogue 1 contains a U\+2028 LINE SEPARATOR"):
+        cli_dialogue(["Bob|English|hello\u2028there"])

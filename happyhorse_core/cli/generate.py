@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_dialogue(values: Sequence[str]) -> list[DialogueLine]:
     """'speaker|Language|line' strings -> DialogueLine (each checked now, before any model loads)."""
+    from ..text.bounds import MAX_DIALOGUE_LINES, dialogue_cap_message
+    from ..validation import check_one_line
+
+    if len(values) > MAX_DIALOGUE_LINES:
+        log.warning("HappyHorse: %s", dialogue_cap_message(len(values)))
+        values = values[:MAX_DIALOGUE_LINES]
     lines = []
     for n, value in enumerate(values, start=1):
+        check_one_line(value, f"--dialogue {n}")
         parts = value.split("|", 2)
         if len(parts) != 3:
             raise ValueError(f"--dialogue {value!r}: write it as 'speaker|Language|line', "
