@@ -9,8 +9,15 @@ video's length (4(T-1)+1 frames at 25 fps) so that a batch joined into one file 
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.errors import CheckpointError
+from ..happyhorse_core.geometry import video_matched_samples
+from ..happyhorse_core.media.audio import to_output_rate
+from ..happyhorse_core.sampling.latents import video_to_model
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import oom_advice
 from .types import CATEGORY, HHTurboVAED
 
 
@@ -34,17 +41,13 @@ class DecodeVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
-        from happyhorse_core.sampling.latents import video_to_model
-
-        from . import comfy_bridge as cb
-        from .runtime import oom_advice
         video = cb.latent_samples(video_latent, "video")
-        decoder = turbo_vaed["decoder"]
-        cb.load_models([turbo_vaed["patcher"]])
+        decoder = turbo_vaed.decoder
         device = cb.torch_device()  # a partial load may leave some convs in RAM: they are fetched per call
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
         images = []
         with oom_advice("HappyHorse Decode Video"), torch.no_grad():
+            cb.load_models([turbo_vaed.patcher])
             for b in range(video.shape[0]):
                 cb.interrupt_check()
                 z = video_to_model(video[b:b + 1]).to(device)
@@ -75,10 +78,6 @@ class DecodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_latent, vae) -> io.NodeOutput:
-        from happyhorse_core.geometry import video_matched_samples
-        from happyhorse_core.media.audio import to_output_rate
-
-        from . import comfy_bridge as cb
         samples = cb.latent_samples(audio_latent, "audio")  # [B, 64, F]
         if not bool(torch.isfinite(samples).all()):
             raise ValueError("the audio latent contains NaN/Inf values; check the node that produced it")
@@ -87,8 +86,8 @@ class DecodeAudio(io.ComfyNode):
         if wave.ndim != 3:
             raise ValueError(f"the VAE decoded to shape {list(wave.shape)}; connect the Stable Audio Open VAE")
         if not bool(torch.isfinite(wave).all()):  # never a "successful" silent or broken track
-            raise ValueError("the VAE decoded NaN/Inf audio from a finite latent: its weights are damaged or it is "
-                             "not the Stable Audio Open VAE; load the Stable Audio Open VAE file again")
+            raise CheckpointError("the VAE decoded NaN/Inf audio from a finite latent: its weights are damaged or "
+                                  "it is not the Stable Audio Open VAE; load the Stable Audio Open VAE file again")
         cb.interrupt_check()
         wave = to_output_rate(wave.cpu(), dim=-1)  # FFT re-timing 441/512 -> 44.1 kHz
         # each clip as long as its video (4(T-1)+1 frames), so a batch joined into one file stays in sync

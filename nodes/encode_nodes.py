@@ -5,28 +5,35 @@ our video latent). The Wan2.2 mean/std normalisation into model space happens in
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, ClipGeometry,
+                                        RESOLUTION_SHORT_SIDE, check_batch)
+from ..happyhorse_core.media.audio import prepare_voice_track
+from ..happyhorse_core.media.read import center_crop_to_aspect
+from ..happyhorse_core.media.shrink import shrink_early, shrink_factor
+from ..happyhorse_core.text.bounds import check_unicode, truncation_message
+from ..happyhorse_core.text.encoder import encode_prompt
+from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
+from ..happyhorse_core.validation import parse_dialogue, start_image
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
 
-AUDIO_HOP = 2048  # Stable Audio VAE samples per latent frame
-NOMINAL_RATE = 51200  # the model's audio timing: 25 latent frames per second (MODEL_SPEC §7.3)
-
 
 def _languages() -> list[str]:
-    from happyhorse_core.text.prompts import LANGUAGES
     return list(LANGUAGES)
 
 
 class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.text.prompts import DEFAULT_NEGATIVE_PROMPT
         return io.Schema(
             node_id="HappyHorseTextEncode",
             display_name="HappyHorse Text Encode",
@@ -61,10 +68,6 @@ class TextEncode(io.ComfyNode):
                 negative_prompt) -> io.NodeOutput:
         import functools
 
-        from happyhorse_core.text.bounds import check_unicode
-        from happyhorse_core.text.prompts import build_prompt
-        from happyhorse_core.validation import parse_dialogue
-
         from .node_warnings import warn_all
         node_id = cls.hidden.unique_id
         notes: list[str] = []
@@ -72,18 +75,39 @@ class TextEncode(io.ComfyNode):
                             background_sound)
         negative = negative_prompt if negative_prompt.strip() else "low quality"
         check_unicode(negative, "negative prompt")  # fail here, not later in the sampler
-        pos = _encode(text_encoder, full, "prompt", node_id, notes)
+        neg = None
+        with _encoder_ready(text_encoder):
+            pos = _encode(text_encoder, full, "prompt", node_id, notes)
+            if text_encoder.release_after_encoding:  # it leaves RAM now: encode the negative while it is here
+                neg = _encode(text_encoder, negative, "negative prompt", node_id, notes).features
+        if text_encoder.release_after_encoding:
+            from . import ram_plan
+            ram_plan.release(text_encoder, cb.unload_patcher, why="release_after_encoding")
         warn_all(node_id, notes)
-        # encoded only if a consumer runs CFG (base mode, SR with cfg); see PromptPair.negative_features
-        source = functools.partial(_encode_negative, text_encoder, negative)
-        return io.NodeOutput(PromptPair(positive=pos.features, negative=None, prompt=full,
+        # otherwise encoded only if a consumer runs CFG (base mode, SR with cfg): PromptPair.negative_features
+        source = None if neg is not None else functools.partial(_encode_negative, text_encoder, negative)
+        return io.NodeOutput(PromptPair(positive=pos.features, negative=neg, prompt=full,
                                         truncated=pos.truncated, negative_source=source))
 
 
+@contextlib.contextmanager
+def _encoder_ready(stack):
+    """The text encoder in RAM (read again if the RAM plan released it) and placed by ComfyUI."""
+    from . import ram_plan
+    from .runtime import oom_advice
+    with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
+        ram_plan.ensure_loaded(stack, rewrap=cb.wrap_model, unload=cb.unload_patcher)
+        if stack.patcher is not None:
+            cb.load_models([stack.patcher])
+        yield
+
+
 def _encode_negative(stack, text: str, node_id=None) -> torch.Tensor:
+    """The negative prompt's rows, encoded when a consumer first needs them (warnings go to that node)."""
     from .node_warnings import warn_all
     notes: list[str] = []
-    feats = _encode(stack, text, "negative prompt", node_id, notes)
+    with _encoder_ready(stack):
+        feats = _encode(stack, text, "negative prompt", node_id, notes)
     warn_all(node_id, notes)
     return feats.features
 
@@ -91,12 +115,6 @@ def _encode_negative(stack, text: str, node_id=None) -> torch.Tensor:
 @torch.no_grad()
 def _encode(stack, text: str, what: str, node_id, notes: list):
     """Tokens counted and cut to 640 first, then the encoder, layer by layer with Cancel and progress."""
-    from happyhorse_core.text.bounds import truncation_message
-    from happyhorse_core.text.encoder import encode_prompt
-
-    from . import comfy_bridge as cb
-    if stack.patcher is not None:
-        cb.load_models([stack.patcher])
     # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
     device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
     layers = len(stack.encoder.layers)
@@ -118,7 +136,6 @@ def _encode(stack, text: str, what: str, node_id, notes: list):
 class EmptyLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.geometry import ASPECTS, RESOLUTION_SHORT_SIDE
         return io.Schema(
             node_id="HappyHorseEmptyLatent",
             display_name="HappyHorse Empty Latent",
@@ -146,9 +163,6 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, aspect, resolution, width, height, seconds, batch_size) -> io.NodeOutput:
-        from happyhorse_core.geometry import ClipGeometry, check_batch
-
-        from . import comfy_bridge as cb
         if resolution == "custom":
             geo = ClipGeometry.from_request(width, height, seconds)
         else:
@@ -180,21 +194,14 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        import comfy.utils
-
-        from happyhorse_core.validation import start_image
-
-        from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
-        from happyhorse_core.media.read import center_crop_to_aspect
-        from happyhorse_core.media.shrink import shrink_early, shrink_factor
         rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
         chw = rgb[0].movedim(-1, 0)  # [3, H, W], a view
         crop = center_crop_to_aspect(chw, w, h)  # a view
-        if shrink_factor(crop.shape[1], crop.shape[2], h, w) > 1:  # >= 4x the clip: box-shrink it first, so
-            chw = shrink_early(crop, w, h, interrupt=cb.interrupt_check)  # our work follows the clip size
-        rgb = comfy.utils.common_upscale(chw[None], w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+        if shrink_factor(crop.shape[1], crop.shape[2], h, w) > 1:  # >= 4x the clip: box-shrink it first, so that
+            rgb = shrink_early(crop, w, h, interrupt=cb.interrupt_check).movedim(0, -1)[None]  # work follows the clip
+        rgb = cb.resize_image(rgb, w, h)  # [1, h*16, w*16, 3], lanczos + center crop
         cb.interrupt_check()
         latent = vae.encode(rgb)  # [1, C, 1, h, w]
         if latent.ndim != 5 or latent.shape[1] != 48:
@@ -223,9 +230,6 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent) -> io.NodeOutput:
-        from happyhorse_core.media.audio import prepare_voice_track
-
-        from . import comfy_bridge as cb
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
         cb.interrupt_check()

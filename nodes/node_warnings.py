@@ -22,11 +22,6 @@ def warn_all(node_id: Optional[str], messages: Iterable[str]) -> None:
     messages = [m for m in messages if m]
     for m in messages:
         log.warning("HappyHorse: %s", m)
-    if not messages or node_id is None:
-        return
-    try:
-        from server import PromptServer
-        server = PromptServer.instance
-    except (ImportError, AttributeError):  # no server (CLI, unit tests): the log line is all there is
-        return
-    server.send_progress_text("\n".join(f"⚠ {m}" for m in messages), str(node_id))
+    if messages and node_id is not None:
+        from . import comfy_bridge as cb
+        cb.progress_text(str(node_id), "\n".join(f"⚠ {m}" for m in messages))

@@ -355,7 +355,8 @@ def _tokenizer_link_broken(sh: Shared, tmp: Path) -> Path:
 
 
 def _model_path_in_roots(tmp: Path, make) -> str:
-    from nodes.comfy_bridge import resolve_in_roots
+    from pack_import import pack_module
+    resolve_in_roots = pack_module("nodes.comfy_bridge").resolve_in_roots
     make(tmp, "hh.safetensors")
     return resolve_in_roots("hh.safetensors", [str(tmp)], "diffusion_models")
 

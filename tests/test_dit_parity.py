@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from happyhorse_core.dit.attention import local_attention, naive_attention
+from happyhorse_core.dit.attention import local_attention
+from oracles import naive_attention
 from happyhorse_core.tools.parity import case_inputs, model_from_case, run_case
 from happyhorse_core.dit.sequence import pack
 

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save
 
 from .runner import ClipRequest, ClipResult, ClipRunner, encode_text, free_memory
-from .components import (check_loader_available, real_components, real_text_stack, resolve_device,
+from .components import (real_components, real_text_stack, resolve_device,
                          tiny_components, tiny_text_stack)
 from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_steps
 from ..media.mux import write_mp4
@@ -304,8 +304,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     request = build_request(args)
-    if not args.tiny:
-        check_loader_available()  # before the 18 GB text encoder is read
     threads = args.threads if args.threads is not None else (1 if args.tiny else None)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -255,9 +255,3 @@ class ClipRunner:
         if c.decode_audio is not None:
             wave = self._timed(timings, "decode audio", lambda: self._decode_audio(request, audio, frames.shape[0]))
         return ClipResult(frames, wave, video, audio, timings)
-
-
-def run_clip(components: ClipComponents, request: ClipRequest, text: TextConditioning, *,
-             progress: Optional[ProgressFactory] = None) -> ClipResult:
-    """One-call form of ClipRunner(components, progress).run(request, text)."""
-    return ClipRunner(components, progress).run(request, text)

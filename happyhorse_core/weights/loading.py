@@ -33,6 +33,7 @@ from torch import nn
 
 from ..dit import fp8
 from ..dit import SandwichDiT
+from ..dit.align import ALIGN, align_gemms_
 from ..dit.ops import Ops
 from ..errors import CheckpointError
 from .checks import assign_tensor, check_dtypes, check_keys_and_shapes
@@ -122,7 +123,7 @@ def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = 
 
 def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str = "bf16", fp8_scope: str = "shared",
              device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
-             attn_backend: str = "sdpa", fp8_matmul: bool = False,
+             attn_backend: str = "sdpa", fp8_matmul: bool = False, align: int = ALIGN,
              interrupt: Callable[[], None] | None = None) -> SandwichDiT:
     """Load any accepted DiT layout (module docstring, WEIGHT_LAYOUTS.md) into an eval SandwichDiT.
 
@@ -130,6 +131,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
         All four share one architecture, so e.g. a base/distill file loaded as sr_1080p is accepted
         and simply runs with the SR settings (v1 coords, windowed layers).
     weight_dtype: bf16, fp8_e4m3fn, fp8_e4m3fn_scaled, fp8_e5m2; fp8_scope: shared or all.
+    align: zero-pad the MLP width to a multiple of this (dit/align.py: fast GEMM kernels, the same
+        outputs; state_dict() keeps the published shapes); 0 or 1 = no padding.
     `model.load_report` (LoadReport) says what was detected and done.
     interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
@@ -149,6 +152,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
             skey = key[:-len("weight")] + SCALE_BUFFER
             assign_tensor(model, skey, scale.to(device=device, dtype=torch.float32))
     _finish(model, device)
+    if align > 1:
+        align_gemms_(model, align)
     report.seconds = time.perf_counter() - start
     model.load_report = report
     log.info("HappyHorse: loaded %s DiT from %s (%s) as %s in %.1f s", report.variant, report.source, report.layout,

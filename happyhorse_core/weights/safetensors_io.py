@@ -27,7 +27,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -324,15 +324,6 @@ def _open_index(index_path: Path, root: Path, wanted: KeyFilter | None) -> Check
         entries = {k: v for k, v in entries.items() if wanted(k)}
     n = len(shards)
     return CheckpointIndex(root, f"sharded ({index_path.name}, {n} shard{'s' * (n != 1)})", entries, meta)
-
-
-def iter_safetensors(path: str | os.PathLike, key_filter: Callable[[str], bool] | None = None,
-                     subfolders: Iterable[str] = DEFAULT_SUBFOLDERS) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (key, CPU tensor in its stored dtype) one at a time, for keys passing `key_filter`."""
-    ckpt = open_checkpoint(path, subfolders)
-    for key in ckpt.keys():
-        if key_filter is None or key_filter(key):
-            yield key, ckpt.read(key)
 
 
 # -- streaming writer ------------------------------------------------------------------------

@@ -9,7 +9,6 @@ to its video length and refuses NaN audio, Empty Latent bounds batch_size x seco
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import runpy
@@ -17,6 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 HOME = Path(sys.argv[1])
 REPO = Path(__file__).resolve().parents[2]
@@ -24,32 +24,19 @@ REPO = Path(__file__).resolve().parents[2]
 _LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
 _LAUNCH["_declare_torchvision_ops"]()
 sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.append(str(REPO))  # happyhorse_core (after ComfyUI, whose own `nodes` module must win)
+sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
 import comfy.cli_args  # noqa: E402
 
 comfy.cli_args.args.cpu = True
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 
-from happyhorse_core.text import load_text_stack  # noqa: E402
-from happyhorse_core.testing.tiny_text import write_tiny_text_folder  # noqa: E402
+from pack_import import pack_module  # noqa: E402
 
-
-def _load_pack_nodes():
-    """The pack's nodes/ package under another name (ComfyUI's `nodes` module owns that name here)."""
-    spec = importlib.util.spec_from_file_location("hh_nodes", REPO / "nodes" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "nodes")])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["hh_nodes"] = package
-    spec.loader.exec_module(package)
-    import hh_nodes.decode_nodes
-    import hh_nodes.encode_nodes
-    import hh_nodes.sampler_nodes
-    import hh_nodes.types
-    return hh_nodes
-
-
-hh = _load_pack_nodes()
+load_text_stack = pack_module("happyhorse_core.text").load_text_stack
+write_tiny_text_folder = pack_module("happyhorse_core.testing.tiny_text").write_tiny_text_folder
+hh = SimpleNamespace(**{name: pack_module(f"nodes.{name}")
+                        for name in ("decode_nodes", "encode_nodes", "sampler_nodes", "types")})
 TMP = Path(tempfile.mkdtemp(prefix="hh_hostile_"))
 write_tiny_text_folder(TMP / "t5", hidden_size=64, num_layers=4)
 ENCODER, TOKENIZER = load_text_stack(TMP / "t5", dtype=torch.float32)
@@ -66,8 +53,9 @@ def node(cls, node_id="7"):
     return cls.PREPARE_CLASS_CLONE({"unique_id": node_id})
 
 
-def text_encode(prompt="A woman speaks on a harbour at dawn.", negative="blurry, low quality"):
-    out = node(hh.encode_nodes.TextEncode).execute(STACK, prompt, "A woman", "English", "Hello.", "", "", negative)
+def text_encode(prompt="A woman speaks on a harbour at dawn.", negative="blurry, low quality", stack=None):
+    out = node(hh.encode_nodes.TextEncode).execute(stack or STACK, prompt, "A woman", "English", "Hello.", "", "",
+                                                   negative)
     return out.args[0]
 
 
@@ -96,6 +84,19 @@ def negative_prompt_is_encoded_only_when_a_consumer_needs_it():
         assert hh.sampler_nodes._negative(cond, True, "9") is neg and cond.negative_source is None
     finally:
         counter.remove()
+
+
+@check
+def negative_is_encoded_before_a_released_encoder_leaves_ram():
+    """release_after_encoding: reading 18 GB again later would cost more than encoding the negative now."""
+    ram_plan = pack_module("nodes.ram_plan")
+    encoder, tokenizer = load_text_stack(TMP / "t5", dtype=torch.float32)
+    stack = hh.types.LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=str(TMP / "t5"), patcher=None,
+                                       release_after_encoding=True)
+    ram_plan.track(stack, lambda: load_text_stack(TMP / "t5", dtype=torch.float32)[0])
+    cond = text_encode(stack=stack)
+    assert stack.released and cond.negative is not None and cond.negative_source is None
+    assert cond.negative.shape[1] == 64 and torch.isfinite(cond.negative).all()
 
 
 @check

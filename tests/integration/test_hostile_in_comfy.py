@@ -15,7 +15,8 @@ from comfy_harness import TIMINGS, comfy_home
 pytestmark = [pytest.mark.integration, pytest.mark.badinput]
 
 SCRIPT = Path(__file__).resolve().parent / "hostile_checks.py"
-CHECKS = ["negative_prompt_is_encoded_only_when_a_consumer_needs_it", "cancel_stops_text_encode_before_its_next_layer",
+CHECKS = ["negative_prompt_is_encoded_only_when_a_consumer_needs_it",
+          "negative_is_encoded_before_a_released_encoder_leaves_ram", "cancel_stops_text_encode_before_its_next_layer",
           "truncation_is_warned_on_every_run", "decode_audio_cuts_each_clip_of_a_batch_to_its_video",
           "decode_audio_refuses_nan_instead_of_a_broken_track", "empty_latent_bounds_batch_times_seconds"]
 
