@@ -55,6 +55,28 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device()
 
 
+def attention_choice(requested: str, sage_flag: Optional[bool] = None, flash_flag: Optional[bool] = None) -> str:
+    """The pack's plain attention choice for the core: an explicit widget choice wins; `auto` follows
+    ComfyUI's --use-sage-attention / --use-flash-attention (read from comfy.model_management unless
+    the flags are given), else stays `auto` (flash-attn if installed for bf16, else SDPA)."""
+    if requested != "auto":
+        return requested
+    if sage_flag is None or flash_flag is None:
+        import comfy.model_management as mm
+        sage_flag = bool(getattr(mm, "sage_attention_enabled", lambda: False)())
+        flash_flag = bool(getattr(mm, "flash_attention_enabled", lambda: False)())
+    return "sage" if sage_flag else "flash" if flash_flag else "auto"
+
+
+def compile_cache_dir() -> str:
+    """A persistent folder for torch.compile's on-disk caches: ComfyUI's user directory, so compiled
+    HappyHorse graphs survive restarts (inductor/triton caches otherwise live under /tmp)."""
+    import folder_paths
+    path = os.path.join(folder_paths.get_user_directory(), "happyhorse", "torch_compile_cache")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 # ----------------------------------------------------------------------------- model files
 def list_models(folder: str) -> list[str]:
     """Files ComfyUI knows in a model folder ("diffusion_models", "text_encoders", "vae"), as the
@@ -99,6 +121,11 @@ def resolve_in_roots(name: str, roots: list[str], folder: str = "models") -> str
             raise ValueError(f"{candidate} is a link to {real}, outside the {folder} folders {real_roots}: "
                              f"move the file into models/{folder}/ (or add its folder in extra_model_paths.yaml)")
         return real
+    from ..happyhorse_core.paths import broken_link_message
+    for root in roots:
+        broken = broken_link_message(os.path.join(root, *parts))
+        if broken:
+            raise FileNotFoundError(f"{broken} (in the {folder} folder {root})")
     raise FileNotFoundError(f"{name!r} not found in the {folder} folders {list(roots)}: put the file there "
                             "and refresh the node list (press R in the UI)")
 

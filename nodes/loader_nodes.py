@@ -81,13 +81,16 @@ class ModelLoader(io.ComfyNode):
                 io.Combo.Input("weight_dtype", options=DTYPE_CHOICES, default="bf16",
                                tooltip="Storage of the block weights. bf16 = 30.6 GB; fp8 on the 32 shared layers "
                                        "= ~20.6 GB; fp8 on all layers = ~15.3 GB. fp8 is upcast per matmul, so it "
-                                       "works on any GPU and on CPU."),
+                                       "works on any GPU and on CPU. fp8_e4m3fn_fast = scaled fp8 whose matmuls "
+                                       "run on fp8 tensor cores (RTX 40xx / L40 / H100 and newer; elsewhere "
+                                       "the same as fp8_e4m3fn_scaled): faster, slightly less exact."),
                 io.Combo.Input("fp8_scope", options=list(FP8_SCOPES), default="shared",
                                tooltip="shared = fp8 only for layers 4-35 (the 8 modality-specific layers stay "
                                        "bf16, best quality); all = every block linear in fp8."),
                 io.Combo.Input("attention", options=ATTENTION_CHOICES, default="auto",
-                               tooltip="auto = flash-attn if installed on a CUDA GPU, else PyTorch SDPA. A backend "
-                                       "that cannot run falls back to SDPA with one warning."),
+                               tooltip="auto = follows ComfyUI's --use-sage-attention / --use-flash-attention; "
+                                       "otherwise flash-attn if installed on a CUDA GPU, else PyTorch SDPA. A "
+                                       "backend that cannot run falls back to SDPA with one warning."),
                 HHBlockSwap.Input("block_swap", optional=True,
                                   tooltip="Optional block-swap settings (HappyHorse Block Swap node)."),
             ],
@@ -100,7 +103,8 @@ class ModelLoader(io.ComfyNode):
 
         def load():
             return load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
-                            fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+                            fp8_scope=fp8_scope, device=cb.offload_device(),
+                            attn_backend=cb.attention_choice(attention), interrupt=cb.interrupt_check)
 
         with oom_advice("HappyHorse Model Loader"):
             ram_plan.make_room(disk_bytes(path), unload=cb.unload_patcher)  # RAM plan: one idle DiT at a time
@@ -182,7 +186,8 @@ class TextEncoderLoader(io.ComfyNode):
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
         with oom_advice("HappyHorse Text Encoder Loader"):
             ram_plan.make_room(disk_bytes(path) // 2, unload=cb.unload_patcher)  # the encoder half of the files
-            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
+            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype,
+                                                 interrupt=cb.interrupt_check)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
         loaded = LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher,
                                    release_after_encoding=bool(release_after_encoding))
@@ -211,7 +216,7 @@ class TurboVAEDLoader(io.ComfyNode):
     def execute(cls, vae_name) -> io.NodeOutput:
         path = cb.model_path("vae", vae_name)
         with oom_advice("HappyHorse Turbo-VAED Loader"):
-            decoder = load_turbo_vaed(path, device="cpu")
+            decoder = load_turbo_vaed(path, device="cpu", interrupt=cb.interrupt_check)
         return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 

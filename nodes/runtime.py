@@ -15,6 +15,7 @@ import traceback
 
 import torch
 
+from ..happyhorse_core.dit.compile import apply_compile
 from ..happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device
 from ..happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap
 from ..happyhorse_core.sampling.latents import video_from_model
@@ -51,6 +52,7 @@ def placed(loaded, run=None):
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
     ram_plan.before_use(loaded, rewrap=cb.wrap_model, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
+    apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager
     swap_cfg = loaded.block_swap
     if not swap_cfg:
         cb.load_models([loaded.patcher])

@@ -9,7 +9,7 @@ from ..happyhorse_core.dit.memory_plan import RunShape
 from ..happyhorse_core.sampling.guidance import GuidanceConfig
 from ..happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
 from ..happyhorse_core.sampling.pipeline import generate, MODES, SamplingOptions, TextConditioning
-from ..happyhorse_core.validation import check_clip_latents
+from ..happyhorse_core.validation import check_clip_latents, check_guidance_widgets
 
 from . import comfy_bridge as cb
 from .comfy_bridge import io
@@ -63,8 +63,10 @@ class Sampler(io.ComfyNode):
         if model.variant.startswith("sr_"):
             raise ValueError("this is a super-resolution model; load the distill or base checkpoint for the "
                              "sampler and use the SR model in HappyHorse Super-Resolution")
-        guidance = GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
-        text = TextConditioning(conditioning.positive, conditioning.negative)
+        check_guidance_widgets(mode, video_cfg=video_cfg, video_cfg_late=video_cfg_late, audio_cfg=audio_cfg)
+        guidance = (GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
+                    if mode == "base" else GuidanceConfig())  # distilled: no CFG, the widgets are unused
+        text = TextConditioning(conditioning.positive, _negative(conditioning, mode == "base", cls.hidden.unique_id))
         image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
         voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
         run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
@@ -81,6 +83,15 @@ class Sampler(io.ComfyNode):
                 outs_a.append(audio_from_model(a))
         dev = cb.intermediate_device()
         return io.NodeOutput(cb.video_latent(torch.cat(outs_v).to(dev)), cb.audio_latent(torch.cat(outs_a).to(dev)))
+
+
+def _negative(conditioning, needed: bool, node_id):
+    """The negative prompt's rows when CFG needs them (encoded now, on first use), else None."""
+    if not needed:
+        return None
+    if hasattr(conditioning, "negative_features"):
+        return conditioning.negative_features(node_id)
+    return conditioning.negative
 
 
 NODES = [Sampler]

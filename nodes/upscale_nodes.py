@@ -13,6 +13,7 @@ from ..happyhorse_core.validation import check_clip_latents, sr_latent_hw
 from . import comfy_bridge as cb
 from .comfy_bridge import io
 from .runtime import hooks_for, oom_advice, placed
+from .sampler_nodes import _negative
 from .types import CATEGORY, HHConditioning, HHModel
 
 
@@ -63,7 +64,7 @@ class SuperResolution(io.ComfyNode):
             if tuple(image.shape[3:]) != (lh, lw):
                 raise ValueError(f"first_frame latent is {list(image.shape[3:])} but the SR latent is [{lh}, {lw}]; "
                                  "encode the image at the SR size")
-        text = TextConditioning(conditioning.positive, conditioning.negative)
+        text = TextConditioning(conditioning.positive, _negative(conditioning, cfg, cls.hidden.unique_id))
         run = RunShape.from_latents(video.shape[2], lh, lw, audio.shape[2],
                                     max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=cfg)
         outs = []

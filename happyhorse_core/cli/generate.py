@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_dialogue(values: Sequence[str]) -> list[DialogueLine]:
     """'speaker|Language|line' strings -> DialogueLine (each checked now, before any model loads)."""
+    from ..text.bounds import MAX_DIALOGUE_LINES, dialogue_cap_message
+    from ..validation import check_one_line
+
+    if len(values) > MAX_DIALOGUE_LINES:
+        log.warning("HappyHorse: %s", dialogue_cap_message(len(values)))
+        values = values[:MAX_DIALOGUE_LINES]
     lines = []
     for n, value in enumerate(values, start=1):
+        check_one_line(value, f"--dialogue {n}")
         parts = value.split("|", 2)
         if len(parts) != 3:
             raise ValueError(f"--dialogue {value!r}: write it as 'speaker|Language|line', "
@@ -137,6 +144,10 @@ def _check_file(path: Optional[Path], flag: str, what: str, folder_ok: bool = Fa
     if path is None:
         raise ValueError(f"{flag} is required with real weights ({what}); or pass --tiny to test without weights")
     if not (path.is_file() or (folder_ok and path.is_dir())):
+        from ..paths import broken_link_message
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"{flag}: {broken}")
         raise FileNotFoundError(f"{flag} {path}: no such {'file or folder' if folder_ok else 'file'} ({what})")
 
 

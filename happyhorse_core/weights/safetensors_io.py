@@ -33,6 +33,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import CheckpointError
+from ..paths import broken_link_message
 from .checks import check_sampled_finite
 
 ST_DTYPES: dict[str, torch.dtype] = {
@@ -120,7 +121,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and check one safetensors header (no tensor data is read)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(broken_link_message(path) or f"weights file not found: {path}")
     refuse_unsafe_suffix(path)
     size = path.stat().st_size
     if size == 0:
@@ -226,7 +227,7 @@ def open_checkpoint(path: str | os.PathLike, subfolders: Iterable[str] = DEFAULT
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"weights not found: {root}")
+        raise FileNotFoundError(broken_link_message(root) or f"weights not found: {root}")
     if root.is_dir():
         return _open_folder(root, tuple(subfolders), wanted, hint)
     if root.name.endswith(".index.json"):
@@ -302,6 +303,9 @@ def _open_index(index_path: Path, root: Path, wanted: KeyFilter | None) -> Check
     shards = sorted(set(weight_map.values()))
     for shard in shards:
         if not (folder / shard).is_file():
+            broken = broken_link_message(folder / shard)
+            if broken:
+                raise FileNotFoundError(f"shard {shard} named by {index_path.name}: {broken}")
             zst = folder / (shard + ".zst")
             extra = f" (found {zst.name}: decompress it with `zstd -d`)" if zst.is_file() else ""
             raise FileNotFoundError(f"shard {shard} named by {index_path.name} is missing from {folder}{extra}; "
