@@ -6,6 +6,7 @@ our video latent). The Wan2.2 mean/std normalisation into model space happens in
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
@@ -20,8 +21,10 @@ from ..happyhorse_core.text.encoder import encode_prompt
 from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
 from ..happyhorse_core.validation import parse_dialogue, start_image
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, ram_plan
 from .comfy_bridge import io
+from .node_warnings import warn_all
+from .runtime import oom_advice
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
@@ -66,9 +69,6 @@ class TextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
-        import functools
-
-        from .node_warnings import warn_all
         node_id = cls.hidden.unique_id
         notes: list[str] = []
         full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue, warn=notes.append),
@@ -81,7 +81,6 @@ class TextEncode(io.ComfyNode):
             if text_encoder.release_after_encoding:  # it leaves RAM now: encode the negative while it is here
                 neg = _encode(text_encoder, negative, "negative prompt", node_id, notes).features
         if text_encoder.release_after_encoding:
-            from . import ram_plan
             ram_plan.release(text_encoder, cb.unload_patcher, why="release_after_encoding")
         warn_all(node_id, notes)
         # otherwise encoded only if a consumer runs CFG (base mode, SR with cfg): PromptPair.negative_features
@@ -93,8 +92,6 @@ class TextEncode(io.ComfyNode):
 @contextlib.contextmanager
 def _encoder_ready(stack):
     """The text encoder in RAM (read again if the RAM plan released it) and placed by ComfyUI."""
-    from . import ram_plan
-    from .runtime import oom_advice
     with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
         ram_plan.ensure_loaded(stack, rewrap=cb.wrap_model, unload=cb.unload_patcher)
         if stack.patcher is not None:
@@ -104,7 +101,6 @@ def _encoder_ready(stack):
 
 def _encode_negative(stack, text: str, node_id=None) -> torch.Tensor:
     """The negative prompt's rows, encoded when a consumer first needs them (warnings go to that node)."""
-    from .node_warnings import warn_all
     notes: list[str] = []
     with _encoder_ready(stack):
         feats = _encode(stack, text, "negative prompt", node_id, notes)

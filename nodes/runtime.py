@@ -9,6 +9,7 @@ afterwards, so the two mechanisms never move the same weights.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import traceback
 
@@ -20,7 +21,7 @@ from ..happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_sw
 from ..happyhorse_core.sampling.latents import video_from_model
 from ..happyhorse_core.sampling.pipeline import Hooks
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, ram_plan
 
 log = logging.getLogger("HappyHorse")
 
@@ -49,7 +50,6 @@ def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
-    from . import ram_plan
     ram_plan.before_use(loaded, rewrap=cb.wrap_model, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
     apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager
@@ -122,8 +122,6 @@ def advice(kind: str, where: str) -> str:
 
 def release_after_failure(*models) -> None:
     """Free what a failed run held: offload the given LoadedDiTs, unload every ComfyUI model, empty caches."""
-    import gc
-
     for m in models:
         if m is not None:
             try:
