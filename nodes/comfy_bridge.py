@@ -216,3 +216,21 @@ def load_models(patchers: list, memory_required: int = 0) -> None:
     """Ask ComfyUI to make room for and load these patchers onto torch_device()."""
     import comfy.model_management as mm
     mm.load_models_gpu(patchers, memory_required=memory_required)
+
+
+# ----------------------------------------------------------------------------- warnings on the node
+def node_warning(node_id: Optional[str], message: str) -> None:
+    """Tell the user something changed their run: logged every time (not Python's warn-once filter) and
+    shown under the node through ComfyUI's progress-text channel (the text the UI prints on the node)."""
+    import logging
+    text = message if message.startswith("HappyHorse") else f"HappyHorse: {message}"
+    logging.getLogger("HappyHorse").warning(text)
+    if node_id is None:
+        return
+    try:
+        from server import PromptServer
+        server = getattr(PromptServer, "instance", None)
+        if server is not None and hasattr(server, "send_progress_text"):
+            server.send_progress_text(text, str(node_id))
+    except ImportError:  # ComfyUI's server module is absent (plain-Python use): the log line is enough
+        return

@@ -50,29 +50,38 @@ class TextEncode(io.ComfyNode):
                 io.String.Input("background_sound", default="",
                                 tooltip="Most prominent background sound; empty = 'No prominent background sound'."),
                 io.String.Input("negative_prompt", multiline=True, default=DEFAULT_NEGATIVE_PROMPT,
-                                tooltip="Used by base-model CFG (and SR CFG); ignored by the distilled model."),
+                                tooltip="Used by base-model CFG (and SR CFG); ignored by the distilled model. "
+                                        "Empty = the built-in default list (the same as the CLI's)."),
+                io.Boolean.Input("raw", default=False, optional=True,
+                                 tooltip="The prompt is already a complete enhanced prompt (with its Dialogue: and "
+                                         "Background Sound: paragraphs): use it exactly as written. line, "
+                                         "more_dialogue and background_sound must then be empty."),
             ],
             outputs=[HHConditioning.Output(display_name="conditioning")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
-                negative_prompt) -> io.NodeOutput:
-        from happyhorse_core.text.prompts import build_prompt
+                negative_prompt, raw=False) -> io.NodeOutput:
+        from happyhorse_core.text.prompts import build_prompt, negative_or_default
         from happyhorse_core.validation import parse_dialogue
 
         from . import comfy_bridge as cb
-        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
+        from .runtime import node_warnings
+        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound,
+                            raw=bool(raw))
         if text_encoder.patcher is not None:
             cb.load_models([text_encoder.patcher])
-        pos = _encode(text_encoder, full, "prompt")
-        neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality", "negative prompt")
+        with node_warnings(cls.hidden.unique_id) as warn:
+            pos = _encode(text_encoder, full, "prompt", warn)
+            neg = _encode(text_encoder, negative_or_default(negative_prompt), "negative prompt", warn)
         return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
                                         truncated=pos.truncated))
 
 
 @torch.no_grad()
-def _encode(stack, text: str, what: str):
+def _encode(stack, text: str, what: str, warn=None):
     from happyhorse_core.text.encoder import text_features
     ids = stack.tokenizer.encode(text)
     if not ids:
@@ -80,7 +89,11 @@ def _encode(stack, text: str, what: str):
     device = next(stack.encoder.parameters()).device
     feats = text_features(stack.encoder.encode(torch.tensor([ids], device=device)))
     if feats.truncated:
-        log.warning("HappyHorse: the %s has %d tokens; only the first 640 are used. Shorten it.", what, len(ids))
+        message = f"the {what} has {len(ids)} tokens; only the first 640 are used. Shorten it."
+        if warn is not None:
+            warn(message)
+        else:
+            log.warning("HappyHorse: %s", message)
     return feats._replace(features=feats.features.cpu())
 
 

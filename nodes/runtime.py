@@ -65,36 +65,52 @@ def oom_advice(where: str, *models):
         raise RuntimeError(OOM_ADVICE.format(where=where)) from e
 
 
-def latent_preview(video_model_space: torch.Tensor):
-    """Cheap RGB preview of latent frame 0: Wan2.2 latent -> RGB projection ([H, W, 3] in 0..1)."""
+def previewer(device=None):
+    """ComfyUI's own latent previewer for Wan2.2 latents (honours --preview-method: none, auto /
+    latent2rgb, taesd with models/vae_approx/taew2_2); None when previews are off."""
     import comfy.latent_formats
-    from happyhorse_core.sampling.latents import video_from_model
-    fmt = comfy.latent_formats.Wan22()
-    raw = video_from_model(video_model_space[:, :, 0])  # [1, 48, h, w]
-    factors = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32)  # [48, 3]
-    rgb = torch.einsum("bchw,cr->bhwr", raw.float().cpu(), factors)
-    bias = getattr(fmt, "latent_rgb_factors_bias", None)
-    if bias is not None:
-        rgb = rgb + torch.tensor(bias, dtype=torch.float32)
-    return ((rgb[0] + 1.0) / 2.0).clamp(0, 1)
+    import latent_preview
+    return latent_preview.get_previewer(device or cb.torch_device(), comfy.latent_formats.Wan22())
 
 
 def hooks_for(node_id, total: int, preview: bool = True):
-    """happyhorse_core Hooks wired to the node's progress bar, preview and Cancel."""
+    """happyhorse_core Hooks wired to the node's progress bar, latent preview and Cancel.
+
+    The sampler's x0 is a model-space Wan2.2 latent [1, 48, T, h, w], which is the space ComfyUI's
+    Wan22 latent format (and so its previewer) works in; the previewer shows latent frame 0. A preview
+    that fails is reported once per run on the node and in the log, and the run goes on without it.
+    """
     from happyhorse_core.sampling.pipeline import Hooks
     bar = cb.ComfyProgress(total, node_id=node_id)
-    state = {"x0": None}
+    state = {"x0": None, "previewer": previewer() if preview else None, "failed": False}
 
     def on_preview(step, x0):
         state["x0"] = x0
 
     def on_progress(done, total_):
         img = None
-        if preview and state["x0"] is not None:
+        if state["previewer"] is not None and state["x0"] is not None and not state["failed"]:
             try:
-                img = latent_preview(state["x0"])
-            except Exception as e:  # a preview must never fail the run
-                log.debug("HappyHorse: preview skipped (%s)", e)
+                img = state["previewer"].decode_latent_to_preview_image("JPEG", state["x0"])
+            except Exception as e:  # a preview must not fail the run, but the user is told why it is missing
+                state["failed"] = True
+                log.exception("HappyHorse: latent preview failed")
+                cb.node_warning(node_id, f"latent preview failed ({type(e).__name__}: {e}); sampling goes on "
+                                         "without previews")
         bar(done, total_, img)
 
     return Hooks(progress=on_progress, interrupt=cb.interrupt_check, preview=on_preview)
+
+
+@contextlib.contextmanager
+def node_warnings(node_id):
+    """Collect the core's Python warnings (size rounded, image batch, ...) raised inside the block and show
+    each one on the node and in the log, every run (the default warnings filter would show it once)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield lambda message: cb.node_warning(node_id, message)
+        finally:
+            for w in caught:
+                cb.node_warning(node_id, str(w.message))

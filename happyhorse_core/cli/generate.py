@@ -32,7 +32,8 @@ from ..media.read import read_audio, read_image
 from ..dit.parallel import init_from_env, shard_components
 from ..sampling.pipeline import DEFAULT_STEPS, MODES, SamplingOptions
 from .progress import TextProgress, format_seconds
-from ..text.prompts import DEFAULT_NEGATIVE_PROMPT, DialogueLine, build_prompt, format_dialogue_line
+from ..text.prompts import (DialogueLine, build_prompt, negative_or_default,
+                            parse_dialogue_arg)
 
 log = logging.getLogger("HappyHorse")
 STANDIN_NOTE = ("--tiny uses TINY RANDOM weights and STAND-IN codecs (happyhorse_core.testing.tiny_codecs), not the "
@@ -66,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one utterance, repeatable, in speaking order; LANGUAGE: Mandarin, Cantonese, English, "
                         "Japanese, Korean, German or French")
     t.add_argument("--background-sound", default=None, help="most prominent background sound (default: none)")
-    t.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT,
-                   help="negative prompt for CFG (base mode only); default: the built-in artefact list")
+    t.add_argument("--negative-prompt", default="",
+                   help="negative prompt for CFG (base mode, SR with CFG); empty (default): the built-in list "
+                        "(happyhorse_core/text/negative.py)")
+    t.add_argument("--raw-prompt", action="store_true",
+                   help="--prompt is already a complete enhanced prompt (Dialogue: / Background Sound: included): "
+                        "use it as written")
     i = p.add_argument_group("inputs (--tiny only, see the notes below)")
     i.add_argument("--image", type=Path, help="first-frame picture (PNG/JPEG): center-cropped and resized to the clip")
     i.add_argument("--audio", type=Path, help="voice track (any rate/channels): fitted to the clip length")
@@ -105,16 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_dialogue(values: Sequence[str]) -> list[DialogueLine]:
     """'speaker|Language|line' strings -> DialogueLine (each checked now, before any model loads)."""
-    lines = []
-    for n, value in enumerate(values, start=1):
-        parts = value.split("|", 2)
-        if len(parts) != 3:
-            raise ValueError(f"--dialogue {value!r}: write it as 'speaker|Language|line', "
-                             f"e.g. 'Woman in a red coat|English|Hello there'")
-        line = DialogueLine(*(part.strip() for part in parts))
-        format_dialogue_line(line, n)  # raises on an unknown language, empty text, ...
-        lines.append(line)
-    return lines
+    try:
+        return [parse_dialogue_arg(value, n) for n, value in enumerate(values, start=1)]
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
 
 
 def clip_geometry(args: argparse.Namespace) -> tuple[ClipGeometry, Optional[ClipGeometry]]:
@@ -157,17 +156,15 @@ def build_request(args: argparse.Namespace) -> ClipRequest:
     """Validate every flag and read the optional inputs; nothing is loaded yet."""
     if args.out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {str(args.out)!r}")
-    prompt = build_prompt(args.prompt, parse_dialogue(args.dialogue), args.background_sound)
+    prompt = build_prompt(args.prompt, parse_dialogue(args.dialogue), args.background_sound, raw=args.raw_prompt)
     steps = None if args.steps is None else validate_steps(args.steps)
     sampling = SamplingOptions(mode=args.mode, steps=steps, seed=args.seed)
     base, sr = clip_geometry(args)
     check_weights(args)
-    if args.mode == "base" and not (args.negative_prompt or "").strip():
-        raise ValueError("base mode uses CFG against the negative prompt; --negative-prompt must not be empty")
     image = read_image(args.image) if args.image is not None else None
     voice = read_audio(args.audio) if args.audio is not None else None
     return ClipRequest(prompt=prompt, geometry=base, sr_geometry=sr, sampling=sampling,
-                       negative_prompt=args.negative_prompt, image=image, voice=voice)
+                       negative_prompt=negative_or_default(args.negative_prompt), image=image, voice=voice)
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -252,7 +249,7 @@ def _log_notes(args: argparse.Namespace, request: ClipRequest) -> None:
     else:
         name = output_paths(args.out)["audio_latent"].name
         log.info("HappyHorse: %s", REAL_AUDIO_NOTE.replace("<name>.audio_latent.safetensors", name))
-    if request.sampling.mode == "distilled" and args.negative_prompt != DEFAULT_NEGATIVE_PROMPT:
+    if request.sampling.mode == "distilled" and (args.negative_prompt or "").strip():
         log.warning("HappyHorse: --negative-prompt is only used by base mode (CFG); distilled mode ignores it")
 
 
