@@ -157,24 +157,33 @@ class ImageToVideo(io.ComfyNode):
                 io.Latent.Input("video_latent", tooltip="The clip's video latent (for the size)."),
             ],
             outputs=[io.Latent.Output(display_name="first_frame")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        import comfy.utils
-
-        from happyhorse_core.validation import start_image
-
         from . import comfy_bridge as cb
+        from .runtime import node_warnings
         video = cb.latent_samples(video_latent, "video")
-        h, w = video.shape[3] * 16, video.shape[4] * 16
-        rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
-        rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
-        latent = vae.encode(rgb)  # [1, C, 1, h, w]
-        if latent.ndim != 5 or latent.shape[1] != 48:
-            raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
-                             "(48 channels, e.g. wan2.2_vae.safetensors), not a Wan2.1 / SD VAE")
-        return io.NodeOutput(cb.video_latent(latent[:, :, :1].float().to(cb.intermediate_device())))
+        with node_warnings(cls.hidden.unique_id):
+            latent = encode_start_frame(image, vae, video.shape[3], video.shape[4])
+        return io.NodeOutput(cb.video_latent(latent.to(cb.intermediate_device())))
+
+
+def encode_start_frame(image, vae, latent_h: int, latent_w: int) -> torch.Tensor:
+    """IMAGE -> raw Wan2.2 first-frame latent [1, 48, 1, latent_h, latent_w]: centre-crop to the aspect,
+    lanczos resize to 16x the latent size, native VAE encode (warns when given a batch: the first is used)."""
+    import comfy.utils
+
+    from happyhorse_core.validation import start_image
+    h, w = latent_h * 16, latent_w * 16
+    rgb = start_image(image)  # [1, H, W, 3]; ImageBatchWarning for a batch
+    rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+    latent = vae.encode(rgb)  # [1, C, 1, h, w]
+    if latent.ndim != 5 or latent.shape[1] != 48:
+        raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
+                         "(48 channels, e.g. wan2.2_vae.safetensors), not a Wan2.1 / SD VAE")
+    return latent[:, :, :1].float()
 
 
 class AudioReference(io.ComfyNode):

@@ -26,7 +26,7 @@ from safetensors.torch import save
 from .runner import ClipRequest, ClipResult, ClipRunner, encode_text, free_memory
 from .components import (check_loader_available, real_components, real_text_stack, resolve_device,
                          tiny_components, tiny_text_stack)
-from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_steps
+from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_seconds, validate_steps
 from ..media.mux import write_mp4
 from ..media.read import read_audio, read_image
 from ..dit.parallel import init_from_env, shard_components
@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="256p: one stage; 540p / 1080p: a 256p base stage plus the latent SR stage (needs --sr-dit)")
     s.add_argument("--width", type=int, help="custom base width in px (with --height; floored to a multiple of 32)")
     s.add_argument("--height", type=int, help="custom base height in px (with --width)")
-    s.add_argument("--seconds", type=int, default=4, help="clip length, whole seconds 1..15 (25 fps)")
+    s.add_argument("--seconds", type=float, default=4,
+                   help="clip length in seconds, 1..15 (25 fps; fractions allowed); with --audio the most the "
+                        "voice may fill: the clip is as long as the voice track, cut to this")
     s.add_argument("--seed", type=int, default=42, help="noise seed (default 42, as the reference)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, required=True, help="output .mp4 path (written atomically)")
@@ -116,8 +118,10 @@ def parse_dialogue(values: Sequence[str]) -> list[DialogueLine]:
         raise ValueError(f"--{exc}") from None
 
 
-def clip_geometry(args: argparse.Namespace) -> tuple[ClipGeometry, Optional[ClipGeometry]]:
-    """(base stage, SR stage or None); custom sizes are floored with a logged warning."""
+def clip_geometry(args: argparse.Namespace, voice: Optional[tuple[torch.Tensor, int]] = None
+                  ) -> tuple[ClipGeometry, Optional[ClipGeometry]]:
+    """(base stage, SR stage or None); custom sizes are floored with a logged warning. With a voice
+    track the clip takes the voice's length (at most --seconds), as the reference does."""
     if (args.width is None) != (args.height is None):
         raise ValueError("pass both --width and --height for a custom size, or neither to use --aspect")
     with warnings.catch_warnings(record=True) as caught:
@@ -128,6 +132,8 @@ def clip_geometry(args: argparse.Namespace) -> tuple[ClipGeometry, Optional[Clip
             base = ClipGeometry.from_preset(args.aspect, "256p", args.seconds)
     for w in caught:
         log.warning("HappyHorse: %s", w.message)
+    if voice is not None:
+        base = base.with_voice(voice[0].shape[-1], voice[1])
     sr = base.sr_geometry(args.resolution) if args.resolution != "256p" else None
     return base, sr
 
@@ -159,10 +165,12 @@ def build_request(args: argparse.Namespace) -> ClipRequest:
     prompt = build_prompt(args.prompt, parse_dialogue(args.dialogue), args.background_sound, raw=args.raw_prompt)
     steps = None if args.steps is None else validate_steps(args.steps)
     sampling = SamplingOptions(mode=args.mode, steps=steps, seed=args.seed)
-    base, sr = clip_geometry(args)
+    validate_seconds(args.seconds)
     check_weights(args)
+    # stream only what the clip can use (+ margin for the resampler), never a whole long recording
+    voice = read_audio(args.audio, max_seconds=args.seconds + 0.5) if args.audio is not None else None
+    base, sr = clip_geometry(args, voice)
     image = read_image(args.image) if args.image is not None else None
-    voice = read_audio(args.audio) if args.audio is not None else None
     return ClipRequest(prompt=prompt, geometry=base, sr_geometry=sr, sampling=sampling,
                        negative_prompt=negative_or_default(args.negative_prompt), image=image, voice=voice)
 

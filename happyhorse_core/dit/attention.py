@@ -59,12 +59,17 @@ def _import_first(*names: str):
     raise ImportError(str(last))
 
 
-def _usable(name: str, device: torch.device) -> str | None:
-    """None if backend `name` can run on `device`, else the reason it cannot."""
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # what flash-attn and sage kernels take
+
+
+def _usable(name: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
+    """None if backend `name` can run on `device` with q/k/v of `dtype` (None: not known), else why not."""
     if name == "sdpa":
         return None
     if device.type != "cuda":
         return f"it needs a CUDA device (tensors are on {device.type})"
+    if dtype is not None and dtype not in HALF_DTYPES:
+        return f"it takes fp16/bf16 inputs only (attention runs in {str(dtype).replace('torch.', '')})"
     try:
         if name == "flash":
             _import_first("flash_attn_interface", "flash_attn")
@@ -75,17 +80,21 @@ def _usable(name: str, device: torch.device) -> str | None:
     return None
 
 
-def resolve_backend(name: str, device: torch.device | str = "cpu") -> str:
-    """Map a requested backend to the one that will actually run (warning once on fallback)."""
+def resolve_backend(name: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> str:
+    """Map a requested backend to the one that will actually run (warning once on fallback).
+
+    `dtype` is the dtype q/k/v have in attention (the model's compute dtype): `auto` only picks
+    flash-attn for fp16/bf16, so an fp32 run (parity checks) stays on exact SDPA.
+    """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
     device = torch.device(device)
     if name == "auto":
-        return "flash" if _usable("flash", device) is None else "sdpa"
-    reason = _usable(name, device)
+        return "flash" if _usable("flash", device, dtype) is None else "sdpa"
+    reason = _usable(name, device, dtype)
     if reason is None:
         return name
-    key = f"{name}:{device.type}"
+    key = f"{name}:{device.type}:{dtype}"
     if key not in _warned:
         _warned.add(key)
         log.warning("HappyHorse: attention backend %r cannot run because %s; using PyTorch SDPA instead.", name, reason)

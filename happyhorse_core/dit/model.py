@@ -73,7 +73,7 @@ class SandwichDiT(nn.Module):
         h = self.adapter(video, audio, text, text_hidden)  # [L, D] fp32
         ctx = StepContext(split=split, rope=rope if rope is not None else self.adapter.rope(coords.to(device)),
                           compute_dtype=self.compute_dtype,
-                          backend=resolve_backend(self.attn_backend, h.device),
+                          backend=resolve_backend(self.attn_backend, h.device, self.compute_dtype),
                           tokens_per_frame=max(tokens_per_frame, 1))
         if self.compiled:  # widths never vary: keep them out of the symbolic sizes (no duck-size clashes)
             torch._dynamo.mark_static(h, 1)

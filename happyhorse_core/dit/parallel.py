@@ -190,7 +190,7 @@ class SequenceParallelDiT(nn.Module):
         split = local_split(full, lo, hi)
         h, rope = self._embed(video, audio, text, coords, shard, cache)
         ctx = StepContext(split=split, rope=rope, compute_dtype=m.compute_dtype,
-                          backend=resolve_backend(m.attn_backend, h.device),
+                          backend=resolve_backend(m.attn_backend, h.device, m.compute_dtype),
                           tokens_per_frame=max(tokens_per_frame, 1), shard=shard)
         for layer in m.block.layers:
             h = layer(h, ctx)
