@@ -12,6 +12,7 @@ Layouts (ComfyUI side <-> core side):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, Optional
 
@@ -234,3 +235,23 @@ def node_warning(node_id: Optional[str], message: str) -> None:
             server.send_progress_text(text, str(node_id))
     except ImportError:  # ComfyUI's server module is absent (plain-Python use): the log line is enough
         return
+
+
+@contextlib.contextmanager
+def vae_dtype(vae, dtype: Optional[torch.dtype]):
+    """Run a native ComfyUI VAE in `dtype` for the block (None: as loaded), then restore it.
+
+    The reference runs the Stable Audio VAE in fp32; ComfyUI may have loaded it in fp16/bf16. The VAE
+    object casts its inputs to `vae.vae_dtype` and runs `vae.first_stage_model`, so both are switched."""
+    old = getattr(vae, "vae_dtype", None)
+    model = getattr(vae, "first_stage_model", None)
+    if dtype is None or old is None or model is None or old == dtype:
+        yield vae
+        return
+    model.to(dtype)
+    vae.vae_dtype = dtype
+    try:
+        yield vae
+    finally:
+        model.to(old)
+        vae.vae_dtype = old

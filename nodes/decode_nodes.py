@@ -61,26 +61,35 @@ class DecodeAudio(io.ComfyNode):
             display_name="HappyHorse Decode Audio",
             category=f"{CATEGORY}/decode",
             description=("Decodes the audio latent with the native Stable Audio Open VAE and re-times it from the "
-                         "model's 51.2 kHz (25 latent frames/s x 2048) to 44.1 kHz, so audio and video both last "
-                         "(25*s+1)/25 s. Use this instead of the native VAE Decode Audio for HappyHorse latents."),
+                         "model's 51.2 kHz (25 latent frames/s x 2048) to 44.1 kHz. By default the sound is cut to "
+                         "the decoded video's 4(T-1)+1 frames, so CreateVideo gives an mp4 whose streams end "
+                         "together (the CLI does the same). Use this instead of the native VAE Decode Audio for "
+                         "HappyHorse latents."),
             inputs=[
                 io.Latent.Input("audio_latent"),
                 io.Vae.Input("vae", tooltip="The Stable Audio Open VAE (VAE Loader)."),
+                io.Boolean.Input("trim_to_video", default=True, optional=True,
+                                 tooltip="Cut the sound to the decoded video's length ((4(T-1)+1)/25 s). Off: the "
+                                         "latent's full (F/25 s) length, up to 0.12 s longer than the picture."),
+                io.Boolean.Input("vae_fp32", default=True, optional=True,
+                                 tooltip="Decode in fp32 as the reference does (ComfyUI may load the VAE in "
+                                         "fp16/bf16). Off: the VAE's loaded precision."),
             ],
             outputs=[io.Audio.Output(display_name="audio")],
         )
 
     @classmethod
-    def execute(cls, audio_latent, vae) -> io.NodeOutput:
-        from happyhorse_core.media.audio import to_output_rate
+    def execute(cls, audio_latent, vae, trim_to_video=True, vae_fp32=True) -> io.NodeOutput:
+        from happyhorse_core.media.audio import output_audio
 
         from . import comfy_bridge as cb
         samples = cb.latent_samples(audio_latent, "audio")
-        wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
+        with cb.vae_dtype(vae, torch.float32 if vae_fp32 else None):
+            wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
         if wave.ndim != 3:
             raise ValueError(f"the VAE decoded to shape {list(wave.shape)}; connect the Stable Audio Open VAE")
-        wave = to_output_rate(wave.cpu(), dim=-1)  # FFT re-timing 441/512 -> 44.1 kHz
-        return io.NodeOutput({"waveform": wave.contiguous(), "sample_rate": 44100})
+        wave = output_audio(wave.cpu(), samples.shape[2], trim_to_video=trim_to_video)  # 44.1 kHz
+        return io.NodeOutput({"waveform": wave, "sample_rate": 44100})
 
 
 NODES = [DecodeVideo, DecodeAudio]

@@ -14,8 +14,6 @@ from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
 
-AUDIO_HOP = 2048  # Stable Audio VAE samples per latent frame
-NOMINAL_RATE = 51200  # the model's audio timing: 25 latent frames per second (MODEL_SPEC §7.3)
 
 
 def _languages() -> list[str]:
@@ -119,22 +117,37 @@ class EmptyLatent(io.ComfyNode):
                              tooltip="Custom width in pixels (multiple of 32; others are floored with a warning)."),
                 io.Int.Input("height", default=256, min=32, max=1920, step=32,
                              tooltip="Custom height in pixels (multiple of 32)."),
-                io.Int.Input("seconds", default=5, min=1, max=15,
-                             tooltip="Whole seconds at 25 fps: 5 s = 126 frames (125 decoded), 1-15."),
+                io.Float.Input("seconds", default=5.0, min=1.0, max=15.0, step=0.04, round=0.01,
+                               tooltip="Clip length at 25 fps (1-15 s, fractions allowed): 5 s = 126 frames (125 "
+                                       "decoded). With a voice connected below: the most the voice may fill."),
                 io.Int.Input("batch_size", default=1, min=1, max=16, tooltip="Clips sampled one after another."),
+                io.Audio.Input("voice", optional=True,
+                               tooltip="Optional voice track: the clip takes its length from it, as the reference "
+                                       "does (a 4.0 s voice gives 97 frames; a longer one is cut to seconds). "
+                                       "Connect the same AUDIO to HappyHorse Voice Reference."),
             ],
             outputs=[io.Latent.Output(display_name="video_latent"), io.Latent.Output(display_name="audio_latent")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, aspect, resolution, width, height, seconds, batch_size) -> io.NodeOutput:
-        from happyhorse_core.geometry import ClipGeometry
+    def execute(cls, aspect, resolution, width, height, seconds, batch_size, voice=None) -> io.NodeOutput:
+        from happyhorse_core.geometry import FPS, ClipGeometry
 
         from . import comfy_bridge as cb
-        if resolution == "custom":
-            geo = ClipGeometry.from_request(width, height, seconds)
-        else:
-            geo = ClipGeometry.from_preset(aspect, resolution, seconds)
+        from .runtime import node_warnings
+        with node_warnings(cls.hidden.unique_id) as warn:  # "size rounded" warnings reach the node
+            if resolution == "custom":
+                geo = ClipGeometry.from_request(width, height, seconds)
+            else:
+                geo = ClipGeometry.from_preset(aspect, resolution, seconds)
+            if voice is not None:
+                wave, rate = cb.audio_to_waveform(voice)
+                geo = geo.with_voice(wave.shape[-1], rate)
+                voice_s = wave.shape[-1] / rate
+                if voice_s - geo.frames / FPS >= 1 / FPS:
+                    warn(f"the voice track lasts {voice_s:.2f} s; the clip is cut to {geo.frames / FPS:.2f} s "
+                         f"(raise seconds to use more of it)")
         dev = cb.intermediate_device()
         video = torch.zeros((batch_size, *geo.video_latent_shape[1:]), device=dev)
         audio = torch.zeros((batch_size, 64, geo.audio_frames), device=dev)
@@ -193,41 +206,57 @@ class AudioReference(io.ComfyNode):
             node_id="HappyHorseAudioReference",
             display_name="HappyHorse Voice Reference",
             category=f"{CATEGORY}/conditioning",
-            description=("Encodes a voice track (any sample rate 8-192 kHz, mono/stereo/5.1) with the native "
-                         "Stable Audio VAE into the audio latent that drives the lips. It is resampled to the "
-                         "model's 51.2 kHz timing (25 latent frames/s) and cut or zero-padded to the clip."),
+            description=("Encodes a voice track (any sample rate 8-192 kHz, mono/stereo/5.1/7.1) with the native "
+                         "Stable Audio VAE into the audio latent that drives the lips. As in the reference it is "
+                         "downmixed to mono (on both VAE channels), resampled to the model's 51.2 kHz timing (25 "
+                         "latent frames/s) and fitted to the clip; only the part the clip uses is processed. Also "
+                         "outputs the original recording cut to the clip's video length, for the mp4."),
             inputs=[
                 io.Audio.Input("audio", tooltip="The voice track (Load Audio)."),
                 io.Vae.Input("vae", tooltip="The Stable Audio Open VAE (64 latent channels)."),
-                io.Latent.Input("audio_latent", tooltip="The clip's audio latent (for the length)."),
+                io.Latent.Input("audio_latent", tooltip="The clip's audio latent (for the length). Give HappyHorse "
+                                                        "Empty Latent the same voice so the clip matches it."),
+                io.Boolean.Input("vae_fp32", default=True, optional=True,
+                                 tooltip="Encode in fp32 as the reference does (ComfyUI may load the VAE in "
+                                         "fp16/bf16). Off: the VAE's loaded precision."),
             ],
-            outputs=[io.Latent.Output(display_name="voice_latent")],
+            outputs=[io.Latent.Output(display_name="voice_latent"),
+                     io.Audio.Output(display_name="voice_for_video")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, audio, vae, audio_latent) -> io.NodeOutput:
-        from happyhorse_core.media.audio import prepare_voice_track
+    def execute(cls, audio, vae, audio_latent, vae_fp32=True) -> io.NodeOutput:
+        from happyhorse_core.geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, FPS
+        from happyhorse_core.media.audio import prepare_voice_track, video_frames_for_audio, voice_for_video
 
         from . import comfy_bridge as cb
+        from .runtime import node_warnings
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
-        prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)
-        if prep.trimmed:
-            log.warning("HappyHorse: voice track (%.2f s) is longer than the clip; the end is cut",
-                        prep.source_duration_s)
-        if prep.padded:
-            log.warning("HappyHorse: voice track (%.2f s) is shorter than the clip; padded with silence",
-                        prep.source_duration_s)
-        if prep.silent:
-            log.warning("HappyHorse: the voice track is silent (peak below -60 dBFS)")
-        latent = vae.encode(prep.waveform.unsqueeze(0).movedim(1, -1))  # [1, 64, F']
+        with node_warnings(cls.hidden.unique_id) as warn:
+            prep = prepare_voice_track(wave, rate, AUDIO_NOMINAL_RATE, frames * AUDIO_HOP)
+            clip_s = frames / FPS
+            if prep.source_duration_s - clip_s >= 1 / FPS:
+                warn(f"the voice track ({prep.source_duration_s:.2f} s) is longer than the clip ({clip_s:.2f} s); "
+                     "the end is cut. Connect the voice to HappyHorse Empty Latent (and raise seconds) to use it all")
+            if prep.padded:
+                warn(f"the voice track ({prep.source_duration_s:.2f} s) is shorter than the clip ({clip_s:.2f} s); "
+                     "padded with silence. Connect the voice to HappyHorse Empty Latent so the clip is as long as "
+                     "the voice")
+            if prep.silent:
+                warn("the voice track is silent (peak below -60 dBFS)")
+        with cb.vae_dtype(vae, torch.float32 if vae_fp32 else None):
+            latent = vae.encode(prep.waveform.unsqueeze(0).movedim(1, -1))  # [1, 64, F']
         if latent.ndim != 3 or latent.shape[1] != 64:
             raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Stable Audio "
                              "Open VAE (64 channels)")
         latent = latent.float()[:, :, :frames]
         if latent.shape[2] < frames:
             latent = torch.nn.functional.pad(latent, (0, frames - latent.shape[2]))
-        return io.NodeOutput(cb.audio_latent(latent.to(cb.intermediate_device())))
+        original = voice_for_video(wave, rate, video_frames_for_audio(frames))  # [C, n] at the track's rate
+        return io.NodeOutput(cb.audio_latent(latent.to(cb.intermediate_device())),
+                             cb.waveform_to_audio(original, rate))
 
 
 NODES = [TextEncode, EmptyLatent, ImageToVideo, AudioReference]
