@@ -117,3 +117,24 @@ def test_cuda_generator_matches_the_reference_global_stream():
     gen = noise.make_generator(42, "cuda")
     ours = noise.initial_noise(gen, 9, 3, 4, 6)
     assert torch.equal(ref[0], ours[0]) and torch.equal(ref[1], ours[1])
+
+
+def test_vae_runs_in_fp32_for_the_block_and_is_restored():
+    """The Voice Reference / Decode Audio option: a ComfyUI VAE loaded in half precision runs in fp32."""
+    from nodes import comfy_bridge as cb
+    vae = types.SimpleNamespace(first_stage_model=torch.nn.Linear(4, 4).to(torch.float16), vae_dtype=torch.float16)
+    with cb.vae_dtype(vae, torch.float32):
+        assert vae.vae_dtype == torch.float32 and vae.first_stage_model.weight.dtype == torch.float32
+    assert vae.vae_dtype == torch.float16 and vae.first_stage_model.weight.dtype == torch.float16
+    with cb.vae_dtype(vae, None):  # option off: untouched
+        assert vae.first_stage_model.weight.dtype == torch.float16
+
+
+def test_node_warning_is_logged_every_time(caplog):
+    import logging
+
+    from nodes import comfy_bridge as cb
+    with caplog.at_level(logging.WARNING, logger="HappyHorse"):
+        for _ in range(3):
+            cb.node_warning(None, "voice cut")
+    assert [r.getMessage() for r in caplog.records] == ["HappyHorse: voice cut"] * 3
