@@ -1,4 +1,9 @@
-"""Clip sizes and durations: one place that turns (width, height, seconds) into every derived shape.
+"""Clip sizes, durations and the latent constants: the one home of every fact about shapes.
+
+Constants: 25 fps; Wan2.2 video latents have 48 channels (16x spatial, 4x temporal compression)
+with per-channel mean/std (the DiT works on (z - mean) / std); Stable Audio Open latents have 64
+channels, 2048 samples per latent frame, so the audio latent is defined at 25 x 2048 = 51 200 Hz
+and decoded audio is re-timed to 44 100 Hz. Every other module imports these from here.
 
 The model (MODEL_SPEC §5) runs at a fixed 25 fps. A clip of ``s`` seconds (fractions allowed,
 rounded to whole frames) has ``round(25·s) + 1`` pixel frames; a voice-driven clip instead takes
@@ -42,6 +47,25 @@ AUDIO_LATENT_CHANNELS = 64
 AUDIO_HOP = 2048  # Stable Audio Open VAE samples per latent frame
 AUDIO_NOMINAL_RATE = FPS * AUDIO_HOP  # 51 200 Hz: the rate the audio latent is defined at
 AUDIO_OUTPUT_RATE = 44_100  # the decoded waveform is re-timed to this rate (MODEL_SPEC §7.3)
+
+# Wan2.2 VAE per-channel latent statistics (VIDEO_LATENT_CHANNELS of each). The DiT works on
+# (z - mean) / std; the decoder undoes that before decoding (MODEL_SPEC §7.1, §7.2).
+WAN22_LATENT_MEAN: tuple[float, ...] = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)
+WAN22_LATENT_STD: tuple[float, ...] = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)
 
 MIN_SECONDS, MAX_SECONDS = 1, 15
 MIN_VOICE_FRAMES = 5  # 0.2 s: the shortest voice track that still makes a clip (2 latent frames)
@@ -295,3 +319,35 @@ class ClipGeometry:
         size = (long_px, short) if self.width >= self.height else (short, long_px)
         _check_limits(*size)
         return size
+
+
+def video_matched_samples(audio_frames: int) -> int:
+    """44.1 kHz samples lasting exactly as long as the decoded video of a clip with `audio_frames` latents.
+
+    F audio latents belong to T = (F - 1)//4 + 1 latent frames, which decode to 4(T - 1) + 1 video
+    frames at 25 fps; the audio of the same clip lasts F/25 s, i.e. up to 0.16 s longer. Cutting each
+    clip's waveform to this length keeps a batch joined into one file in sync clip by clip.
+    """
+    if audio_frames < 1:
+        raise ValueError(f"an audio latent needs at least 1 frame, got {audio_frames}")
+    video_frames = VAE_STRIDE_T * ((audio_frames - 1) // VAE_STRIDE_T) + 1
+    return video_frames * AUDIO_OUTPUT_RATE // FPS
+
+
+MAX_BATCH_SECONDS = 60  # clips x seconds per run (16 x 3 s, 4 x 15 s)
+MAX_DECODED_BYTES = 24 * 2**30  # the decoded batch as a float32 IMAGE [frames, H, W, 3] in system RAM
+
+
+def check_batch(batch_size: int, geometry: "ClipGeometry") -> None:
+    """batch_size x clip length is bounded before any latent exists: a batch is sampled clip after clip
+    but decoded into ONE IMAGE batch in system RAM, so its size must stay reasonable."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    seconds = batch_size * geometry.seconds
+    frames = batch_size * geometry.decoded_frames
+    gib = frames * geometry.width * geometry.height * 3 * 4 / 2**30
+    if seconds > MAX_BATCH_SECONDS or gib * 2**30 > MAX_DECODED_BYTES:
+        raise ValueError(f"batch_size {batch_size} x {geometry.seconds} s at {geometry.width}x{geometry.height} is "
+                         f"{seconds} s of video ({frames} frames, {gib:.1f} GiB once decoded); one run may hold at "
+                         f"most {MAX_BATCH_SECONDS} s and {MAX_DECODED_BYTES // 2**30} GiB: lower batch_size or "
+                         "seconds, or queue several runs")

@@ -5,26 +5,38 @@ our video latent). The Wan2.2 mean/std normalisation into model space happens in
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, FPS, ClipGeometry,
+                                        RESOLUTION_SHORT_SIDE, check_batch)
+from ..happyhorse_core.media.audio import prepare_voice_track, video_frames_for_audio, voice_for_video
+from ..happyhorse_core.media.read import center_crop_to_aspect
+from ..happyhorse_core.media.shrink import shrink_early, shrink_factor
+from ..happyhorse_core.text.bounds import check_unicode, truncation_message
+from ..happyhorse_core.text.encoder import encode_prompt
+from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES, negative_or_default
+from ..happyhorse_core.validation import parse_dialogue, start_image
+
+from . import comfy_bridge as cb, ram_plan
+from .comfy_bridge import io
+from .node_warnings import collect, warn_all
+from .runtime import oom_advice
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
 
 
-
 def _languages() -> list[str]:
-    from happyhorse_core.text.prompts import LANGUAGES
     return list(LANGUAGES)
 
 
 class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.text.prompts import DEFAULT_NEGATIVE_PROMPT
         return io.Schema(
             node_id="HappyHorseTextEncode",
             display_name="HappyHorse Text Encode",
@@ -62,43 +74,69 @@ class TextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt, raw=False) -> io.NodeOutput:
-        from happyhorse_core.text.prompts import build_prompt, negative_or_default
-        from happyhorse_core.validation import parse_dialogue
+        node_id = cls.hidden.unique_id
+        notes: list[str] = []
+        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue, warn=notes.append),
+                            background_sound, raw=bool(raw))
+        negative = negative_or_default(negative_prompt)  # empty = the default list, as in the CLI
+        check_unicode(negative, "negative prompt")  # fail here, not later in the sampler
+        neg = None
+        with _encoder_ready(text_encoder):
+            pos = _encode(text_encoder, full, "prompt", node_id, notes)
+            if text_encoder.release_after_encoding:  # it leaves RAM now: encode the negative while it is here
+                neg = _encode(text_encoder, negative, "negative prompt", node_id, notes).features
+        if text_encoder.release_after_encoding:
+            ram_plan.release(text_encoder, cb.unload_patcher, why="release_after_encoding")
+        warn_all(node_id, notes)
+        # otherwise encoded only if a consumer runs CFG (base mode, SR with cfg): PromptPair.negative_features
+        source = None if neg is not None else functools.partial(_encode_negative, text_encoder, negative)
+        return io.NodeOutput(PromptPair(positive=pos.features, negative=neg, prompt=full,
+                                        truncated=pos.truncated, negative_source=source))
 
-        from . import comfy_bridge as cb
-        from .runtime import node_warnings
-        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound,
-                            raw=bool(raw))
-        if text_encoder.patcher is not None:
-            cb.load_models([text_encoder.patcher])
-        with node_warnings(cls.hidden.unique_id) as warn:
-            pos = _encode(text_encoder, full, "prompt", warn)
-            neg = _encode(text_encoder, negative_or_default(negative_prompt), "negative prompt", warn)
-        return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
-                                        truncated=pos.truncated))
+
+@contextlib.contextmanager
+def _encoder_ready(stack):
+    """The text encoder in RAM (read again if the RAM plan released it) and placed by ComfyUI."""
+    with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
+        ram_plan.ensure_loaded(stack, rewrap=cb.wrap_model, unload=cb.unload_patcher)
+        if stack.patcher is not None:
+            cb.load_models([stack.patcher])
+        yield
+
+
+def _encode_negative(stack, text: str, node_id=None) -> torch.Tensor:
+    """The negative prompt's rows, encoded when a consumer first needs them (warnings go to that node)."""
+    notes: list[str] = []
+    with _encoder_ready(stack):
+        feats = _encode(stack, text, "negative prompt", node_id, notes)
+    warn_all(node_id, notes)
+    return feats.features
 
 
 @torch.no_grad()
-def _encode(stack, text: str, what: str, warn=None):
-    from happyhorse_core.text.encoder import text_features
-    ids = stack.tokenizer.encode(text)
-    if not ids:
-        raise ValueError(f"the {what} produced no tokens; write some text")
-    device = next(stack.encoder.parameters()).device
-    feats = text_features(stack.encoder.encode(torch.tensor([ids], device=device)))
+def _encode(stack, text: str, what: str, node_id, notes: list):
+    """Tokens counted and cut to 640 first, then the encoder, layer by layer with Cancel and progress."""
+    # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
+    device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
+    layers = len(stack.encoder.layers)
+    bar = cb.ComfyProgress(layers, node_id=node_id)
+    done = [0]
+
+    def between_layers():  # Cancel lands within one layer; the bar shows the encode moving
+        cb.interrupt_check()
+        bar(done[0], layers)
+        done[0] += 1
+
+    feats = encode_prompt(stack.encoder, stack.tokenizer, text, device=device, what=what, interrupt=between_layers)
+    bar(layers, layers)
     if feats.truncated:
-        message = f"the {what} has {len(ids)} tokens; only the first 640 are used. Shorten it."
-        if warn is not None:
-            warn(message)
-        else:
-            log.warning("HappyHorse: %s", message)
+        notes.append(truncation_message(what, feats.tokens))
     return feats._replace(features=feats.features.cpu())
 
 
 class EmptyLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.geometry import ASPECTS, RESOLUTION_SHORT_SIDE
         return io.Schema(
             node_id="HappyHorseEmptyLatent",
             display_name="HappyHorse Empty Latent",
@@ -132,11 +170,7 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, aspect, resolution, width, height, seconds, batch_size, voice=None) -> io.NodeOutput:
-        from happyhorse_core.geometry import FPS, ClipGeometry
-
-        from . import comfy_bridge as cb
-        from .runtime import node_warnings
-        with node_warnings(cls.hidden.unique_id) as warn:  # "size rounded" warnings reach the node
+        with collect(cls.hidden.unique_id) as note:  # "size rounded" and "voice cut" reach the node
             if resolution == "custom":
                 geo = ClipGeometry.from_request(width, height, seconds)
             else:
@@ -146,8 +180,9 @@ class EmptyLatent(io.ComfyNode):
                 geo = geo.with_voice(wave.shape[-1], rate)
                 voice_s = wave.shape[-1] / rate
                 if voice_s - geo.frames / FPS >= 1 / FPS:
-                    warn(f"the voice track lasts {voice_s:.2f} s; the clip is cut to {geo.frames / FPS:.2f} s "
+                    note(f"the voice track lasts {voice_s:.2f} s; the clip is cut to {geo.frames / FPS:.2f} s "
                          f"(raise seconds to use more of it)")
+        check_batch(batch_size, geo)
         dev = cb.intermediate_device()
         video = torch.zeros((batch_size, *geo.video_latent_shape[1:]), device=dev)
         audio = torch.zeros((batch_size, 64, geo.audio_frames), device=dev)
@@ -175,23 +210,24 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        from . import comfy_bridge as cb
-        from .runtime import node_warnings
         video = cb.latent_samples(video_latent, "video")
-        with node_warnings(cls.hidden.unique_id):
+        with collect(cls.hidden.unique_id):  # "image batch" reaches the node
             latent = encode_start_frame(image, vae, video.shape[3], video.shape[4])
         return io.NodeOutput(cb.video_latent(latent.to(cb.intermediate_device())))
 
 
 def encode_start_frame(image, vae, latent_h: int, latent_w: int) -> torch.Tensor:
-    """IMAGE -> raw Wan2.2 first-frame latent [1, 48, 1, latent_h, latent_w]: centre-crop to the aspect,
-    lanczos resize to 16x the latent size, native VAE encode (warns when given a batch: the first is used)."""
-    import comfy.utils
-
-    from happyhorse_core.validation import start_image
+    """IMAGE -> raw Wan2.2 first-frame latent [1, 48, 1, latent_h, latent_w]: centre-crop to the aspect, lanczos
+    resize to 16x the latent size, native VAE encode (ImageBatchWarning for a batch: the first image is used).
+    Image To Video and Super-Resolution (at the SR size) both encode through here."""
     h, w = latent_h * 16, latent_w * 16
-    rgb = start_image(image)  # [1, H, W, 3]; ImageBatchWarning for a batch
-    rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+    rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
+    chw = rgb[0].movedim(-1, 0)  # [3, H, W], a view
+    crop = center_crop_to_aspect(chw, w, h)  # a view
+    if shrink_factor(crop.shape[1], crop.shape[2], h, w) > 1:  # >= 4x the clip: box-shrink it first, so that
+        rgb = shrink_early(crop, w, h, interrupt=cb.interrupt_check).movedim(0, -1)[None]  # work follows the clip
+    rgb = cb.resize_image(rgb, w, h)  # [1, h*16, w*16, 3], lanczos + center crop
+    cb.interrupt_check()
     latent = vae.encode(rgb)  # [1, C, 1, h, w]
     if latent.ndim != 5 or latent.shape[1] != 48:
         raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
@@ -227,25 +263,22 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent, vae_fp32=True) -> io.NodeOutput:
-        from happyhorse_core.geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, FPS
-        from happyhorse_core.media.audio import prepare_voice_track, video_frames_for_audio, voice_for_video
-
-        from . import comfy_bridge as cb
-        from .runtime import node_warnings
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
-        with node_warnings(cls.hidden.unique_id) as warn:
-            prep = prepare_voice_track(wave, rate, AUDIO_NOMINAL_RATE, frames * AUDIO_HOP)
+        cb.interrupt_check()
+        with collect(cls.hidden.unique_id) as note:
+            prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)  # only the clip's share
             clip_s = frames / FPS
             if prep.source_duration_s - clip_s >= 1 / FPS:
-                warn(f"the voice track ({prep.source_duration_s:.2f} s) is longer than the clip ({clip_s:.2f} s); "
+                note(f"the voice track ({prep.source_duration_s:.2f} s) is longer than the clip ({clip_s:.2f} s); "
                      "the end is cut. Connect the voice to HappyHorse Empty Latent (and raise seconds) to use it all")
             if prep.padded:
-                warn(f"the voice track ({prep.source_duration_s:.2f} s) is shorter than the clip ({clip_s:.2f} s); "
+                note(f"the voice track ({prep.source_duration_s:.2f} s) is shorter than the clip ({clip_s:.2f} s); "
                      "padded with silence. Connect the voice to HappyHorse Empty Latent so the clip is as long as "
                      "the voice")
             if prep.silent:
-                warn("the voice track is silent (peak below -60 dBFS)")
+                note("the voice track is silent (peak below -60 dBFS)")
+        cb.interrupt_check()
         with cb.vae_dtype(vae, torch.float32 if vae_fp32 else None):
             latent = vae.encode(prep.waveform.unsqueeze(0).movedim(1, -1))  # [1, 64, F']
         if latent.ndim != 3 or latent.shape[1] != 64:

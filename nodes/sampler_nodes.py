@@ -4,8 +4,18 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.dit.memory_plan import RunShape
+from ..happyhorse_core.sampling.guidance import GuidanceConfig
+from ..happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
+from ..happyhorse_core.sampling.noise import batch_seed, generator_state, make_generator
+from ..happyhorse_core.sampling.pipeline import generate, MODES, SamplingOptions, TextConditioning
+from ..happyhorse_core.validation import check_clip_latents, check_guidance_widgets
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .node_warnings import collect
+from .runtime import hooks_for, oom_advice, placed
 from .types import CATEGORY, HHConditioning, HHModel
 
 log = logging.getLogger("HappyHorse")
@@ -16,7 +26,7 @@ class Sampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HappyHorseSampler",
-            display_name="HappyHorse Sampler",
+            display_name="HappyHorse Sampler (MagiHuman)",
             category=f"{CATEGORY}/sampling",
             description=("Generates video and synchronized audio. distilled = the distill checkpoint, 8 steps, no "
                          "CFG (fast); base = the base checkpoint, 32 steps with CFG (video 5.0 while t > 500 then "
@@ -30,7 +40,7 @@ class Sampler(io.ComfyNode):
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Same seed, same clip. Clip b of a batch uses seed + b (wrapping at the "
                                      "maximum)."),
-                io.Combo.Input("mode", options=["distilled", "base"], default="distilled",
+                io.Combo.Input("mode", options=list(MODES), default="distilled",
                                tooltip="distilled: 8 steps, 1 forward per step. base: CFG, 2 forwards per step."),
                 io.Int.Input("steps", default=0, min=0, max=200,
                              tooltip="0 = the mode's default (8 distilled, 32 base)."),
@@ -54,31 +64,25 @@ class Sampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, video_latent, audio_latent, seed, mode, steps, video_cfg, video_cfg_late,
                 audio_cfg, first_frame=None, voice_latent=None, noise_device="cpu") -> io.NodeOutput:
-        from happyhorse_core.sampling.guidance import GuidanceConfig
-        from happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.sampling.noise import batch_seed, generator_state, make_generator
-        from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
-        from happyhorse_core.validation import check_clip_latents
-
-        from . import comfy_bridge as cb
-        from .runtime import hooks_for, node_warnings, oom_advice, placed
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
         if model.variant.startswith("sr_"):
             raise ValueError("this is a super-resolution model; load the distill or base checkpoint for the "
                              "sampler and use the SR model in HappyHorse Super-Resolution")
-        guidance = GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
-        text = TextConditioning(conditioning.positive, conditioning.negative)
+        check_guidance_widgets(mode, video_cfg=video_cfg, video_cfg_late=video_cfg_late, audio_cfg=audio_cfg)
+        guidance = (GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
+                    if mode == "base" else GuidanceConfig())  # distilled: no CFG, the widgets are unused
+        text = TextConditioning(conditioning.positive, _negative(conditioning, mode == "base", cls.hidden.unique_id))
         image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
         voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
+        run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
+                                    max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=mode == "base")
         outs_v, outs_a, streams = [], [], []
-        with node_warnings(cls.hidden.unique_id) as warn, oom_advice("the HappyHorse sampler", model), \
-                placed(model) as device:
-            mismatch = mode_mismatch(model.variant, mode)
-            if mismatch:
-                warn(mismatch)
-            noise_dev = noise_device_for(noise_device, device, warn)
+        with collect(cls.hidden.unique_id) as note, oom_advice("the HappyHorse sampler", model), \
+                placed(model, run) as device:
+            note(mode_mismatch(model.variant, mode))
+            noise_dev = noise_device_for(noise_device, device, note)
             for b in range(video.shape[0]):
                 opts = SamplingOptions(mode=mode, steps=steps or None, seed=batch_seed(seed, b), guidance=guidance)
                 gen = make_generator(opts.seed, noise_dev)
@@ -110,13 +114,22 @@ def mode_mismatch(variant: str, mode: str) -> str | None:
     return None
 
 
-def noise_device_for(choice: str, compute_device: torch.device, warn) -> str:
+def noise_device_for(choice: str, compute_device: torch.device, note) -> str:
     """'cpu' -> cpu; 'gpu' -> the CUDA compute device, or cpu with a warning when there is none."""
     if choice == "gpu":
         if compute_device.type == "cuda":
             return str(compute_device)
-        warn(f"noise_device gpu needs a CUDA device (running on {compute_device.type}); noise is drawn on the CPU")
+        note(f"noise_device gpu needs a CUDA device (running on {compute_device.type}); noise is drawn on the CPU")
     return "cpu"
+
+
+def _negative(conditioning, needed: bool, node_id):
+    """The negative prompt's rows when CFG needs them (encoded now, on first use), else None."""
+    if not needed:
+        return None
+    if hasattr(conditioning, "negative_features"):
+        return conditioning.negative_features(node_id)
+    return conditioning.negative
 
 
 NODES = [Sampler]

@@ -2,8 +2,22 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.dit.memory_plan import RunShape
+from ..happyhorse_core.sampling.guidance import GuidanceConfig
+from ..happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
+from ..happyhorse_core.sampling.noise import batch_seed, make_generator, restore_generator
+from ..happyhorse_core.sampling.pipeline import TextConditioning
+from ..happyhorse_core.sampling.scheduler import NUM_TRAIN_TIMESTEPS, SR_RENOISE_INDEX
+from ..happyhorse_core.sampling.super_resolution import SR_TARGETS, SROptions, super_resolve
+from ..happyhorse_core.validation import check_clip_latents, sr_latent_hw
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .encode_nodes import encode_start_frame
+from .node_warnings import collect
+from .runtime import hooks_for, oom_advice, placed
+from .sampler_nodes import NOISE_DEVICES, NOISE_STREAM_KEY, _negative, noise_device_for
 from .types import CATEGORY, HHConditioning, HHModel
 
 CONTINUE_SEED = -1  # SR seed widget value: continue the sampler's noise stream (the reference's single stream)
@@ -13,9 +27,6 @@ FALLBACK_SEED = 42  # the reference's default seed, used when a latent carries n
 class SuperResolution(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.sampling.scheduler import NUM_TRAIN_TIMESTEPS, SR_RENOISE_INDEX
-
-        from .sampler_nodes import NOISE_DEVICES
         return io.Schema(
             node_id="HappyHorseSuperResolution",
             display_name="HappyHorse Super-Resolution",
@@ -30,7 +41,7 @@ class SuperResolution(io.ComfyNode):
                 HHConditioning.Input("conditioning"),
                 io.Latent.Input("video_latent", tooltip="The sampler's video latent (256p)."),
                 io.Latent.Input("audio_latent", tooltip="The sampler's audio latent."),
-                io.Combo.Input("resolution", options=["540p", "1080p"], default="1080p",
+                io.Combo.Input("resolution", options=list(SR_TARGETS), default="1080p",
                                tooltip="540p = 896x512, 1080p = 1920x1088 for 16:9; other aspects keep their ratio."),
                 io.Int.Input("seed", default=CONTINUE_SEED, min=CONTINUE_SEED, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="-1 (default) = continue the HappyHorse Sampler's noise stream, as the reference "
@@ -63,16 +74,8 @@ class SuperResolution(io.ComfyNode):
 
     @classmethod
     def execute(cls, sr_model, conditioning, video_latent, audio_latent, resolution, seed, steps, cfg,
-                first_frame=None, image=None, vae=None, cfg_scale=3.5, renoise_level=220,
+                first_frame=None, image=None, vae=None, cfg_scale=3.5, renoise_level=SR_RENOISE_INDEX,
                 noise_device="cpu") -> io.NodeOutput:
-        from happyhorse_core.sampling.guidance import GuidanceConfig
-        from happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.sampling.pipeline import TextConditioning
-        from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
-        from happyhorse_core.validation import check_clip_latents, sr_latent_hw
-
-        from . import comfy_bridge as cb
-        from .runtime import hooks_for, node_warnings, oom_advice, placed
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
@@ -80,15 +83,18 @@ class SuperResolution(io.ComfyNode):
             raise ValueError(f"the model connected to sr_model was loaded as '{sr_model.variant}'; load the "
                              "540p_sr or 1080p_sr checkpoint (variant sr_540p / sr_1080p) for super-resolution")
         lh, lw = sr_latent_hw(video.shape[3], video.shape[4], resolution)
-        text = TextConditioning(conditioning.positive, conditioning.negative)
         opts = SROptions(steps=steps, cfg=cfg, guidance=GuidanceConfig(sr_video_scale=cfg_scale),
                          renoise_index=renoise_level)
         outs = []
-        with node_warnings(cls.hidden.unique_id) as warn:
+        with collect(cls.hidden.unique_id) as note:
             image_latent = sr_first_frame(first_frame, image, vae, lh, lw)
-            with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model) as device:
+            text = TextConditioning(conditioning.positive, _negative(conditioning, cfg, cls.hidden.unique_id))
+            run = RunShape.from_latents(video.shape[2], lh, lw, audio.shape[2],
+                                        max(t.shape[0] for t in (text.positive, text.negative) if t is not None),
+                                        cfg=cfg)
+            with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model, run) as device:
                 for b in range(video.shape[0]):
-                    gen = sr_generator(video_latent, b, seed, noise_device, device, warn)
+                    gen = sr_generator(video_latent, b, seed, noise_device, device, note)
                     v, _ = super_resolve(sr_model.model, video_to_model(video[b:b + 1]),
                                          audio_to_model(audio[b:b + 1]), text, latent_h=lh, latent_w=lw,
                                          generator=gen, opts=opts, image_latent=image_latent,
@@ -102,10 +108,6 @@ def sr_first_frame(first_frame, image, vae, lh: int, lw: int):
 
     image + vae: the picture is encoded at the SR size here (what the reference does); first_frame: a
     latent already encoded at that size. image wins when both are connected."""
-    from happyhorse_core.sampling.latents import video_to_model
-
-    from . import comfy_bridge as cb
-    from .encode_nodes import encode_start_frame
     if image is not None:
         if vae is None:
             raise ValueError("HappyHorse Super-Resolution got an image but no vae: connect the Wan2.2 VAE "
@@ -121,24 +123,21 @@ def sr_first_frame(first_frame, image, vae, lh: int, lw: int):
     return latent
 
 
-def sr_generator(video_latent: dict, index: int, seed: int, noise_device: str, compute_device, warn):
+def sr_generator(video_latent: dict, index: int, seed: int, noise_device: str, compute_device, note):
     """The noise generator of clip `index`: the sampler's saved stream (seed -1) or a fresh seeded one."""
-    from happyhorse_core.sampling.noise import batch_seed, make_generator, restore_generator
-
-    from .sampler_nodes import NOISE_STREAM_KEY, noise_device_for
     if seed == CONTINUE_SEED:
         streams = video_latent.get(NOISE_STREAM_KEY) if isinstance(video_latent, dict) else None
         if streams and index < len(streams):
             saved = streams[index]
             if str(saved["device"]).startswith("cuda") and not torch.cuda.is_available():
-                warn("the sampler drew its noise on CUDA but CUDA is not available here; SR starts a CPU stream "
+                note("the sampler drew its noise on CUDA but CUDA is not available here; SR starts a CPU stream "
                      f"from seed {FALLBACK_SEED}")
                 return make_generator(batch_seed(FALLBACK_SEED, index))
             return restore_generator(saved)
-        warn("seed -1 continues the HappyHorse Sampler's noise stream, but this video latent does not come "
+        note("seed -1 continues the HappyHorse Sampler's noise stream, but this video latent does not come "
              f"straight from the sampler; using seed {FALLBACK_SEED + index} (set seed >= 0 to choose one)")
         seed = FALLBACK_SEED
-    return make_generator(batch_seed(seed, index), noise_device_for(noise_device, compute_device, warn))
+    return make_generator(batch_seed(seed, index), noise_device_for(noise_device, compute_device, note))
 
 
 NODES = [SuperResolution]

@@ -202,19 +202,25 @@ def t2v_sr1080() -> Workflow:
 
 
 def low_vram() -> Workflow:
-    swap = Node("swap", "HappyHorseBlockSwap", 0, {"blocks_on_device": 20})
+    swap = Node("swap", "HappyHorseBlockSwap", 0, {"blocks_on_device": 20, "auto": True})
     model = model_loader(weight_dtype="fp8_e4m3fn_scaled", fp8_scope="shared")
     model.links["block_swap"] = ("swap", "block_swap")
     return Workflow(
-        "hh_low_vram", "HappyHorse: low VRAM (fp8 weights + block swap 20, 256p, 2 s)",
+        "hh_low_vram", "HappyHorse: low VRAM (fp8 weights + block swap auto, 256p, 2 s)",
         "The distilled workflow for smaller GPUs: the 32 shared layers are stored in scaled fp8 (~20.6 GB "
-        "instead of 30.6 GB) and only 20 of the 40 blocks stay on the GPU, the rest stream from system RAM. "
-        "Lower blocks_on_device further if you still run out of memory (slower, same result). The text "
-        "encoder runs on the CPU (device cpu: tens of seconds per prompt, no 18.5 GB on the GPU). Loading is "
+        "instead of 30.6 GB) and block swap 'auto' keeps as many of the 40 blocks on the GPU as the free VRAM "
+        "holds after this clip's activations; the rest stream from system RAM (the console log says how many "
+        "and why). Turn auto off and set blocks_on_device by hand if you still run out of memory (slower, "
+        "same result). The T5Gemma encoder is stored in scaled fp8 (~10.2 GB instead of 18.5 GB); what does "
+        "not fit on the GPU stays in RAM and is copied in per layer, and it is released from RAM as soon as "
+        "the prompt is encoded. Peak (computed estimate, not measured): VRAM = what the card has free, "
+        "at least ~8 GB at 256p; system RAM ~21 GB for the DiT plus ~10 GB for the text encoder while it "
+        "encodes (32 GB machines: close other programs). Loading is "
         "faster from a file converted once: python -m happyhorse_core.tools.convert_fp8 <distill folder> "
         "magihuman_distill_fp8.safetensors --dtype fp8_e4m3fn_scaled --scope shared",
         ["distill", "text_encoder", "turbo_vaed", "sao_vae"],
-        [swap, model, *text_nodes(device="cpu"), empty_latent(), sampler(2), *decoders(3),
+        [swap, model, *text_nodes(weight_dtype="fp8_e4m3fn_scaled", release_after_encoding=True), empty_latent(),
+         sampler(2), *decoders(3),
          *save_nodes(4, "hh_low_vram")],
         groups=STANDARD_GROUPS)
 
@@ -257,7 +263,8 @@ WORKFLOWS = [t2v_distilled, i2v, base_cfg, t2v_sr1080, low_vram, lipsync_audio, 
 
 
 def all_workflows() -> list[Workflow]:
-    return [make() for make in WORKFLOWS]
+    from workflow_specs_api import API_WORKFLOWS  # hosted HappyHorse 1.0 (scripts/workflow_specs_api.py)
+    return [make() for make in WORKFLOWS + API_WORKFLOWS]
 
 
 def note_text(wf: Workflow) -> str:

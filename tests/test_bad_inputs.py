@@ -14,6 +14,7 @@ stage (super_resolve) refuses any DiT loaded as base/distill (v2 coordinates), s
 from __future__ import annotations
 
 import functools
+import json
 import re
 import struct
 import warnings
@@ -23,18 +24,20 @@ from typing import Any, Callable, Optional
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from happyhorse_core.sampling import latents
 from happyhorse_core import validation
 from happyhorse_core.media.audio import prepare_voice_track
 from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
-from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning, validate_steps
-from happyhorse_core.weights.loading import CheckpointError, load_dit
+from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning, check_batch, validate_steps
+from happyhorse_core.errors import CheckpointError
+from happyhorse_core.weights.loading import load_dit
 from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
 from happyhorse_core.sampling.super_resolution import SROptions, sr_latent_size, super_resolve
 from happyhorse_core.text import build_prompt, encode_prompt, load_text_stack
+from happyhorse_core.text.bounds import MAX_DIALOGUE_LINES
 from happyhorse_core.text.prompts import DialogueLine
 from happyhorse_core.testing.tiny_text import write_tiny_text_folder
 from happyhorse_core.testing.tiny_dit import tiny_dit, write_tiny_dit
@@ -183,6 +186,59 @@ def _lfs_pointer(tmp: Path) -> Path:
     return path
 
 
+def _edited_header(sh: Shared, tmp: Path, how: str) -> Path:
+    """The good tiny DiT with one header entry made hostile; tensor data untouched."""
+    data = sh.good_dit.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    by_start = sorted((v["data_offsets"][0], k) for k, v in header.items() if k != "__metadata__")
+    first, last = header[by_start[0][1]], header[by_start[-1][1]]
+    if how == "overlap":  # a later tensor of the same size pointed at the first one's bytes
+        size = first["data_offsets"][1] - first["data_offsets"][0]
+        twin = next(k for _, k in by_start[1:] if header[k]["data_offsets"][1] - header[k]["data_offsets"][0] == size
+                    and header[k]["dtype"] == first["dtype"] and header[k]["shape"] == first["shape"])
+        header[twin]["data_offsets"] = list(first["data_offsets"])
+    elif how == "float-offsets":
+        first["data_offsets"] = [float(o) for o in first["data_offsets"]]
+    elif how == "negative-shape":
+        first["shape"] = [-1] + first["shape"][1:]
+    elif how == "out-of-range":  # the last tensor claims far more bytes than the file holds
+        start = last["data_offsets"][0]
+        last["shape"], last["dtype"] = [1 << 30], "U8"
+        last["data_offsets"] = [start, start + (1 << 30)]
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    out = tmp / f"{how}.safetensors"
+    out.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    return out
+
+
+def _dit_as(sh: Shared, tmp: Path, dtype: torch.dtype) -> Path:
+    path = tmp / f"hh_distill_{str(dtype).split('.')[-1]}.safetensors"
+    save_file({k: (v * 100).to(dtype) for k, v in sh.state.items()}, path)
+    return path
+
+
+def _dit_with_nan(sh: Shared, tmp: Path) -> Path:
+    path = tmp / "hh_distill_nan.safetensors"
+    state = dict(sh.state)
+    key = "block.layers.1.mlp.down_proj.weight"
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, path)
+    return path
+
+
+def _turbo_vaed_as(tmp: Path, how: str) -> Path:
+    state = load_file(write_tiny_turbo_vaed(tmp / "turbo_good.safetensors"))
+    if how == "nan":
+        state = {k: torch.full_like(v, float("nan")) for k, v in state.items()}
+    else:
+        state = {k: v > 0 for k, v in state.items()}
+    path = tmp / f"turbo_{how}.safetensors"
+    save_file(state, path)
+    return path
+
+
 def _zero_bytes(tmp: Path, name: str) -> Path:
     (tmp / name).write_bytes(b"")
     return tmp / name
@@ -244,6 +300,93 @@ def _long_prompt(sh: Shared, _tmp: Path):
     return encode_prompt(encoder, tokenizer, prompt)
 
 
+# -- hostile and huge inputs (issue 13) ---------------------------------------------------------------------------
+
+def _huge_prompt(sh: Shared, _tmp: Path):
+    encoder, tokenizer = sh.text_stack
+    return encode_prompt(encoder, tokenizer, "a quiet harbour at dawn, " * 2000)  # 50 000 characters
+
+
+def _check_huge_prompt(feats) -> None:
+    assert feats.truncated and feats.features.shape == (640, 64) and feats.tokens.total > 5000
+
+
+def _many_dialogue_lines(sh: Shared, _tmp: Path):
+    said: list[str] = []
+    more = "\n".join(f"Man {i} | English | line {i}" for i in range(5000))
+    return validation.parse_dialogue("A woman", "English", "Hello.", more, warn=said.append), said
+
+
+def _check_capped_dialogue(result) -> None:
+    lines, said = result
+    assert len(lines) == MAX_DIALOGUE_LINES
+    assert said == [f"the dialogue has 5001 lines; only the first {MAX_DIALOGUE_LINES} are used (the model reads "
+                    "at most 640 tokens of prompt). Split the scene into several clips."]
+
+
+def _broken_tokenizer_json(sh: Shared, tmp: Path) -> Path:
+    folder = _copy_text_folder(sh, tmp, ("config.json", "model.safetensors", "tokenizer_config.json"))
+    (folder / "tokenizer.json").write_text("{1: 2}")
+    return folder
+
+
+def _tokenizer_config_list(sh: Shared, tmp: Path) -> Path:
+    folder = _copy_text_folder(sh, tmp, ("config.json", "model.safetensors", "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text("[1, 2]")
+    return folder
+
+
+def _dangling(tmp: Path, name: str) -> Path:
+    link = tmp / name
+    link.symlink_to(tmp / "moved_away" / name)
+    return link
+
+
+def _looping(tmp: Path, name: str) -> Path:
+    link = tmp / name
+    link.symlink_to(link)
+    return link
+
+
+def _tokenizer_link_broken(sh: Shared, tmp: Path) -> Path:
+    folder = _copy_text_folder(sh, tmp, ("config.json", "model.safetensors", "tokenizer_config.json"))
+    _dangling(folder, "tokenizer.json")
+    return folder
+
+
+def _model_path_in_roots(tmp: Path, make) -> str:
+    from pack_import import pack_module
+    resolve_in_roots = pack_module("nodes.comfy_bridge").resolve_in_roots
+    make(tmp, "hh.safetensors")
+    return resolve_in_roots("hh.safetensors", [str(tmp)], "diffusion_models")
+
+
+class _NaNWeights:
+    """A tiny distill DiT with one NaN weight, as if loaded from `nan_dit.safetensors`."""
+
+    @staticmethod
+    def run(sh: Shared, _tmp: Path):
+        from types import SimpleNamespace
+        model = tiny_dit("distill", seed=0, compute_dtype=torch.float32)
+        with torch.no_grad():
+            next(p for n, p in model.named_parameters() if n.startswith("block.layers.0")).fill_(float("nan"))
+        model.load_report = SimpleNamespace(source="/models/diffusion_models/nan_dit.safetensors")
+        return generate(model, _text(), latent_frames=2, latent_h=2, latent_w=2, audio_frames=5,
+                        opts=SamplingOptions(steps=3))
+
+
+def _turbo_vaed_nan(sh: Shared, tmp: Path):
+    decoder = load_turbo_vaed(write_tiny_turbo_vaed(tmp / "turbo_nan.safetensors"), dtype=torch.float32)
+    with torch.no_grad():
+        decoder.decoder.conv_in.conv.weight.fill_(float("nan"))
+    return decoder.decode(torch.zeros(1, 48, 2, 2, 2))
+
+
+def _turbo_vaed_nan_latent(sh: Shared, tmp: Path):
+    decoder = load_turbo_vaed(write_tiny_turbo_vaed(tmp / "turbo.safetensors"), dtype=torch.float32)
+    return decoder.decode(_nan_video())
+
+
 # -- the table ---------------------------------------------------------------------------------------------------
 
 CASES = [
@@ -299,20 +442,49 @@ CASES = [
         FileNotFoundError, ("no tokenizer in", "tokenizer.json or tokenizer.model",
                             "Copy them from the hub repo google/t5gemma-9b-9b-ul2")),
     Bad("file-text-encoder-pickle-only", lambda sh, t: load_text_stack(_text_folder_with_bin(sh, t)),
-        FileNotFoundError, ("no T5Gemma weights", r"pytorch_model\.bin: pickle checkpoints", "never loads",
-                            r"download the \.safetensors files")),
+        FileNotFoundError, ("no .safetensors weights in", r"pytorch_model\.bin: pickle checkpoints", "never loads",
+                            r"Download the \.safetensors files of the hub repo google/t5gemma-9b-9b-ul2")),
     Bad("file-text-encoder-truncated", lambda sh, t: load_text_stack(_text_folder_truncated(sh, t)),
         CheckpointError, (r"model\.safetensors is truncated", "download it again")),
     Bad("file-text-encoder-given-a-pickle", lambda sh, t: load_text_stack(_pickle_ckpt(t, "t5gemma.pt")),
-        ValueError, (r"t5gemma\.pt is not a \.safetensors file", "can run code",
-                     r"use the \.safetensors files of google/t5gemma-9b-9b-ul2")),
+        CheckpointError, (r"t5gemma\.pt is a pickle checkpoint", "can run code", r"Download the \.safetensors release")),
     # files: Turbo-VAED
     Bad("file-turbo-vaed-pickle", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
-        ValueError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
+        CheckpointError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
     Bad("file-turbo-vaed-zero-bytes", lambda sh, t: load_turbo_vaed(_zero_bytes(t, "turbo.safetensors")),
         CheckpointError, (r"not a readable \.safetensors file", r"empty \(0 bytes\)", "download it again")),
     Bad("file-dit-as-turbo-vaed", lambda sh, t: load_turbo_vaed(sh.good_dit),
-        ValueError, ("does not match the Turbo-VAED decoder", "missing keys", "Use the Turbo-VAED decoder weights")),
+        CheckpointError, ("does not match the Turbo-VAED decoder", r"missing key\(s\)",
+                          "Use the Turbo-VAED decoder weights")),
+    Bad("file-turbo-vaed-bool", lambda sh, t: load_turbo_vaed(_turbo_vaed_as(t, "bool")),
+        CheckpointError, (r"turbo_bool\.safetensors: \d+ tensor\(s\) are stored as BOOL, not floating point",
+                          "Turbo-VAED weights must be bf16, fp16, fp32 or fp8", "download or convert the weights again")),
+    Bad("file-turbo-vaed-nan", lambda sh, t: load_turbo_vaed(_turbo_vaed_as(t, "nan")),
+        CheckpointError, (r"turbo_nan\.safetensors: tensor '.*' holds NaN or Inf values", "sampled check",
+                          "download or convert it again")),
+    # files: header hostility and weight values (any loader: the DiT's rows stand for all three)
+    Bad("file-header-overlapping-offsets", lambda sh, t: load_dit(_edited_header(sh, t, "overlap"), variant="distill"),
+        CheckpointError, (r"overlap\.safetensors has a corrupted safetensors header", "overlaps the data of",
+                          "download the file again")),
+    Bad("file-header-float-offsets", lambda sh, t: load_dit(_edited_header(sh, t, "float-offsets"), variant="distill"),
+        CheckpointError, (r"float-offsets\.safetensors has a corrupted safetensors header",
+                          "not two non-negative integers", "download the file again")),
+    Bad("file-header-negative-shape",
+        lambda sh, t: load_dit(_edited_header(sh, t, "negative-shape"), variant="distill"),
+        CheckpointError, (r"negative-shape\.safetensors has a corrupted safetensors header",
+                          "not a list of non-negative integers", "download the file again")),
+    Bad("file-header-offsets-out-of-range",
+        lambda sh, t: load_dit(_edited_header(sh, t, "out-of-range"), variant="distill"),
+        CheckpointError, (r"out-of-range\.safetensors is truncated", r"declares \d+ bytes of tensor data",
+                          "download it again")),
+    Bad("file-dit-int32", lambda sh, t: load_dit(_dit_as(sh, t, torch.int32)),
+        CheckpointError, (r"hh_distill_int32\.safetensors: \d+ tensor\(s\) are stored as I32, not floating point",
+                          "DiT weights must be bf16, fp16, fp32 or fp8")),
+    Bad("file-dit-bool", lambda sh, t: load_dit(_dit_as(sh, t, torch.bool)),
+        CheckpointError, (r"hh_distill_bool\.safetensors: \d+ tensor\(s\) are stored as BOOL", "not floating point")),
+    Bad("file-dit-nan", lambda sh, t: load_dit(_dit_with_nan(sh, t)),
+        CheckpointError, (r"hh_distill_nan\.safetensors: tensor 'block\.layers\.1\.mlp\.down_proj\.weight' holds NaN",
+                          "damaged or was converted wrongly")),
     # sizes
     Bad("size-not-multiple-of-32", lambda sh, t: ClipGeometry.from_request(450, 270, 2), None,
         (r"size 450x270 is not a multiple of 32", "using 448x256"), warns=SizeRoundedWarning,
@@ -385,7 +557,7 @@ CASES = [
     Bad("latent-nan-in-clip", lambda sh, t: validation.check_clip_latents(_nan_video(), torch.zeros(1, 64, 5)),
         ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
     Bad("latent-nan-to-model", lambda sh, t: latents.video_to_model(_nan_video()),
-        ValueError, ("video latent contains NaN or Inf", "check the node that produced it")),
+        ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
     Bad("latent-audio-length-mismatch",
         lambda sh, t: validation.check_clip_latents(torch.zeros(1, 48, 2, 2, 2), torch.zeros(1, 64, 50)),
         ValueError, (r"audio latent \(50 frames, batch 1\) does not match the video latent \(2 latent frames",
@@ -430,6 +602,62 @@ CASES = [
         ValueError, ("SR size 896x512 is smaller than the base size 1920x1088", "only upscales")),
     Bad("sr-target-too-small", lambda sh, t: sr_latent_size(16, 896),
         ValueError, ("SR target 896x16 is too small", "use at least 64x64 pixels")),
+    # hostile and huge inputs (issue 13)
+    Bad("prompt-50kb-cut-before-encoder", _huge_prompt, check=_check_huge_prompt),
+    Bad("dialogue-5000-lines-capped", _many_dialogue_lines, check=_check_capped_dialogue),
+    Bad("prompt-lone-surrogate",
+        lambda sh, t: encode_prompt(*sh.text_stack, "A man\ud800 speaks."),
+        ValueError, ("the prompt contains an invalid character at position 5", "lone UTF-16 surrogate U\\+D800",
+                     "paste the text again")),
+    Bad("negative-prompt-lone-surrogate",
+        lambda sh, t: encode_prompt(*sh.text_stack, "blurry \udfff", what="negative prompt"),
+        ValueError, ("the negative prompt contains an invalid character at position 7", "delete it")),
+    Bad("dialogue-u2028-inside-line",
+        lambda sh, t: validation.parse_dialogue("A", "English", "", "Bob | English | hello\u2028there"),
+        ValueError, ("more_dialogue line 1 contains a U\\+2028 LINE SEPARATOR", "replace it with a space",
+                     "press Enter to start a new dialogue line")),
+    Bad("dialogue-u2029-in-first-line",
+        lambda sh, t: validation.parse_dialogue("A", "English", "hello\u2029there", ""),
+        ValueError, ("the dialogue line contains a U\\+2029 PARAGRAPH SEPARATOR", "replace it with a space")),
+    Bad("tokenizer-json-broken", lambda sh, t: load_text_stack(_broken_tokenizer_json(sh, t)),
+        CheckpointError, (r"tokenizer\.json is not a valid tokenizer file", "download tokenizer.json again")),
+    Bad("tokenizer-config-not-an-object", lambda sh, t: load_text_stack(_tokenizer_config_list(sh, t)),
+        CheckpointError, (r"tokenizer_config\.json holds a JSON list, not an object", "re-download it")),
+    Bad("link-broken-model-file", lambda sh, t: _model_path_in_roots(t, _dangling),
+        FileNotFoundError, (r"hh\.safetensors is a broken link", r"points to .*moved_away", "fix the link")),
+    Bad("link-looping-model-file", lambda sh, t: _model_path_in_roots(t, _looping),
+        FileNotFoundError, (r"hh\.safetensors is a broken link", "symbolic-link loop", "replace it")),
+    Bad("link-broken-dit-cli", lambda sh, t: load_dit(_dangling(t, "dit.safetensors"), variant="distill"),
+        FileNotFoundError, (r"dit\.safetensors is a broken link", "does not exist")),
+    Bad("link-broken-tokenizer", lambda sh, t: load_text_stack(_tokenizer_link_broken(sh, t)),
+        FileNotFoundError, (r"tokenizer\.json is a broken link", "google/t5gemma-9b-9b-ul2")),
+    Bad("link-broken-turbo-vaed", lambda sh, t: load_turbo_vaed(_dangling(t, "turbo.safetensors")),
+        FileNotFoundError, ("Turbo-VAED weights: ", r"turbo\.safetensors is a broken link")),
+    Bad("guidance-nan-base-mode",
+        lambda sh, t: validation.check_guidance_widgets("base", video_cfg=5.0, video_cfg_late=float("nan"),
+                                                        audio_cfg=5.0),
+        ValueError, ("the sampler's video_cfg_late is nan", "set the widget to a number")),
+    Bad("guidance-inf-base-mode",
+        lambda sh, t: validation.check_guidance_widgets("base", video_cfg=5.0, video_cfg_late=2.0,
+                                                        audio_cfg=float("inf")),
+        ValueError, ("the sampler's audio_cfg is inf", "finite guidance scale")),
+    Bad("guidance-nan-distilled-unused",
+        lambda sh, t: validation.check_guidance_widgets("distilled", video_cfg=float("nan"),
+                                                        video_cfg_late=float("nan"), audio_cfg=float("nan"))),
+    Bad("sr-derived-size-too-large", lambda sh, t: validation.sr_latent_hw(2, 120, "540p"),
+        ValueError, ("540p super-resolution size is derived from the base video latent 2x120", r"1920x32 px",
+                     "too large", "Feed Super-Resolution the 256p video latent")),
+    Bad("dit-nan-weights-output", _NaNWeights.run,
+        CheckpointError, ("the DiT produced NaN/Inf video values", r"nan_dit\.safetensors",
+                     "Download or convert that file again")),
+    Bad("turbo-vaed-nan-weights", _turbo_vaed_nan,
+        CheckpointError, ("Turbo-VAED produced NaN/Inf pixels", r"turbo_nan\.safetensors", "download or convert")),
+    Bad("turbo-vaed-nan-latent", _turbo_vaed_nan_latent,
+        ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
+    Bad("batch-times-seconds-over-bound",
+        lambda sh, t: check_batch(16, ClipGeometry.from_preset("16:9", "256p", 15)),
+        ValueError, ("batch_size 16 x 15 s at 448x256 is 240 s of video", "at most 60 s",
+                     "lower batch_size or seconds, or queue several runs")),
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from .turbo_blocks import TurboDecoder3d
 from .turbo_config import WAN22_LATENT_MEAN, WAN22_LATENT_STD, TurboVAEDConfig
 
@@ -66,6 +67,7 @@ class TurboVAED(nn.Module):
     def __init__(self, config: Optional[TurboVAEDConfig] = None) -> None:
         super().__init__()
         self.config = config if config is not None else TurboVAEDConfig()
+        self.source = "the Turbo-VAED weights file"  # loaders set the file path (used in messages)
         self.decoder = TurboDecoder3d(self.config)
 
     def output_frames(self, latent_frames: int) -> int:
@@ -79,8 +81,9 @@ class TurboVAED(nn.Module):
         inv_std = 1.0 / torch.tensor(WAN22_LATENT_STD, dtype=torch.float32, device=latent.device).view(shape)
         return (latent / inv_std + mean).to(latent.dtype)
 
-    def _prepare(self, latent: torch.Tensor) -> torch.Tensor:
-        """Check the shape, move to the weights' device/dtype, de-normalise. [B, 48, T, h, w]."""
+    def _prepare(self, latent: torch.Tensor, device: Optional[torch.device | str] = None) -> torch.Tensor:
+        """Check the shape, move to `device` (default: the weights' device) in the weights' dtype,
+        de-normalise. [B, 48, T, h, w]."""
         c = self.config.latent_channels
         if latent.dim() != 5 or latent.shape[1] != c or latent.shape[2] < 1:
             raise ValueError(
@@ -88,8 +91,10 @@ class TurboVAED(nn.Module):
             )
         if not latent.is_floating_point():
             raise ValueError(f"the latent must be a floating-point tensor, got {latent.dtype}")
+        if not bool(torch.isfinite(latent).all()):
+            raise ValueError("the video latent contains NaN/Inf values; check the node that produced it")
         weight = self.decoder.conv_in.conv.weight
-        return self.denormalize(latent.to(device=weight.device, dtype=weight.dtype))
+        return self.denormalize(latent.to(device=weight.device if device is None else device, dtype=weight.dtype))
 
     @torch.no_grad()
     def decode(
@@ -99,14 +104,17 @@ class TurboVAED(nn.Module):
         interrupt: Optional[InterruptFn] = None,
         *,
         output_device: Optional[torch.device | str] = None,
+        device: Optional[torch.device | str] = None,
     ) -> torch.Tensor:
         """Normalised latent [B, 48, T, h, w] -> video [B, 3, 4(T-1)+1, 16h, 16w] in about [-1, 1].
 
         The latent is cast to the weights' dtype first (the pipeline decodes in bf16). Each finished
         window goes to `output_device` (e.g. "cpu") when given, so only one window's pixels live on
-        the compute device; the result is then on `output_device`.
+        the compute device; the result is then on `output_device`. `device` is where to compute
+        (default: where the weights are); weights elsewhere are fetched per conv when an adapter set a
+        fetcher (partial loading, happyhorse_core/fetch.py).
         """
-        z = self._prepare(latent)  # [B, 48, T, h, w], de-normalised
+        z = self._prepare(latent, device)  # [B, 48, T, h, w], de-normalised
         cfg = self.config
         overlap = cfg.temporal_compression_ratio  # one latent frame of context = 4 pixel frames
         pad, windows = plan_windows(z.shape[2], cfg.first_chunk_size, cfg.step_size, overlap)
@@ -118,6 +126,10 @@ class TurboVAED(nn.Module):
                 if interrupt is not None:
                     interrupt()
                 out = self.decoder(z[:, :, win.start : win.stop], win.is_first_chunk)  # [B, 3, F, H, W]
+                if not bool(torch.isfinite(out).all()):  # never a "successful" black video
+                    raise CheckpointError(f"Turbo-VAED produced NaN/Inf pixels from a finite latent (window {done + 1} of "
+                                     f"{len(windows)}): the weights in {self.source} are damaged or overflow "
+                                     "their dtype; download or convert the Turbo-VAED file again")
                 out = out[:, :, win.drop_front : out.shape[2] - win.drop_back]
                 if output_device is not None:
                     out = out.to(output_device)

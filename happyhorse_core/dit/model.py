@@ -65,7 +65,7 @@ class SandwichDiT(nn.Module):
         split = ModalitySplit(video.shape[0], audio.shape[0], text.shape[0])
         if coords.shape[0] != split.total:
             raise ValueError(f"coords has {coords.shape[0]} rows but the sequence has {split.total} tokens")
-        device = self.adapter.video_embedder.weight.device
+        device = video.device  # from the inputs: under a partial load weights may sit elsewhere
         text_hidden = rope = None
         if cache is not None:
             text_hidden = cache.get("text_hidden", text, self.adapter.embed_text) if split.text else None
@@ -100,9 +100,8 @@ class SandwichDiT(nn.Module):
         some kinds twice). Inductor is asked to round at every bf16 cast as eager does
         (`emulate_precision_casts`), which keeps the bf16 golden error at the eager level
         (without it: 4.0e-3 instead of 3.0e-3 mean abs on dit_case1). State-dict keys are
-        unchanged. The first call of each graph is slow (about a minute per kind on a
-        2-core CPU, ~35 s for the three kinds on an H100); later calls, and later processes
-        through inductor's on-disk cache, reuse it.
+        unchanged. The first call of each graph compiles it (bench/RESULTS.md has the times);
+        later calls, and later processes through inductor's on-disk cache, reuse it.
         """
         if mode is not None and mode not in COMPILE_MODES:
             raise ValueError(f"compile mode must be one of {COMPILE_MODES} or None, got {mode!r}")

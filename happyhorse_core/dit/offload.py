@@ -24,7 +24,6 @@ Design (the model is not forked: forward pre/post hooks on `model.block.layers[i
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -35,14 +34,6 @@ log = logging.getLogger("HappyHorse")
 
 def module_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-
-
-def model_device_bytes(module: nn.Module) -> dict[str, int]:
-    """Bytes of parameters and buffers per device, e.g. {"cpu": ..., "cuda:0": ...}."""
-    out: dict[str, int] = defaultdict(int)
-    for t in list(module.parameters()) + list(module.buffers()):
-        out[str(t.device)] += t.numel() * t.element_size()
-    return dict(out)
 
 
 @dataclass(frozen=True)
@@ -67,7 +58,12 @@ class SwapPlan:
 
 def plan_block_swap(layers: nn.ModuleList, blocks_on_device: int) -> SwapPlan:
     """Choose the resident blocks (module docstring); works on meta-device models too."""
-    sizes = [module_bytes(layer) for layer in layers]
+    return plan_from_sizes([module_bytes(layer) for layer in layers], blocks_on_device)
+
+
+def plan_from_sizes(sizes: list[int] | tuple[int, ...], blocks_on_device: int) -> SwapPlan:
+    """plan_block_swap from the blocks' byte sizes alone (memory planning without a model)."""
+    sizes = list(sizes)
     if not 0 <= blocks_on_device <= len(sizes):
         raise ValueError(f"blocks_on_device must be between 0 and {len(sizes)} (the number of transformer blocks), "
                          f"got {blocks_on_device}")

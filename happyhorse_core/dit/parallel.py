@@ -167,7 +167,7 @@ class SequenceParallelDiT(nn.Module):
         """This rank's rows of the adapter output [L_r, D] fp32 and of the RoPE table [L_r, 6B]."""
         m, (lo, hi) = self.inner, shard.bounds
         sv, sa, st = modality_ranges(shard.full_split, lo, hi)
-        device = m.adapter.video_embedder.weight.device
+        device = video.device  # from the inputs, as SandwichDiT.forward
         text_hidden = rope = None
         if cache is not None:
             if st.stop > st.start:

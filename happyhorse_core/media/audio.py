@@ -29,7 +29,7 @@ from fractions import Fraction
 
 import torch
 
-from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, VAE_STRIDE_T
+from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, VAE_STRIDE_T, video_matched_samples
 
 MIN_INPUT_RATE, MAX_INPUT_RATE = 8_000, 192_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak below -60 dBFS counts as silent
@@ -82,8 +82,7 @@ def output_audio(decoded: torch.Tensor, audio_frames: int, trim_to_video: bool =
     """
     wave = to_output_rate(decoded.float(), dim=-1)
     if trim_to_video:
-        keep = video_frames_for_audio(audio_frames) * AUDIO_OUTPUT_RATE // FPS
-        wave = wave[..., :keep]
+        wave = wave[..., :video_matched_samples(audio_frames)]
     return wave.contiguous()
 
 

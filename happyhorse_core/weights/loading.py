@@ -15,11 +15,9 @@ kept (a scaled e4m3fn file asked as plain "fp8_e4m3fn" keeps its scales, i.e. lo
 "fp8_e4m3fn_scaled"); other fp8 requests dequantize and re-quantize. Quanto int8 files are
 dequantized at load: int8 weights are never kept.
 
-Generic helpers for other loaders (the text encoder):
-- `open_checkpoint(path, subfolders)` / `iter_safetensors(path, key_filter)` (safetensors_io)
-- `strip_prefix(keys, prefixes, roots)`: the one wrapper prefix shared by all keys
-- `check_strict(expected, found, what, layout, ...)`: missing/unexpected keys -> CheckpointError
-- `cast_tensor(ckpt, recipe, dtype, scaled)`: read + dequantize + cast/quantize one tensor
+Files are opened by safetensors_io.open_checkpoint and checked by weights/checks.py (dtypes, keys
+and shapes, sampled NaN/Inf), as for the other loaders. `cast_tensor(ckpt, recipe, dtype,
+scaled)` (read + dequantize + cast/quantize one tensor) is shared with tools/convert_fp8.py.
 """
 from __future__ import annotations
 
@@ -28,17 +26,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..dit import fp8
 from ..dit import SandwichDiT
-from .layouts import LayoutPlan, Recipe, plan_layout, strip_prefix  # noqa: F401 (re-exported)
+from ..dit.align import ALIGN, align_gemms_
 from ..dit.ops import Ops
-from .safetensors_io import (ST_DTYPES, CheckpointError, CheckpointIndex, iter_safetensors,  # noqa: F401
-                             open_checkpoint)
+from ..errors import CheckpointError
+from .checks import assign_tensor, check_dtypes, check_keys_and_shapes
+from .layouts import LayoutPlan, Recipe, plan_layout
+from .safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint
 from .variants import apply_variant, infer_config, resolve_variant
 
 log = logging.getLogger("HappyHorse")
@@ -64,25 +64,7 @@ class Target:
     scaled: bool  # the owning module has a weight_scale buffer
 
 
-# -- generic helpers ---------------------------------------------------------------------------
-
-def check_strict(expected: Iterable[str], found: Iterable[str], *, what: str, layout: str,
-                 unexpected_names: Iterable[str] = (), extra_missing: Iterable[str] = (),
-                 allow_missing: Iterable[str] = ()) -> None:
-    """Raise CheckpointError listing counts and the first ten missing / unexpected keys."""
-    expected, found = set(expected), set(found)
-    missing = sorted(expected - found - set(allow_missing)) + sorted(set(extra_missing))
-    unexpected = sorted(found - expected) + sorted(set(unexpected_names))
-    if not missing and not unexpected:
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s), first: {missing[:10]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s), first: {unexpected[:10]}")
-    raise CheckpointError(f"{what} does not match the expected weights ({'; '.join(parts)}). Detected layout: "
-                          f"{layout}. Check that the file is complete and is the right model.")
-
+# -- one tensor ------------------------------------------------------------------------------------
 
 def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype, scaled: bool = False,
                 own: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -141,14 +123,18 @@ def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = 
 
 def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str = "bf16", fp8_scope: str = "shared",
              device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
-             attn_backend: str = "sdpa", fp8_matmul: bool = False) -> SandwichDiT:
+             attn_backend: str = "sdpa", fp8_matmul: bool = False, align: int = ALIGN,
+             interrupt: Callable[[], None] | None = None) -> SandwichDiT:
     """Load any accepted DiT layout (module docstring, WEIGHT_LAYOUTS.md) into an eval SandwichDiT.
 
     variant: base / distill / sr_540p / sr_1080p; None = from file metadata or name, else ValueError.
         All four share one architecture, so e.g. a base/distill file loaded as sr_1080p is accepted
         and simply runs with the SR settings (v1 coords, windowed layers).
     weight_dtype: bf16, fp8_e4m3fn, fp8_e4m3fn_scaled, fp8_e5m2; fp8_scope: shared or all.
+    align: zero-pad the MLP width to a multiple of this (dit/align.py: fast GEMM kernels, the same
+        outputs; state_dict() keeps the published shapes); 0 or 1 = no padding.
     `model.load_report` (LoadReport) says what was detected and done.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     start = time.perf_counter()
     model, ckpt, plan, report = prepare_dit(path, variant=variant, weight_dtype=weight_dtype, fp8_scope=fp8_scope,
@@ -157,6 +143,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     device = torch.device(device)
     targets = dit_targets(model)
     for key, recipe in plan.recipes.items():
+        if interrupt is not None:
+            interrupt()
         t = targets[key]
         tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
         assign_tensor(model, key, tensor.to(device))
@@ -164,6 +152,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
             skey = key[:-len("weight")] + SCALE_BUFFER
             assign_tensor(model, skey, scale.to(device=device, dtype=torch.float32))
     _finish(model, device)
+    if align > 1:
+        align_gemms_(model, align)
     report.seconds = time.perf_counter() - start
     model.load_report = report
     log.info("HappyHorse: loaded %s DiT from %s (%s) as %s in %.1f s", report.variant, report.source, report.layout,
@@ -191,15 +181,14 @@ def prepare_dit(path: str | Path, *, variant: str | None = None, weight_dtype: s
     model = SandwichDiT(apply_variant(cfg, variant), ops, attn_backend)
     model.ops = dataclasses.replace(ops, device=None)
     targets = dit_targets(model)
+    check_dtypes({p.key: p.dtype for r in plan.recipes.values() for p in r.parts}, ckpt.root, "DiT",
+                 allowed=[p.key for r in plan.recipes.values() for p in r.parts if p.dtype == "I8" and p.scale_key])
     stray = [p.key for k, r in plan.recipes.items() if k not in targets for p in r.parts]  # by file key
-    check_strict(targets, set(plan.recipes) & set(targets), what=f"{ckpt.root}", layout=layout,
-                 allow_missing=OPTIONAL_KEYS + plan.incomplete, extra_missing=plan.missing_sources,
-                 unexpected_names=plan.unexpected + stray)
-    bad = [f"{k} {list(r.shape)} (expected {list(targets[k].shape)})" for k, r in plan.recipes.items()
-           if tuple(r.shape) != targets[k].shape]
-    if bad:
-        raise CheckpointError(f"{ckpt.root}: {len(bad)} tensor(s) have the wrong shape for the inferred "
-                              f"architecture, first: {bad[:10]}. Detected layout: {layout}.")
+    mapped = {k: r.shape for k, r in plan.recipes.items() if k in targets}
+    check_keys_and_shapes({k: t.shape for k, t in targets.items()}, mapped, source=ckpt.root,
+                          what="the expected weights", allow_missing=OPTIONAL_KEYS + plan.incomplete,
+                          extra_missing=plan.missing_sources, unexpected_names=plan.unexpected + stray,
+                          hint=f"Detected layout: {layout}. Check that the file is complete and is the right model.")
     for note in notes:
         log.info("HappyHorse: %s", note)
     report = LoadReport(str(ckpt.root), layout, variant, weight_dtype, fp8_scope, notes=notes)
@@ -216,17 +205,6 @@ def dit_targets(model: nn.Module) -> dict[str, Target]:
         scaled = getattr(owner, SCALE_BUFFER, None) is not None and name.endswith(".weight")
         out[name] = Target(t.dtype, tuple(t.shape), scaled)
     return out
-
-
-def assign_tensor(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
-    module_name, _, name = key.rpartition(".")
-    module = model.get_submodule(module_name) if module_name else model
-    if name in module._parameters:
-        module._parameters[name] = nn.Parameter(tensor, requires_grad=False)
-    elif name in module._buffers:
-        module._buffers[name] = tensor
-    else:
-        raise KeyError(key)
 
 
 def _finish(model: SandwichDiT, device: torch.device) -> None:
