@@ -14,6 +14,7 @@ Layouts (ComfyUI side <-> core side):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, Optional
 
@@ -275,15 +276,6 @@ def unload_all_models() -> None:
     mm.soft_empty_cache()
 
 
-def wan22_rgb_factors() -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """ComfyUI's Wan2.2 latent -> RGB preview projection: factors [48, 3] and bias [3] (or None)."""
-    import comfy.latent_formats
-    fmt = comfy.latent_formats.Wan22()
-    bias = getattr(fmt, "latent_rgb_factors_bias", None)
-    return (torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32),
-            None if bias is None else torch.tensor(bias, dtype=torch.float32))
-
-
 def resize_image(rgb: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """IMAGE [B, H, W, 3] -> [B, height, width, 3]: ComfyUI's lanczos resize with a center crop, in 0..1."""
     import comfy.utils
@@ -329,3 +321,32 @@ def progress_text(node_id: Optional[str], text: str) -> None:
         PromptServer.instance.send_progress_text(text, node_id)
     except (ImportError, AttributeError):
         pass
+
+
+# ----------------------------------------------------------------------------- native VAEs, previews
+@contextlib.contextmanager
+def vae_dtype(vae, dtype: Optional[torch.dtype]):
+    """Run a native ComfyUI VAE in `dtype` for the block (None: as loaded), then restore it.
+
+    The reference runs the Stable Audio VAE in fp32; ComfyUI may have loaded it in fp16/bf16. The VAE
+    object casts its inputs to `vae.vae_dtype` and runs `vae.first_stage_model`, so both are switched."""
+    old = getattr(vae, "vae_dtype", None)
+    model = getattr(vae, "first_stage_model", None)
+    if dtype is None or old is None or model is None or old == dtype:
+        yield vae
+        return
+    model.to(dtype)
+    vae.vae_dtype = dtype
+    try:
+        yield vae
+    finally:
+        model.to(old)
+        vae.vae_dtype = old
+
+
+def latent_previewer(device: Optional[torch.device] = None):
+    """ComfyUI's own previewer for Wan2.2 latents (it follows --preview-method: none, auto / latent2rgb, taesd
+    with models/vae_approx/taew2_2); None when previews are off. Takes model-space latents [B, 48, T, h, w]."""
+    import comfy.latent_formats
+    import latent_preview
+    return latent_preview.get_previewer(device or torch_device(), comfy.latent_formats.Wan22())

@@ -65,11 +65,11 @@ class ModelLoader(io.ComfyNode):
                                tooltip="Which checkpoint this is. The four have identical shapes, so 'auto' reads "
                                        "the file/folder name (distill, base, 540p, 1080p)."),
                 io.Combo.Input("weight_dtype", options=DTYPE_CHOICES, default="bf16",
-                               tooltip="Storage of the block weights. bf16 = 30.6 GB; fp8 on the 32 shared layers "
-                                       "= ~20.6 GB; fp8 on all layers = ~15.3 GB. fp8 is upcast per matmul, so it "
-                                       "works on any GPU and on CPU. fp8_e4m3fn_fast = scaled fp8 whose matmuls "
-                                       "run on fp8 tensor cores (RTX 40xx / L40 / H100 and newer; elsewhere "
-                                       "the same as fp8_e4m3fn_scaled): faster, slightly less exact."),
+                               tooltip="Storage of the block weights (GPU bytes, bench/memory.py). bf16 = 30.6 GB; "
+                                       "fp8 on the 32 shared layers = 21.9 GB; fp8 on all layers = 15.4 GB. fp8 is "
+                                       "upcast per matmul, so it works on any GPU and on CPU. fp8_e4m3fn_fast = "
+                                       "scaled fp8 whose matmuls run on fp8 tensor cores (RTX 40xx / L40 / H100 and "
+                                       "newer; elsewhere the same as fp8_e4m3fn_scaled): faster, slightly less exact."),
                 io.Combo.Input("fp8_scope", options=list(FP8_SCOPES), default="shared",
                                tooltip="shared = fp8 only for layers 4-35 (the 8 modality-specific layers stay "
                                        "bf16, best quality); all = every block linear in fp8."),
@@ -90,7 +90,7 @@ class ModelLoader(io.ComfyNode):
         def load():
             return load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
                             fp8_scope=fp8_scope, device=cb.offload_device(),
-                            attn_backend=cb.attention_choice(attention))
+                            attn_backend=cb.attention_choice(attention), interrupt=cb.interrupt_check)
 
         with oom_advice("HappyHorse Model Loader"):
             ram_plan.make_room(disk_bytes(path), unload=cb.unload_patcher)  # RAM plan: one idle DiT at a time
@@ -115,9 +115,10 @@ class BlockSwapSettings(io.ComfyNode):
                          "are bit-identical to running without swap; speed drops as N falls."),
             inputs=[
                 io.Int.Input("blocks_on_device", default=20, min=0, max=40,
-                             tooltip="Blocks kept on the GPU (0-40). bf16: each shared block ~0.55 GB, each of the "
-                                     "8 sandwich blocks ~1.7 GB. 40 = no swapping; 20 saves ~11 GB; 0 keeps ~1 "
-                                     "block at a time."),
+                             tooltip="Blocks kept on the GPU (0-40; bench/memory.py, bf16). Each shared block 0.55 "
+                                     "GB, each of the 8 sandwich blocks 1.64 GB; the smallest stay resident. 40 = "
+                                     "no swapping (30.6 GB); 20 = 10.9 GB resident; 10 = 5.5 GB resident; plus "
+                                     "up to 1.6 GB for the block in flight."),
                 io.Boolean.Input("pin_memory", default=False,
                                  tooltip="Pinned host memory for faster copies; costs as much page-locked RAM as "
                                          "the swapped blocks (up to ~30 GB in bf16)."),
@@ -174,7 +175,8 @@ class TextEncoderLoader(io.ComfyNode):
         path = checkpoint_target(cb.model_path("text_encoders", encoder_name))
         with oom_advice("HappyHorse Text Encoder Loader"):
             ram_plan.make_room(disk_bytes(path) // 2, unload=cb.unload_patcher)  # the encoder half of the files
-            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype)
+            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype,
+                                                 interrupt=cb.interrupt_check)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
         loaded = LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher,
                                    release_after_encoding=bool(release_after_encoding))
@@ -205,7 +207,7 @@ class TurboVAEDLoader(io.ComfyNode):
     def execute(cls, vae_name) -> io.NodeOutput:
         path = cb.model_path("vae", vae_name)
         with oom_advice("HappyHorse Turbo-VAED Loader"):
-            decoder = load_turbo_vaed(path, device="cpu")
+            decoder = load_turbo_vaed(path, device="cpu", interrupt=cb.interrupt_check)
         return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 

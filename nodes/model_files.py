@@ -93,18 +93,17 @@ def resolve_in_roots(name: str, roots: list[str], folder: str = "models") -> str
     """
     shard_dir = sharded_folder(name)
     parts = check_name(shard_dir if shard_dir is not None else name, folder)
-    dangling = []
     for root in roots:
         candidate = os.path.abspath(os.path.join(root, *parts))
         if shard_dir is not None and os.path.isdir(candidate):
             return candidate
         if shard_dir is None and os.path.isfile(candidate):
             return candidate
-        if os.path.islink(candidate) and not os.path.exists(candidate):
-            dangling.append(f"{candidate} -> {os.readlink(candidate)}")
-    if dangling:
-        raise FileNotFoundError(f"{name!r} is a link whose target does not exist ({'; '.join(dangling)}): finish the "
-                                "download or fix the link, then refresh the node list (press R in the UI)")
+    from ..happyhorse_core.paths import broken_link_message
+    for root in roots:
+        broken = broken_link_message(os.path.join(root, *parts))
+        if broken:  # something IS there: a link whose target is gone (or a loop), not a missing file
+            raise FileNotFoundError(f"{broken} (in the {folder} folder {root})")
     what = "folder" if shard_dir is not None else "file"
     raise FileNotFoundError(f"{name!r} ({what}) not found in the {folder} folders {list(roots)}: put it there and "
                             "refresh the node list (press R in the UI)")

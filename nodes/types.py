@@ -7,7 +7,7 @@ and the Turbo-VAED decoder.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -69,10 +69,25 @@ class LoadedTextEncoder:
 
 @dataclass
 class PromptPair:
-    """Encoded positive and negative prompts, fp32 rows (padding never included)."""
+    """Encoded positive and negative prompts, fp32 rows (padding never included).
+
+    The negative prompt is encoded only when a consumer needs it (base-mode CFG, SR with CFG):
+    `negative_features()` runs `negative_source` once and keeps the result; distilled sampling
+    never pays for it.
+    """
 
     positive: torch.Tensor  # [n, 3584]
-    negative: torch.Tensor  # [m, 3584]
+    negative: Optional[torch.Tensor]  # [m, 3584]; None until negative_features() is called
     prompt: str
     truncated: bool = False
     extra: dict = field(default_factory=dict)
+    negative_source: Optional[Callable[[Optional[str]], torch.Tensor]] = None  # (node_id) -> [m, 3584]
+
+    def negative_features(self, node_id: Optional[str] = None) -> torch.Tensor:
+        """The negative prompt's rows, encoded now if they were not yet (warnings go to node `node_id`)."""
+        if self.negative is None:
+            if self.negative_source is None:
+                raise ValueError("this conditioning has no negative prompt; connect HappyHorse Text Encode")
+            self.negative = self.negative_source(node_id)
+            self.negative_source = None  # drop the reference to the text encoder
+        return self.negative

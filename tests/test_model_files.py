@@ -13,8 +13,10 @@ import torch
 from safetensors.torch import save_file
 
 from happyhorse_core.weights.loading import load_dit
-from nodes import model_files as mf
+from pack_import import pack_module
 from weight_files import cast_all, save_sharded, tiny_state
+
+mf = pack_module("nodes.model_files")
 
 pytestmark = pytest.mark.weights
 

@@ -14,11 +14,12 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..errors import CheckpointError
+from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes, check_sampled_finite
 from ..weights.safetensors_io import TORCH_TO_ST, CheckpointIndex, TensorInfo, open_checkpoint, write_safetensors
 from .turbo_ckpt import PICKLE_SUFFIXES, read_decoder_checkpoint
@@ -87,6 +88,9 @@ def _open(path: Path) -> CheckpointIndex:
 
 def _check_path(path: Path) -> None:
     if not path.is_file():
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"Turbo-VAED weights: {broken}")
         raise FileNotFoundError(
             f"Turbo-VAED weights not found: {path} (expected turbo_vae/checkpoint-340000.ckpt from "
             "GAIR/daVinci-MagiHuman, or a .safetensors file converted from it)"
@@ -138,13 +142,15 @@ def load_turbo_vaed(
     dtype: torch.dtype = torch.bfloat16,
     device: Union[torch.device, str] = "cpu",
     cache: bool = False,
+    interrupt: Optional[Callable[[], None]] = None,
 ) -> TurboVAED:
     """Build the decoder and load `path` strictly (keys and shapes), cast to `dtype` on `device`.
 
     `path`: a .safetensors file (memory-mapped) or the released .ckpt (torch.load(weights_only=True);
     `cache=True` writes `<stem>.decoder.safetensors` beside it on first use and reads that afterwards).
     `config`: a TurboVAEDConfig, a path to the reference JSON, or None to infer the structure from
-    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes.
+    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes. `interrupt` (raises to
+    stop, e.g. ComfyUI's Cancel) is called before every tensor read.
     """
     path = Path(path)
     _check_path(path)
@@ -175,5 +181,8 @@ def load_turbo_vaed(
         "released TurboV3" if config == TurboVAEDConfig() else "non-default",
     )
     for name, key in key_map.items():
+        if interrupt is not None:
+            interrupt()
         assign_tensor(model, key, ckpt.read(name).to(device=device, dtype=dtype))
+    model.source = str(path)
     return model.eval().requires_grad_(False)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .shrink import shrink_early
+
 
 def _open(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
@@ -56,15 +58,19 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """uint8 (or 0..1 float) [3, H, W] -> one video frame [1, 3, 1, height, width] float 0..1."""
     if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
         raise ValueError(f"image must be [3, H, W] RGB, got shape {tuple(image.shape)}")
-    x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    x = center_crop_to_aspect(x, width, height)
+    x = center_crop_to_aspect(image, width, height)  # a view: nothing copied yet
+    x = shrink_early(x, width, height, divide=255.0 if image.dtype == torch.uint8 else 1.0)  # float, < 4x target
     if tuple(x.shape[1:]) != (height, width):
         x = F.interpolate(x[None], size=(height, width), mode="bicubic", antialias=True, align_corners=False)[0]
     return x.clamp(0.0, 1.0)[None, :, None].contiguous()  # [1, 3, 1, H, W]
 
 
-def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Decode the first audio stream of any FFmpeg-readable file -> (float32 [C, N] in -1..1, rate)."""
+def read_audio(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream of any FFmpeg-readable file -> (float32 [C, N] in -1..1, rate).
+
+    With `max_seconds` decoding stops once that much sound is read (the file is streamed packet by
+    packet), so an hour-long recording for a short clip costs only the clip's share of memory.
+    """
     path = _open(path, "audio")
     try:
         with av.open(str(path)) as container:
@@ -72,14 +78,23 @@ def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
                 raise ValueError(f"{path} has no audio stream; pass a WAV/FLAC/MP3/M4A file with sound")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
+            limit = None if max_seconds is None else int(max_seconds * rate) + 1
             resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
-            chunks = []
+            chunks: list[np.ndarray] = []
+            have = 0
             for frame in container.decode(stream):
-                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))  # [C, n] each
-            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+                for f in resampler.resample(frame):
+                    chunks.append(f.to_ndarray())  # [C, n]
+                    have += chunks[-1].shape[1]
+                if limit is not None and have >= limit:
+                    break
+            else:
+                chunks.extend(f.to_ndarray() for f in resampler.resample(None))
     except av.error.FFmpegError as exc:
         raise ValueError(f"cannot decode audio from {path} ({exc})") from None
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise ValueError(f"{path} contains no audio samples")
     wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # [C, N]
+    if limit is not None:
+        wave = wave[:, :limit]
     return torch.from_numpy(np.ascontiguousarray(wave)), int(rate)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
 from ..errors import CheckpointError
+from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from ..weights.safetensors_io import CheckpointIndex, open_checkpoint, refuse_unsafe_suffix
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
@@ -90,7 +92,7 @@ def _config_folder(path: Path) -> Path:
 
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                  config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True,
-                 weight_dtype: str | None = None) -> T5GemmaEncoder:
+                 weight_dtype: str | None = None, interrupt: Optional[Callable[[], None]] = None) -> T5GemmaEncoder:
     """Build the encoder from an HF folder or an encoder-only safetensors file.
 
     weight_dtype: one of WEIGHT_DTYPES ("bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"); overrides
@@ -98,6 +100,7 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
       to bf16 per matmul; ~10.2 GB instead of 18.5 GB for the 9B encoder); embedding and norms bf16.
     config: overrides the folder's config.json (a single file has none; default = 9B sizes).
     require_tokenizer: for folders, fail early when the tokenizer files are absent.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     path = Path(path)
     fp8, scaled = None, False
@@ -115,6 +118,9 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         cfg, sizes_from = (config, "the config passed in") if config else _read_config(_config_folder(path))
         ckpt = open_checkpoint(path)
     else:
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"the T5Gemma encoder path {broken}")
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
                                 f"{HUB_REPO} or an encoder-only .safetensors file")
     selected = _select_encoder(ckpt.keys(), path, allow_bare=path.is_file())
@@ -122,6 +128,8 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         model = T5GemmaEncoder(cfg)
     _check(model, ckpt, selected, path, sizes_from)
     for name, key in selected.items():
+        if interrupt is not None:
+            interrupt()
         if fp8 is not None and name.endswith(_FP8_LINEAR_SUFFIXES):
             _assign_fp8(model, name, ckpt.read(key), fp8, scaled, device)
         else:
@@ -154,8 +162,8 @@ def _check(model: T5GemmaEncoder, ckpt: CheckpointIndex, selected: dict[str, str
 
 
 def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                    config: T5GemmaEncoderConfig | None = None,
-                    weight_dtype: str | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
+                    config: T5GemmaEncoderConfig | None = None, weight_dtype: str | None = None,
+                    interrupt: Optional[Callable[[], None]] = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
     """Encoder + tokenizer from one HF folder, or from an encoder file and its tokenizer folder
     (tokenizer_folder_for: beside the file, or the one folder next to it that has one).
 
@@ -166,5 +174,5 @@ def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, 
         refuse_unsafe_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
     tokenizer = load_tokenizer(tokenizer_folder_for(folder) if folder.is_file() else folder)
     encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False,
-                           weight_dtype=weight_dtype)
+                           weight_dtype=weight_dtype, interrupt=interrupt)
     return encoder, tokenizer

@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -122,7 +123,8 @@ def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = 
 
 def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str = "bf16", fp8_scope: str = "shared",
              device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
-             attn_backend: str = "sdpa", fp8_matmul: bool = False, align: int = ALIGN) -> SandwichDiT:
+             attn_backend: str = "sdpa", fp8_matmul: bool = False, align: int = ALIGN,
+             interrupt: Callable[[], None] | None = None) -> SandwichDiT:
     """Load any accepted DiT layout (module docstring, WEIGHT_LAYOUTS.md) into an eval SandwichDiT.
 
     variant: base / distill / sr_540p / sr_1080p; None = from file metadata or name, else ValueError.
@@ -132,6 +134,7 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     align: zero-pad the MLP width to a multiple of this (dit/align.py: fast GEMM kernels, the same
         outputs; state_dict() keeps the published shapes); 0 or 1 = no padding.
     `model.load_report` (LoadReport) says what was detected and done.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     start = time.perf_counter()
     model, ckpt, plan, report = prepare_dit(path, variant=variant, weight_dtype=weight_dtype, fp8_scope=fp8_scope,
@@ -140,6 +143,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     device = torch.device(device)
     targets = dit_targets(model)
     for key, recipe in plan.recipes.items():
+        if interrupt is not None:
+            interrupt()
         t = targets[key]
         tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
         assign_tensor(model, key, tensor.to(device))
