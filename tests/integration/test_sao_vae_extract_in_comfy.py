@@ -59,8 +59,9 @@ def test_audio_vae_loader_reads_the_full_checkpoint_in_place(comfy, native_vaes)
     if not link.is_symlink():
         link.symlink_to(store / "stable-audio-open-1.0.safetensors")  # e.g. from the Hugging Face cache
 
-    assert "stable-audio-open-1.0.safetensors" in comfy.object_info()["HappyHorseAudioVAELoader"]["input"][
-        "required"]["vae_name"][0]
+    spec = comfy.object_info()["HappyHorseAudioVAELoader"]["input"]["required"]["vae_name"]
+    options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]  # V3 schema / V1 list
+    assert "stable-audio-open-1.0.safetensors" in options, options
     in_place = comfy.run_prompt(_decode_graph("stable-audio-open-1.0.safetensors", "HappyHorseAudioVAELoader"),
                                 timeout=300)
     extracted = comfy.run_prompt(_decode_graph(native_vaes["stable_audio"], "HappyHorseAudioVAELoader"), timeout=300)
