@@ -187,7 +187,7 @@ def host_allocation_failures_become_advice():
 @check
 def next_prompt_runs_after_an_oom():
     """OOM in the middle of a placed() forward, then the same LoadedDiT runs a whole generate()."""
-    from hh_nodes import comfy_bridge as cb
+    cb = pack_module("nodes.comfy_bridge")
     mm.unet_offload_device = lambda: torch.device("cpu")  # a real offload device: the model must stay usable
     loaded = loaded_dit()
     loaded.patcher = cb.wrap_model(loaded.model)
