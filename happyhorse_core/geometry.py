@@ -5,8 +5,10 @@ with per-channel mean/std (the DiT works on (z - mean) / std); Stable Audio Open
 channels, 2048 samples per latent frame, so the audio latent is defined at 25 x 2048 = 51 200 Hz
 and decoded audio is re-timed to 44 100 Hz. Every other module imports these from here.
 
-The model (MODEL_SPEC §5) runs at a fixed 25 fps. A clip of ``s`` whole seconds has
-``25·s + 1`` pixel frames; the Wan2.2 VAE compresses time by 4 and space by 16, and the DiT
+The model (MODEL_SPEC §5) runs at a fixed 25 fps. A clip of ``s`` seconds (fractions allowed,
+rounded to whole frames) has ``round(25·s) + 1`` pixel frames; a voice-driven clip instead takes
+its length from the voice track, as the reference does: F = (track samples at 51.2 kHz, cut to
+``s``) // 2048 audio frames (a 4.0 s voice: F = 100, T = 25); the Wan2.2 VAE compresses time by 4 and space by 16, and the DiT
 patches the latent 2×2, so the pixel size is always a multiple of 32 and
 
     T = (frames − 1) // 4 + 1          latent video frames
@@ -24,7 +26,8 @@ half-up to a multiple of 32. This reproduces the reference sizes 448×256, 896×
 
 Custom sizes are floored to multiples of 32 (as the reference does) with a
 :class:`SizeRoundedWarning`. Limits: each side 32 … 1920 pixels and at most 1920·1088 pixels
-in total (the 1080p class; 1088×1920 portrait is allowed); seconds are whole numbers 1 … 15.
+in total (the 1080p class; 1088×1920 portrait is allowed); seconds are 1 … 15 (a voice-driven
+clip may be shorter: down to MIN_VOICE_FRAMES).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import math
 import operator
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 FPS = 25
 VAE_STRIDE_T = 4  # Wan2.2 VAE temporal compression
@@ -64,6 +68,7 @@ WAN22_LATENT_STD: tuple[float, ...] = (
 )
 
 MIN_SECONDS, MAX_SECONDS = 1, 15
+MIN_VOICE_FRAMES = 5  # 0.2 s: the shortest voice track that still makes a clip (2 latent frames)
 MIN_SIDE = SIZE_MULTIPLE
 MAX_SIDE = 1920
 MAX_PIXELS = 1920 * 1088  # 2 088 960 pixels, the 1080p class
@@ -147,12 +152,14 @@ def resolve_size(width: int, height: int) -> tuple[int, int]:
     return rw, rh
 
 
-def validate_seconds(seconds: int) -> int:
-    """Clip duration in whole seconds, 1 … 15 (fps is fixed at 25)."""
-    s = _as_int(seconds, "seconds")
-    if not MIN_SECONDS <= s <= MAX_SECONDS:
-        raise ValueError(f"seconds must be between {MIN_SECONDS} and {MAX_SECONDS}, got {s}")
-    return s
+def validate_seconds(seconds: float) -> int | float:
+    """Clip duration in seconds, 1 … 15 (fps is fixed at 25); whole values come back as int."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) and not hasattr(seconds, "__index__"):
+        raise ValueError(f"seconds must be a number between {MIN_SECONDS} and {MAX_SECONDS}, got {seconds!r}")
+    s = float(seconds)
+    if not math.isfinite(s) or not MIN_SECONDS <= s <= MAX_SECONDS:
+        raise ValueError(f"seconds must be between {MIN_SECONDS} and {MAX_SECONDS}, got {seconds!r}")
+    return int(s) if s.is_integer() else s
 
 
 def validate_steps(steps: int) -> int:
@@ -173,18 +180,25 @@ class ClipGeometry:
 
     width: int
     height: int
-    seconds: int
+    seconds: int | float
+    voice_frames: Optional[int] = None  # audio latent frames of a voice-driven clip (replaces round(25·s) + 1)
 
     def __post_init__(self) -> None:
-        for name in ("width", "height", "seconds"):
+        for name in ("width", "height"):
             object.__setattr__(self, name, _as_int(getattr(self, name), name))
+        object.__setattr__(self, "seconds", validate_seconds(self.seconds))
+        if self.voice_frames is not None:
+            f = _as_int(self.voice_frames, "voice_frames")
+            if not MIN_VOICE_FRAMES <= f <= FPS * MAX_SECONDS + 1:
+                raise ValueError(f"a voice-driven clip needs {MIN_VOICE_FRAMES}..{FPS * MAX_SECONDS + 1} audio frames "
+                                 f"({MIN_VOICE_FRAMES / FPS:.1f} s or more of voice), got {f}")
+            object.__setattr__(self, "voice_frames", f)
         if self.width % SIZE_MULTIPLE or self.height % SIZE_MULTIPLE:
             raise ValueError(
                 f"ClipGeometry needs multiples of {SIZE_MULTIPLE}, got {self.width}x{self.height}; "
                 f"use ClipGeometry.from_request() to floor a custom size"
             )
         _check_limits(self.width, self.height)
-        validate_seconds(self.seconds)
 
     @classmethod
     def from_request(cls, width: int, height: int, seconds: int) -> "ClipGeometry":
@@ -196,11 +210,23 @@ class ClipGeometry:
         w, h = preset_size(aspect, resolution)
         return cls(w, h, validate_seconds(seconds))
 
+    def with_voice(self, num_samples: int, sample_rate: int) -> "ClipGeometry":
+        """This size, with the length a voice track of `num_samples` at `sample_rate` asks for (at most
+        `seconds`): shorter voice, shorter clip; longer voice, cut to `seconds`."""
+        from .media.audio import voice_frames
+        f = voice_frames(num_samples, sample_rate, self.seconds)
+        if f < MIN_VOICE_FRAMES:
+            raise ValueError(f"the voice track lasts {num_samples / sample_rate:.2f} s; a voice-driven clip needs at "
+                             f"least {MIN_VOICE_FRAMES / FPS:.1f} s of voice")
+        return ClipGeometry(self.width, self.height, self.seconds, f)
+
     # -- time ------------------------------------------------------------------------------
     @property
     def frames(self) -> int:
-        """Pixel frames requested: 25·seconds + 1."""
-        return FPS * self.seconds + 1
+        """Pixel frames requested: round(25·seconds) + 1, or the voice track's frames."""
+        if self.voice_frames is not None:
+            return self.voice_frames
+        return _round_half_up(FPS * self.seconds) + 1
 
     @property
     def latent_frames(self) -> int:
@@ -279,7 +305,7 @@ class ClipGeometry:
                 f"SR size {sr_w}x{sr_h} is smaller than the base size {self.width}x{self.height}; "
                 f"the SR stage only upscales"
             )
-        return ClipGeometry(sr_w, sr_h, self.seconds)
+        return ClipGeometry(sr_w, sr_h, self.seconds, self.voice_frames)
 
     def _sr_size_for_resolution(self, resolution: str) -> tuple[int, int]:
         if resolution not in RESOLUTION_SHORT_SIDE:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..happyhorse_core.errors import CheckpointError
-from ..happyhorse_core.geometry import video_matched_samples
-from ..happyhorse_core.media.audio import to_output_rate
+from ..happyhorse_core.media.audio import output_audio
 from ..happyhorse_core.sampling.latents import video_to_model
 
 from . import comfy_bridge as cb
@@ -67,32 +66,36 @@ class DecodeAudio(io.ComfyNode):
             category=f"{CATEGORY}/decode",
             description=("Decodes the audio latent with the native Stable Audio Open VAE and re-times it from the "
                          "model's 51.2 kHz (25 latent frames/s x 2048) to 44.1 kHz; each clip's sound is cut to "
-                         "its picture (4T-3 frames at 25 fps), so a batch joined into one file stays in sync. Use "
-                         "this instead of the native VAE Decode Audio for HappyHorse latents."),
+                         "its picture (4T-3 frames at 25 fps), so a batch joined into one file stays in sync and "
+                         "the length equals the CLI's. Use this instead of the native VAE Decode Audio for "
+                         "HappyHorse latents."),
             inputs=[
                 io.Latent.Input("audio_latent"),
                 io.Vae.Input("vae", tooltip="The Stable Audio Open VAE (VAE Loader)."),
+                io.Boolean.Input("vae_fp32", default=True, optional=True,
+                                 tooltip="Decode in fp32 as the reference does (ComfyUI may load the VAE in "
+                                         "fp16/bf16). Off: the VAE's loaded precision."),
             ],
             outputs=[io.Audio.Output(display_name="audio")],
         )
 
     @classmethod
-    def execute(cls, audio_latent, vae) -> io.NodeOutput:
+    def execute(cls, audio_latent, vae, vae_fp32=True) -> io.NodeOutput:
         samples = cb.latent_samples(audio_latent, "audio")  # [B, 64, F]
         if not bool(torch.isfinite(samples).all()):
             raise ValueError("the audio latent contains NaN/Inf values; check the node that produced it")
         cb.interrupt_check()
-        wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
+        with cb.vae_dtype(vae, torch.float32 if vae_fp32 else None):
+            wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
         if wave.ndim != 3:
             raise ValueError(f"the VAE decoded to shape {list(wave.shape)}; connect the Stable Audio Open VAE")
         if not bool(torch.isfinite(wave).all()):  # never a "successful" silent or broken track
             raise CheckpointError("the VAE decoded NaN/Inf audio from a finite latent: its weights are damaged or "
                                   "it is not the Stable Audio Open VAE; load the Stable Audio Open VAE file again")
         cb.interrupt_check()
-        wave = to_output_rate(wave.cpu(), dim=-1)  # FFT re-timing 441/512 -> 44.1 kHz
-        # each clip as long as its video (4(T-1)+1 frames), so a batch joined into one file stays in sync
-        wave = wave[..., :video_matched_samples(samples.shape[2])]
-        return io.NodeOutput({"waveform": wave.contiguous(), "sample_rate": 44100})
+        # FFT re-timing 441/512 -> 44.1 kHz, each clip cut to its video (4(T-1)+1 frames): the CLI's rule too
+        wave = output_audio(wave.cpu(), samples.shape[2])
+        return io.NodeOutput({"waveform": wave, "sample_rate": 44100})
 
 
 NODES = [DecodeVideo, DecodeAudio]

@@ -6,8 +6,12 @@ and put the text under the node in the UI (ComfyUI's progress text, sent through
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from typing import Iterable, Optional
+
+from . import comfy_bridge as cb
 
 log = logging.getLogger("HappyHorse")
 
@@ -23,5 +27,22 @@ def warn_all(node_id: Optional[str], messages: Iterable[str]) -> None:
     for m in messages:
         log.warning("HappyHorse: %s", m)
     if messages and node_id is not None:
-        from . import comfy_bridge as cb
         cb.progress_text(str(node_id), "\n".join(f"⚠ {m}" for m in messages))
+
+
+@contextlib.contextmanager
+def collect(node_id: Optional[str]):
+    """Gather the warnings of one node run and show them together at its end (also when it fails).
+
+    Yields `note(message)` for the node's own messages; the core's Python warnings raised inside the
+    block (SizeRoundedWarning, ImageBatchWarning, ...) are caught with the "always" filter, so each run
+    reports them again instead of only the first time in the process.
+    """
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield notes.append
+        finally:
+            notes.extend(str(w.message) for w in caught)
+            warn_all(node_id, notes)

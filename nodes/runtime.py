@@ -9,6 +9,7 @@ afterwards, so the two mechanisms never move the same weights.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import traceback
 
@@ -17,10 +18,10 @@ import torch
 from ..happyhorse_core.dit.compile import apply_compile
 from ..happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device
 from ..happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap
-from ..happyhorse_core.sampling.latents import video_from_model
 from ..happyhorse_core.sampling.pipeline import Hooks
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, ram_plan
+from .node_warnings import warn
 
 log = logging.getLogger("HappyHorse")
 
@@ -49,7 +50,6 @@ def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
-    from . import ram_plan
     ram_plan.before_use(loaded, rewrap=cb.wrap_model, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
     apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager
@@ -122,8 +122,6 @@ def advice(kind: str, where: str) -> str:
 
 def release_after_failure(*models) -> None:
     """Free what a failed run held: offload the given LoadedDiTs, unload every ComfyUI model, empty caches."""
-    import gc
-
     for m in models:
         if m is not None:
             try:
@@ -149,33 +147,30 @@ def oom_advice(where: str, *models):
         raise RuntimeError(advice(kind, where)) from e
 
 
-def latent_preview(video_model_space: torch.Tensor):
-    """Cheap RGB preview of latent frame 0: Wan2.2 latent -> RGB projection ([H, W, 3] in 0..1)."""
-    factors, bias = cb.wan22_rgb_factors()  # [48, 3], [3] or None
-    raw = video_from_model(video_model_space[:, :, 0])  # [1, 48, h, w]
-    rgb = torch.einsum("bchw,cr->bhwr", raw.float().cpu(), factors)
-    if bias is not None:
-        rgb = rgb + bias
-    return ((rgb[0] + 1.0) / 2.0).clamp(0, 1)
-
-
 def hooks_for(node_id, total: int, preview: bool = True):
-    """happyhorse_core Hooks wired to the node's progress bar, preview and Cancel."""
+    """happyhorse_core Hooks wired to the node's progress bar, latent preview and Cancel.
+
+    The sampler's x0 is a model-space Wan2.2 latent [1, 48, T, h, w], which is the space ComfyUI's
+    Wan22 latent format (and so its previewer, cb.latent_previewer) works in; the previewer shows latent
+    frame 0 and follows --preview-method. A preview that fails is reported once per run on the node and
+    in the log (with its traceback), and the run goes on without it.
+    """
     bar = cb.ComfyProgress(total, node_id=node_id)
-    state = {"x0": None, "preview_failed": False}
+    state = {"x0": None, "previewer": cb.latent_previewer() if preview else None, "failed": False}
 
     def on_preview(step, x0):
         state["x0"] = x0
 
     def on_progress(done, total_):
         img = None
-        if preview and state["x0"] is not None and not state["preview_failed"]:
+        if state["previewer"] is not None and state["x0"] is not None and not state["failed"]:
             try:
-                img = latent_preview(state["x0"])
-            except Exception as e:  # a preview must never fail the run: say so once, then run without it
-                state["preview_failed"] = True
-                log.warning("HappyHorse: latent preview failed (%s: %s); sampling continues without previews",
-                            type(e).__name__, e)
+                img = state["previewer"].decode_latent_to_preview_image("JPEG", state["x0"])
+            except Exception as e:  # a preview must not fail the run, but the user is told why it is missing
+                state["failed"] = True
+                log.exception("HappyHorse: latent preview failed")
+                warn(node_id, f"latent preview failed ({type(e).__name__}: {e}); sampling goes on without "
+                              "previews")
         bar(done, total_, img)
 
     return Hooks(progress=on_progress, interrupt=cb.interrupt_check, preview=on_preview)

@@ -113,11 +113,89 @@ def test_prepare_mono_8k_is_padded_and_duplicated():
     assert (p.waveform[0, 1000:50000].double() - ref[1000:50000]).abs().max() < 1e-3
 
 
-def test_prepare_stereo_48k_is_trimmed():
+def test_prepare_stereo_48k_is_trimmed_and_downmixed_to_mono():
     x = torch.stack([_tone(300, 48000, 3 * 48000), _tone(500, 48000, 3 * 48000)]).float()
     p = audio.prepare_voice_track(x[None], 48000, target_rate=44100, target_samples=44100)  # ComfyUI [1, C, N]
     assert p.waveform.shape == (2, 44100) and (p.trimmed, p.padded) == (True, False)
-    assert (p.waveform[1, 500:40000].double() - _tone(500, 44100, 44100)[500:40000]).abs().max() < 1e-3
+    assert torch.equal(p.waveform[0], p.waveform[1])  # the reference feeds the VAE mono on both channels
+    mono = (_tone(300, 44100, 44100) + _tone(500, 44100, 44100)) / 2
+    assert (p.waveform[1, 500:40000].double() - mono[500:40000]).abs().max() < 1e-3
+
+
+def test_prepare_cuts_before_resampling_without_changing_the_result():
+    """Only the clip's share (+ the resampler's reach) is resampled; the samples equal those of the whole track."""
+    g = torch.Generator().manual_seed(3)
+    for rate in (8000, 44100, 48000, 192000):
+        long = torch.randn(6, 20 * rate, generator=g) * 0.1  # 20 s of 5.1
+        p = audio.prepare_voice_track(long, rate, 51200, 51200)  # a 1 s clip
+        whole = audio.resample(audio.downmix_to_mono(long), rate, 51200)[:, :51200]
+        assert p.trimmed and not p.padded and p.source_duration_s == pytest.approx(20.0)
+        torch.testing.assert_close(p.waveform[0], whole[0], atol=1e-6, rtol=0)
+
+
+def test_voice_frames_follow_the_reference_rule():
+    assert audio.voice_frames(4 * 22050, 22050, 15) == 100  # 4.0 s -> 204800 samples at 51.2 kHz -> 100
+    assert audio.voice_frames(60 * 8000, 8000, 2.5) == 62  # cut to 2.5 s = 128000 samples -> 62 whole frames
+    assert audio.voice_frames(8000, 8000, 5) == 25
+
+
+def test_output_audio_is_cut_to_the_decoded_video():
+    """The CLI and HappyHorse Decode Audio share output_audio: same clip, same audio length."""
+    for f in (26, 51, 100, 126):
+        decoded = torch.zeros(1, 2, 2048 * f)
+        frames = 4 * ((f - 1) // 4) + 1
+        assert audio.output_audio(decoded, f).shape[-1] == frames * 44100 // 25
+        assert audio.output_audio(decoded, f, trim_to_video=False).shape[-1] == 2048 * f * 441 // 512
+
+
+def test_voice_for_video_keeps_the_original_recording():
+    x = torch.randn(2, 5 * 48000)
+    out = audio.voice_for_video(x[None], 48000, 97)
+    assert out.shape == (2, 97 * 48000 // 25) and torch.equal(out, x[:, :out.shape[1]])
+    assert audio.voice_for_video(x[:, :1000], 48000, 97).shape == (2, 97 * 48000 // 25)  # padded
+
+
+RSS_CHILD = """
+import resource, sys
+import torch
+from happyhorse_core.media.audio import prepare_voice_track
+from happyhorse_core.media.read import read_audio
+torch.zeros(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+wave, rate = read_audio(sys.argv[1], max_seconds=1.5)
+prep = prepare_voice_track(wave, rate, 51200, 51200)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(wave.shape[-1], rate, prep.waveform.shape[-1], after - before)
+"""
+
+
+@pytest.mark.slow
+def test_an_hour_of_8k_flac_for_a_one_second_clip_costs_little_memory(tmp_path):
+    """Stream-decode + cut before resampling: peak RSS of a child process grows by a few MB, not by the
+    115 MB an hour of 8 kHz float32 samples would take."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import av
+    import numpy as np
+    path = tmp_path / "hour.flac"
+    with av.open(str(path), "w") as box:
+        stream = box.add_stream("flac", rate=8000, layout="mono")
+        block = (np.sin(np.arange(8000 * 60) * 0.05) * 8000).astype(np.int16)[None]  # one minute
+        for _ in range(60):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
+                box.mux(packet)
+        for packet in stream.encode(None):
+            box.mux(packet)
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, str(path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    samples, rate, prepared, grew_kb = map(int, proc.stdout.split())
+    assert rate == 8000 and 12000 <= samples <= 8000 * 2 and prepared == 51200
+    assert grew_kb < 40 * 1024, f"peak RSS grew by {grew_kb / 1024:.0f} MB"
 
 
 def test_prepare_exact_length_has_no_flags():

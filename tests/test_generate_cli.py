@@ -103,8 +103,8 @@ def test_tiny_image_and_voice_are_kept(tmp_path):
     g = ClipGeometry.from_preset("16:9", "256p", 1)
     rgb = np.random.default_rng(0).integers(0, 256, (g.height, g.width, 3), dtype=np.uint8)
     write_png(tmp_path / "face.png", rgb)
-    pcm = np.random.default_rng(1).integers(-8000, 8000, (g.audio_samples_nominal, 2)).astype(np.int16)
-    write_wav(tmp_path / "voice.wav", pcm, 51_200)  # already 51.2 kHz stereo and exactly the clip length
+    pcm = np.random.default_rng(1).integers(-8000, 8000, (51_200, 2)).astype(np.int16)
+    write_wav(tmp_path / "voice.wav", pcm, 51_200)  # 1.0 s, already 51.2 kHz: the clip is 25 audio frames
     out = tmp_path / "clip.mp4"
     proc = run_cli("--seconds", "1", "--mode", "base", "--steps", "2", "--image", str(tmp_path / "face.png"),
                    "--audio", str(tmp_path / "voice.wav"), "--save-latents", "--out", str(out))
@@ -113,7 +113,8 @@ def test_tiny_image_and_voice_are_kept(tmp_path):
     latents = load_file(str(output_paths(out)["latents"]))
     image01 = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None, :, None]  # [1, 3, 1, H, W]
     torch.testing.assert_close(latents["video"][:, :, :1], tiny_codecs.encode_video(image01), rtol=0, atol=1e-6)
-    voice = torch.from_numpy(pcm.T.astype(np.float32) / 32768)
+    voice = torch.from_numpy(pcm.T.astype(np.float32) / 32768).mean(0, keepdim=True).expand(2, -1)  # mono x2
+    assert latents["audio"].shape == (1, 25, 64)  # length from the voice (reference rule), not 25*s + 1
     torch.testing.assert_close(latents["audio"], tiny_codecs.encode_audio(voice), rtol=0, atol=1e-5)
     assert "padded" not in proc.stderr and "cut to" not in proc.stderr
 

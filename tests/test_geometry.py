@@ -109,7 +109,9 @@ def test_resolve_size_rejects(w, h, message):
 
 @pytest.mark.badinput
 @pytest.mark.parametrize("seconds,message", [(0, "between 1 and 15"), (-3, "between 1 and 15"),
-                                             (16, "between 1 and 15"), (2.5, "whole number"), (None, "whole number")])
+                                             (16, "between 1 and 15"), (float("nan"), "between 1 and 15"),
+                                             (None, "must be a number"), ("2", "must be a number"),
+                                             (True, "must be a number")])
 def test_validate_seconds_rejects(seconds, message):
     with pytest.raises(ValueError, match=message):
         geo.validate_seconds(seconds)
@@ -117,6 +119,7 @@ def test_validate_seconds_rejects(seconds, message):
 
 def test_validate_seconds_and_steps_accept():
     assert geo.validate_seconds(1) == 1 and geo.validate_seconds(15) == 15 and geo.validate_seconds(2.0) == 2
+    assert geo.validate_seconds(2.5) == 2.5 and isinstance(geo.validate_seconds(2.0), int)
     assert geo.validate_steps(1) == 1 and geo.validate_steps(32) == 32
 
 
@@ -190,3 +193,24 @@ def test_fuzz_only_value_errors(w, h, seconds):
     assert 4 * (t - 1) + 1 == g.decoded_frames <= g.frames == g.audio_frames
     assert g.video_tokens == t * (lh // 2) * (lw // 2) > 0
     assert math.isclose(g.duration_s, g.frames / 25)
+
+
+def test_fractional_seconds_round_to_whole_frames():
+    assert ClipGeometry(448, 256, 2.5).frames == 64  # round(62.5) half-up + 1
+    assert ClipGeometry(448, 256, 1.02).frames == 27 and ClipGeometry(448, 256, 3).frames == 76
+
+
+def test_a_four_second_voice_gives_the_reference_latent_frames():
+    """Reference (video_generate.py): the voice at 51.2 kHz is cut to `seconds`, encoded, and its latent
+    length is the clip: 4.0 s -> 204800 samples -> 100 audio frames -> (100 - 1) // 4 + 1 = 25 latent frames."""
+    base = ClipGeometry.from_preset("16:9", "256p", 5)
+    for rate in (8000, 22050, 44100, 48000, 51200):
+        g = base.with_voice(4 * rate, rate)
+        assert (g.audio_frames, g.latent_frames, g.decoded_frames) == (100, 25, 97)
+        assert g.video_latent_shape == (1, 48, 25, 16, 28) and g.audio_latent_shape == (1, 100, 64)
+    # a long voice is cut to the requested seconds; a short one makes a shorter clip
+    assert ClipGeometry(448, 256, 3).with_voice(60 * 16000, 16000).audio_frames == 75
+    assert ClipGeometry(448, 256, 5).with_voice(int(1.5 * 16000), 16000).audio_frames == 37
+    assert ClipGeometry(448, 256, 2).with_voice(4 * 16000, 16000).sr_geometry("540p").audio_frames == 50
+    with pytest.raises(ValueError, match="at least 0.2 s"):
+        base.with_voice(1000, 16000)

@@ -15,24 +15,24 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import save
 
 from .runner import ClipRequest, ClipResult, ClipRunner, encode_text, free_memory
 from .components import (real_components, real_text_stack, resolve_device,
                          tiny_components, tiny_text_stack)
-from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_steps
+from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_seconds, validate_steps
 from ..media.mux import write_mp4
+from ..weights.safetensors_io import stage_safetensors
 from ..media.read import read_audio, read_image
 from ..dit.parallel import init_from_env, shard_components
 from ..sampling.pipeline import DEFAULT_STEPS, MODES, SamplingOptions
 from .progress import TextProgress, format_seconds
-from ..text.prompts import DEFAULT_NEGATIVE_PROMPT, DialogueLine, build_prompt, format_dialogue_line
+from ..text.prompts import (DialogueLine, build_prompt, negative_or_default,
+                            parse_dialogue_arg)
 
 log = logging.getLogger("HappyHorse")
 STANDIN_NOTE = ("--tiny uses TINY RANDOM weights and STAND-IN codecs (happyhorse_core.testing.tiny_codecs), not the "
@@ -66,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one utterance, repeatable, in speaking order; LANGUAGE: Mandarin, Cantonese, English, "
                         "Japanese, Korean, German or French")
     t.add_argument("--background-sound", default=None, help="most prominent background sound (default: none)")
-    t.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT,
-                   help="negative prompt for CFG (base mode only); default: the built-in artefact list")
+    t.add_argument("--negative-prompt", default="",
+                   help="negative prompt for CFG (base mode, SR with CFG); empty (default): the built-in list "
+                        "(happyhorse_core/text/negative.py)")
+    t.add_argument("--raw-prompt", action="store_true",
+                   help="--prompt is already a complete enhanced prompt (Dialogue: / Background Sound: included): "
+                        "use it as written")
     i = p.add_argument_group("inputs (--tiny only, see the notes below)")
     i.add_argument("--image", type=Path, help="first-frame picture (PNG/JPEG): center-cropped and resized to the clip")
     i.add_argument("--audio", type=Path, help="voice track (any rate/channels): fitted to the clip length")
@@ -81,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="256p: one stage; 540p / 1080p: a 256p base stage plus the latent SR stage (needs --sr-dit)")
     s.add_argument("--width", type=int, help="custom base width in px (with --height; floored to a multiple of 32)")
     s.add_argument("--height", type=int, help="custom base height in px (with --width)")
-    s.add_argument("--seconds", type=int, default=4, help="clip length, whole seconds 1..15 (25 fps)")
+    s.add_argument("--seconds", type=float, default=4,
+                   help="clip length in seconds, 1..15 (25 fps; fractions allowed); with --audio the most the "
+                        "voice may fill: the clip is as long as the voice track, cut to this")
     s.add_argument("--seed", type=int, default=42, help="noise seed (default 42, as the reference)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, required=True, help="output .mp4 path (written atomically)")
@@ -114,18 +120,17 @@ def parse_dialogue(values: Sequence[str]) -> list[DialogueLine]:
     lines = []
     for n, value in enumerate(values, start=1):
         check_one_line(value, f"--dialogue {n}")
-        parts = value.split("|", 2)
-        if len(parts) != 3:
-            raise ValueError(f"--dialogue {value!r}: write it as 'speaker|Language|line', "
-                             f"e.g. 'Woman in a red coat|English|Hello there'")
-        line = DialogueLine(*(part.strip() for part in parts))
-        format_dialogue_line(line, n)  # raises on an unknown language, empty text, ...
-        lines.append(line)
+        try:
+            lines.append(parse_dialogue_arg(value, n))
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
     return lines
 
 
-def clip_geometry(args: argparse.Namespace) -> tuple[ClipGeometry, Optional[ClipGeometry]]:
-    """(base stage, SR stage or None); custom sizes are floored with a logged warning."""
+def clip_geometry(args: argparse.Namespace, voice: Optional[tuple[torch.Tensor, int]] = None
+                  ) -> tuple[ClipGeometry, Optional[ClipGeometry]]:
+    """(base stage, SR stage or None); custom sizes are floored with a logged warning. With a voice
+    track the clip takes the voice's length (at most --seconds), as the reference does."""
     if (args.width is None) != (args.height is None):
         raise ValueError("pass both --width and --height for a custom size, or neither to use --aspect")
     with warnings.catch_warnings(record=True) as caught:
@@ -136,6 +141,8 @@ def clip_geometry(args: argparse.Namespace) -> tuple[ClipGeometry, Optional[Clip
             base = ClipGeometry.from_preset(args.aspect, "256p", args.seconds)
     for w in caught:
         log.warning("HappyHorse: %s", w.message)
+    if voice is not None:
+        base = base.with_voice(voice[0].shape[-1], voice[1])
     sr = base.sr_geometry(args.resolution) if args.resolution != "256p" else None
     return base, sr
 
@@ -168,17 +175,17 @@ def build_request(args: argparse.Namespace) -> ClipRequest:
     """Validate every flag and read the optional inputs; nothing is loaded yet."""
     if args.out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {str(args.out)!r}")
-    prompt = build_prompt(args.prompt, parse_dialogue(args.dialogue), args.background_sound)
+    prompt = build_prompt(args.prompt, parse_dialogue(args.dialogue), args.background_sound, raw=args.raw_prompt)
     steps = None if args.steps is None else validate_steps(args.steps)
     sampling = SamplingOptions(mode=args.mode, steps=steps, seed=args.seed)
-    base, sr = clip_geometry(args)
+    validate_seconds(args.seconds)
     check_weights(args)
-    if args.mode == "base" and not (args.negative_prompt or "").strip():
-        raise ValueError("base mode uses CFG against the negative prompt; --negative-prompt must not be empty")
+    # stream only what the clip can use (+ margin for the resampler), never a whole long recording
+    voice = read_audio(args.audio, max_seconds=args.seconds + 0.5) if args.audio is not None else None
+    base, sr = clip_geometry(args, voice)
     image = read_image(args.image) if args.image is not None else None
-    voice = read_audio(args.audio) if args.audio is not None else None
     return ClipRequest(prompt=prompt, geometry=base, sr_geometry=sr, sampling=sampling,
-                       negative_prompt=args.negative_prompt, image=image, voice=voice)
+                       negative_prompt=negative_or_default(args.negative_prompt), image=image, voice=voice)
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -186,20 +193,6 @@ def output_paths(out: Path) -> dict[str, Path]:
     stem = out.with_suffix("")
     return {"mp4": out, "audio_latent": Path(f"{stem}.audio_latent.safetensors"),
             "latents": Path(f"{stem}.latents.safetensors")}
-
-
-def _stage_safetensors(tensors: dict[str, torch.Tensor], dest: Path, metadata: dict[str, str]) -> Path:
-    """Write to a hidden temporary file beside `dest`; the caller renames it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    try:
-        with open(tmp, "wb") as f:  # plain open(): the file gets the user's umask, like the mp4
-            f.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def _companions(result: ClipResult, paths: dict[str, Path], save_latents: bool) -> list[tuple[Path, dict, dict]]:
@@ -223,7 +216,7 @@ def write_outputs(result: ClipResult, out: Path, save_latents: bool) -> list[Pat
     placed: list[Path] = []
     try:
         for dest, tensors, meta in files:
-            staged.append((_stage_safetensors(tensors, dest, meta), dest))
+            staged.append((stage_safetensors(dest, tensors, meta), dest))
         write_mp4(out, result.frames, result.waveform)
         placed.append(out)
         while staged:
@@ -263,7 +256,7 @@ def _log_notes(args: argparse.Namespace, request: ClipRequest) -> None:
     else:
         name = output_paths(args.out)["audio_latent"].name
         log.info("HappyHorse: %s", REAL_AUDIO_NOTE.replace("<name>.audio_latent.safetensors", name))
-    if request.sampling.mode == "distilled" and args.negative_prompt != DEFAULT_NEGATIVE_PROMPT:
+    if request.sampling.mode == "distilled" and (args.negative_prompt or "").strip():
         log.warning("HappyHorse: --negative-prompt is only used by base mode (CFG); distilled mode ignores it")
 
 

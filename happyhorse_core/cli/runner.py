@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from ..media.audio import prepare_voice_track, to_output_rate
-from ..geometry import AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, ClipGeometry
+from ..media.audio import output_audio, prepare_voice_track
+from ..geometry import AUDIO_NOMINAL_RATE, FPS, ClipGeometry
 from ..media.read import fit_image
 from ..sampling.noise import make_generator
 from ..sampling.pipeline import Hooks, ProgressFn, SamplingOptions, TextConditioning, generate
@@ -107,11 +107,11 @@ def encode_text(encoder: Any, tokenizer: Any, request: ClipRequest) -> TextCondi
 
 def voice_latent(voice: tuple[torch.Tensor, int], geometry: ClipGeometry, encode_audio: AudioEncodeFn
                  ) -> torch.Tensor:
-    """User track -> stereo 51 200 Hz fitted to the clip -> audio latent [1, F, 64]; warns on changes."""
+    """User track -> mono on both channels at 51 200 Hz, fitted to the clip -> audio latent [1, F, 64]."""
     waveform, rate = voice
     prepared = prepare_voice_track(waveform, rate, AUDIO_NOMINAL_RATE, geometry.audio_samples_nominal)
     clip_s = geometry.audio_samples_nominal / AUDIO_NOMINAL_RATE
-    if prepared.trimmed:
+    if prepared.source_duration_s - clip_s >= 1 / FPS:
         log.warning("HappyHorse: the voice track lasts %.2f s; cut to the clip's %.2f s",
                     prepared.source_duration_s, clip_s)
     if prepared.padded:
@@ -225,12 +225,11 @@ class ClipRunner:
             opts=request.sr, image_latent=img, hooks=hooks, device=c.device))
 
     def _decode_audio(self, request: ClipRequest, audio: torch.Tensor, frames: int) -> torch.Tensor:
-        wave = to_output_rate(self.components.decode_audio(audio).float().cpu())  # [2, N] at 44.1 kHz
-        video_samples = frames * AUDIO_OUTPUT_RATE // FPS
-        if request.match_audio_to_video and wave.shape[-1] > video_samples:
+        decoded = self.components.decode_audio(audio).float().cpu()  # [2, 2048·F] at the nominal 51.2 kHz
+        wave = output_audio(decoded, audio.shape[1], trim_to_video=request.match_audio_to_video)  # 44.1 kHz
+        if request.match_audio_to_video and decoded.shape[-1] / AUDIO_NOMINAL_RATE > frames / FPS:
             log.info("HappyHorse: audio cut from %.2f s to the %d decoded video frames (%.2f s)",
-                     wave.shape[-1] / AUDIO_OUTPUT_RATE, frames, frames / FPS)
-            wave = wave[:, :video_samples].contiguous()
+                     decoded.shape[-1] / AUDIO_NOMINAL_RATE, frames, frames / FPS)
         return wave
 
     def run(self, request: ClipRequest, text: TextConditioning) -> ClipResult:

@@ -111,25 +111,3 @@ _FUNCS: dict[str, AttnFn] = {"sdpa": _sdpa, "flash": _flash, "sage": _sage}
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """Full bidirectional attention. q [L, Hq, D], k/v [L, Hkv, D] -> [L, Hq, D]."""
     return _FUNCS[backend](q, k, v)
-
-
-def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_video: int, tokens_per_frame: int,
-                    window: int, backend: str = "sdpa") -> torch.Tensor:
-    """1080p-SR windowed attention (MODEL_SPEC §4.6).
-
-    Video queries of latent frame i see video keys of frames |i - j| <= window plus every audio
-    and text key; audio and text queries see every key. Computed frame by frame with exact
-    softmax over the allowed keys, so it equals a dense masked softmax.
-    """
-    frames = num_video // tokens_per_frame
-    out = torch.empty_like(q)
-    k_ctx, v_ctx = k[num_video:], v[num_video:]  # audio + text keys, seen by every query
-    for i in range(frames):
-        lo, hi = max(0, i - window) * tokens_per_frame, min(frames, i + window + 1) * tokens_per_frame
-        rows = slice(i * tokens_per_frame, (i + 1) * tokens_per_frame)
-        kk = torch.cat([k[lo:hi], k_ctx], dim=0)
-        vv = torch.cat([v[lo:hi], v_ctx], dim=0)
-        out[rows] = attention(q[rows], kk, vv, backend)
-    if q.shape[0] > num_video:
-        out[num_video:] = attention(q[num_video:], k, v, backend)
-    return out

@@ -6,9 +6,12 @@ to 44 100 Hz with ``scipy.signal.resample(x, int(n·441/512))`` (an FFT resample
 :func:`to_output_rate` reproduces that with torch.fft.
 
 Input: a user's voice track can have any rate and channel layout. :func:`prepare_voice_track`
-downmixes to stereo, resamples with a band-limited windowed-sinc interpolator
-(:func:`resample`), fits it to the clip length and reports what it changed, so the caller
-can warn the user.
+first cuts the track to what the clip needs plus the resampler's reach (so an hour-long file
+costs no more than the clip), then, as the reference does, downmixes it to mono and duplicates
+that to the two channels the Stable Audio VAE takes, resamples with a band-limited
+windowed-sinc interpolator (:func:`resample`), fits it to the clip length and reports what it
+changed, so the caller can warn the user. :func:`voice_frames` gives the clip length a voice
+track asks for (the reference's rule: the cut track's samples at 51.2 kHz // 2048).
 
 Downmix coefficients (ITU-R BS.775 style, then scaled so a full-scale signal on every
 channel cannot clip — the same normalisation ffmpeg applies by default):
@@ -16,6 +19,7 @@ channel cannot clip — the same normalisation ffmpeg applies by default):
   5.1 (FL FR FC LFE BL BR): L = FL + g·FC + g·BL, R = FR + g·FC + g·BR, g = 1/√2, LFE dropped,
        then both divided by 1 + 2g
   7.1 (FL FR FC LFE BL BR SL SR): as 5.1 plus g·SL / g·SR, divided by 1 + 3g
+Mono (the voice input): (L + R) / 2 of that stereo downmix.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from fractions import Fraction
 
 import torch
 
-from ..geometry import AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE
+from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, VAE_STRIDE_T, video_matched_samples
 
 MIN_INPUT_RATE, MAX_INPUT_RATE = 8_000, 192_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak below -60 dBFS counts as silent
@@ -64,6 +68,24 @@ def to_output_rate(waveform: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return fft_resample(waveform, n * AUDIO_OUTPUT_RATE // AUDIO_NOMINAL_RATE, dim=dim)
 
 
+def video_frames_for_audio(audio_frames: int) -> int:
+    """Frames the video decoders give for a clip whose audio latent has F frames: 4·((F−1)//4) + 1."""
+    return VAE_STRIDE_T * ((int(audio_frames) - 1) // VAE_STRIDE_T) + 1
+
+
+def output_audio(decoded: torch.Tensor, audio_frames: int, trim_to_video: bool = True) -> torch.Tensor:
+    """Decoded waveform [..., 2048·F] at the nominal 51.2 kHz -> [..., N] at 44.1 kHz.
+
+    With `trim_to_video` the sound is cut to the decoded video's length, (4·((F−1)//4) + 1) / 25 s,
+    so both streams of an mp4 end together; the CLI and HappyHorse Decode Audio both use this, so
+    the same clip gets the same audio length in both.
+    """
+    wave = to_output_rate(decoded.float(), dim=-1)
+    if trim_to_video:
+        wave = wave[..., :video_matched_samples(audio_frames)]
+    return wave.contiguous()
+
+
 # -- band-limited resampling for input tracks -----------------------------------------------
 def _kaiser(x: torch.Tensor, beta: float) -> torch.Tensor:
     """Kaiser window on x in [-1, 1] (0 outside)."""
@@ -90,6 +112,12 @@ def _phase_bank(m: int, l: int, half: int, cutoff: float, beta: float) -> torch.
     bank = torch.zeros(l, m + k, dtype=torch.float64)
     bank.scatter_(1, columns, weights)
     return bank
+
+
+def resampler_reach(orig_rate: int, new_rate: int, zero_crossings: int = 24, rolloff: float = 0.94) -> int:
+    """Input samples the resampler reads beyond an output instant (its filter half-width)."""
+    cutoff = rolloff * min(1.0, new_rate / orig_rate)
+    return int(math.ceil(zero_crossings / cutoff))
 
 
 def resample(
@@ -163,9 +191,16 @@ def downmix_to_stereo(waveform: torch.Tensor) -> torch.Tensor:
     )
 
 
+def downmix_to_mono(waveform: torch.Tensor) -> torch.Tensor:
+    """[C, N] -> [1, N]: the mean of the stereo downmix (what the reference feeds its audio VAE)."""
+    if waveform.shape[0] == 1:
+        return waveform.clone()
+    return downmix_to_stereo(waveform).mean(dim=0, keepdim=True)
+
+
 @dataclass(frozen=True)
 class PreparedAudio:
-    waveform: torch.Tensor  # [2, target_samples] float32 at sample_rate
+    waveform: torch.Tensor  # [2, target_samples] float32 at sample_rate: the mono voice on both channels
     sample_rate: int
     trimmed: bool  # input was longer than the clip: the tail was cut
     padded: bool  # input was shorter than the clip: zeros were appended
@@ -174,7 +209,7 @@ class PreparedAudio:
 
 
 def _as_channels_first(waveform: torch.Tensor) -> torch.Tensor:
-    """Accept [N], [C, N] or ComfyUI's [1, C, N]; return float [C, N]."""
+    """Accept [N], [C, N] or ComfyUI's [1, C, N]; return [C, N] (a view, dtype unchanged)."""
     if not isinstance(waveform, torch.Tensor):
         raise ValueError(f"waveform must be a torch.Tensor, got {type(waveform).__name__}")
     if waveform.dim() == 3:
@@ -191,11 +226,34 @@ def _as_channels_first(waveform: torch.Tensor) -> torch.Tensor:
         raise ValueError("the audio track is empty (0 samples); load a file with sound")
     if waveform.shape[0] > 16:
         raise ValueError(f"waveform has {waveform.shape[0]} channels; did you pass [N, C] instead of [C, N]?")
-    waveform = waveform.float()
-    if not torch.isfinite(waveform).all():
-        raise ValueError("the audio track contains NaN or infinite samples; check the node that produced it "
-                         "or re-export the file")
     return waveform
+
+
+def _check_rate(sample_rate: int) -> int:
+    sample_rate = int(sample_rate)
+    if not MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE:
+        raise ValueError(f"audio sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}..{MAX_INPUT_RATE} Hz; "
+                         "resample the track to 44.1 or 48 kHz first (e.g. ffmpeg -ar 48000)")
+    return sample_rate
+
+
+def input_samples_needed(target_samples: int, sample_rate: int, target_rate: int) -> int:
+    """Input samples that determine the first `target_samples` output samples exactly (the resampler's
+    filter reaches `resampler_reach` samples past the last output instant)."""
+    return -(-int(target_samples) * int(sample_rate) // int(target_rate)) + resampler_reach(sample_rate, target_rate) + 1
+
+
+def resampled_length(num_samples: int, sample_rate: int, target_rate: int = AUDIO_NOMINAL_RATE) -> int:
+    """Samples a track of `num_samples` at `sample_rate` has after :func:`resample` to `target_rate`."""
+    return -(-int(num_samples) * int(target_rate) // int(sample_rate))
+
+
+def voice_frames(num_samples: int, sample_rate: int, max_seconds: float) -> int:
+    """Audio latent frames of a voice-driven clip (the reference's rule): the track at 51.2 kHz, cut to
+    `max_seconds`, then whole 2048-sample latent frames. A 4.0 s voice gives 100 frames (T = 25)."""
+    available = resampled_length(num_samples, _check_rate(sample_rate), AUDIO_NOMINAL_RATE)
+    wanted = int(float(max_seconds) * AUDIO_NOMINAL_RATE)
+    return min(available, wanted) // AUDIO_HOP
 
 
 def prepare_voice_track(
@@ -204,26 +262,40 @@ def prepare_voice_track(
     target_rate: int,
     target_samples: int,
 ) -> PreparedAudio:
-    """Turn a user's track into a stereo waveform [2, target_samples] at ``target_rate``.
+    """Turn a user's track into the VAE's input [2, target_samples] at ``target_rate``.
 
-    ``sample_rate`` may be 8 kHz … 192 kHz; channels mono/stereo/5.1/7.1. The track is
-    downmixed, resampled, then cut or zero-padded to ``target_samples`` (flags say which);
-    ``silent`` is set when its peak is below -60 dBFS.
+    ``sample_rate`` may be 8 kHz … 192 kHz; channels mono/stereo/5.1/7.1. Only the part of the
+    track the clip needs (plus the resampler's reach) is read; it is downmixed to mono and
+    duplicated to both channels, resampled, then cut or zero-padded to ``target_samples`` (flags
+    say which); ``silent`` is set when its peak is below -60 dBFS.
     """
-    sample_rate = int(sample_rate)
-    if not MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE:
-        raise ValueError(f"audio sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}..{MAX_INPUT_RATE} Hz; "
-                         "resample the track to 44.1 or 48 kHz first (e.g. ffmpeg -ar 48000)")
+    sample_rate = _check_rate(sample_rate)
     if target_rate <= 0 or target_samples <= 0:
         raise ValueError(f"target_rate and target_samples must be positive, got {target_rate}, {target_samples}")
-    x = downmix_to_stereo(_as_channels_first(waveform))  # [2, N]
-    source_duration_s = x.shape[-1] / sample_rate
+    x = _as_channels_first(waveform)  # [C, N] view of the caller's tensor
+    n_in = x.shape[-1]
+    source_duration_s = n_in / sample_rate
+    x = x[:, : input_samples_needed(target_samples, sample_rate, target_rate)].float()  # cut BEFORE any copy
+    if not torch.isfinite(x).all():
+        raise ValueError("the audio track contains NaN or infinite samples; check the node that produced it "
+                         "or re-export the file")
+    x = downmix_to_mono(x)  # [1, n]
     x = resample(x, sample_rate, target_rate)
-    n = x.shape[-1]
+    n = resampled_length(n_in, sample_rate, target_rate)  # length of the whole track at target_rate
     trimmed, padded = n > target_samples, n < target_samples
-    if trimmed:
-        x = x[:, :target_samples]
-    elif padded:
-        x = torch.nn.functional.pad(x, (0, target_samples - n))
+    x = x[:, :target_samples]
+    if x.shape[-1] < target_samples:
+        x = torch.nn.functional.pad(x, (0, target_samples - x.shape[-1]))
     silent = bool(x.abs().max() < SILENCE_PEAK)
-    return PreparedAudio(x.contiguous(), int(target_rate), trimmed, padded, silent, source_duration_s)
+    return PreparedAudio(x.expand(2, -1).contiguous(), int(target_rate), trimmed, padded, silent, source_duration_s)
+
+
+def voice_for_video(waveform: torch.Tensor, sample_rate: int, video_frames: int) -> torch.Tensor:
+    """The user's original track [C, N] (own rate and channels) cut or zero-padded to `video_frames` / 25 s,
+    for muxing the real recording with the generated picture."""
+    x = _as_channels_first(waveform)
+    keep = int(video_frames) * int(sample_rate) // FPS
+    x = x[:, :keep].float()
+    if x.shape[-1] < keep:
+        x = torch.nn.functional.pad(x, (0, keep - x.shape[-1]))
+    return x.contiguous()

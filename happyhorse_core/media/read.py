@@ -65,8 +65,12 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return x.clamp(0.0, 1.0)[None, :, None].contiguous()  # [1, 3, 1, H, W]
 
 
-def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Decode the first audio stream of any FFmpeg-readable file -> (float32 [C, N] in -1..1, rate)."""
+def read_audio(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream of any FFmpeg-readable file -> (float32 [C, N] in -1..1, rate).
+
+    With `max_seconds` decoding stops once that much sound is read (the file is streamed packet by
+    packet), so an hour-long recording for a short clip costs only the clip's share of memory.
+    """
     path = _open(path, "audio")
     try:
         with av.open(str(path)) as container:
@@ -74,14 +78,23 @@ def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
                 raise ValueError(f"{path} has no audio stream; pass a WAV/FLAC/MP3/M4A file with sound")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
+            limit = None if max_seconds is None else int(max_seconds * rate) + 1
             resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
-            chunks = []
+            chunks: list[np.ndarray] = []
+            have = 0
             for frame in container.decode(stream):
-                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))  # [C, n] each
-            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+                for f in resampler.resample(frame):
+                    chunks.append(f.to_ndarray())  # [C, n]
+                    have += chunks[-1].shape[1]
+                if limit is not None and have >= limit:
+                    break
+            else:
+                chunks.extend(f.to_ndarray() for f in resampler.resample(None))
     except av.error.FFmpegError as exc:
         raise ValueError(f"cannot decode audio from {path} ({exc})") from None
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise ValueError(f"{path} contains no audio samples")
     wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # [C, N]
+    if limit is not None:
+        wave = wave[:, :limit]
     return torch.from_numpy(np.ascontiguousarray(wave)), int(rate)

@@ -5,9 +5,17 @@ initial audio [1, F, 64] (skipped when reference audio is given), then initial v
 [1, 48, T, h, w]; for the distilled sampler one video then one audio tensor per step; for the
 SR stage one tensor shaped like the upsampled video latent, then one like the base audio
 latent. Here the caller passes a `torch.Generator` instead of a global RNG; drawing through
-these helpers in pipeline order keeps that sequence. All noise is fp32 on the generator's
-device. [UNVERIFIED, no GPU run] a CUDA generator seeded with s should give the same stream as
-the reference's global CUDA RNG after `torch.manual_seed(s)` (both Philox at offset 0).
+these helpers in pipeline order keeps that sequence, and handing the same generator (or its saved
+state, :func:`generator_state` / :func:`restore_generator`) from the base stage to the SR stage
+continues one stream as the reference does. All noise is fp32 on the generator's device.
+
+Noise device: the default is a CPU generator, so a seed gives the same clip on any machine. The
+reference draws on CUDA (`torch.manual_seed(seed)` then `torch.randn(..., device="cuda")`); a CUDA
+generator seeded with the same value (`make_generator(seed, "cuda")`, the nodes' `noise_device =
+gpu`) walks the same Philox stream (seed, offset 0, the same offset increments per draw), so a
+seed reproduces the reference's t2v / i2v clip on the same GPU model. [UNVERIFIED: no GPU run in
+this tree yet.] With a voice track the reference's audio VAE also samples its posterior from that
+stream before the video noise; ComfyUI's VAE does not, so voice-driven clips do not reproduce it.
 """
 from __future__ import annotations
 
@@ -19,11 +27,33 @@ VIDEO_LATENT_CHANNELS = 48  # Wan2.2 VAE latent channels
 AUDIO_LATENT_CHANNELS = 64  # Stable Audio Open VAE latent channels
 
 
+SEED_LIMIT = 2**64  # torch seeds and ComfyUI's seed widget: 0 .. 2**64 - 1
+
+
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch.Generator on `device` seeded with `seed` (reference default seed: 42)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """Seed of clip `index` in a batch: seed + index, wrapping past the widget maximum 2**64 - 1 to 0."""
+    return (int(seed) + int(index)) % SEED_LIMIT
+
+
+def generator_state(generator: torch.Generator) -> dict:
+    """Where a generator stands: {"device": "cpu" | "cuda:N", "state": uint8 tensor on the CPU}."""
+    return {"device": str(generator.device), "state": generator.get_state().clone()}
+
+
+def restore_generator(saved: dict) -> torch.Generator:
+    """A generator that continues exactly where :func:`generator_state` left off."""
+    if not isinstance(saved, dict) or "device" not in saved or "state" not in saved:
+        raise ValueError("a saved noise stream must be {'device', 'state'} from generator_state()")
+    gen = torch.Generator(device=saved["device"])
+    gen.set_state(saved["state"])
+    return gen
 
 
 def randn(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:

@@ -178,8 +178,9 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one clip. Returns (video latent [1, 48, T, h, w], audio latent [1, F, 64]), model space, fp32 CPU.
 
-    `generator` (CPU) defaults to one seeded with opts.seed; pass the same generator on to the
-    SR stage to reproduce the reference's single RNG stream.
+    `generator` defaults to a CPU one seeded with opts.seed; pass the same generator (or its saved
+    state, noise.generator_state) on to the SR stage to continue the reference's single RNG stream.
+    A CUDA generator draws the noise on the GPU as the reference does (noise.py).
     """
     hooks = hooks or Hooks()
     gen = generator if generator is not None else make_generator(opts.seed)
@@ -190,7 +191,10 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
                          "trim or pad the audio to the clip length first")
     audio_noise, video = initial_noise(gen, audio_frames, latent_frames, latent_h, latent_w,
                                        draw_audio=audio_latent is None)
-    audio = audio_latent.float().clone() if audio_latent is not None else audio_noise
+    # everything lives on the generator's device (CPU by default; CUDA for reference-exact noise)
+    audio = audio_latent.float().clone().to(video.device) if audio_latent is not None else audio_noise
+    if image_latent is not None:
+        image_latent = image_latent.float().to(video.device)
     denoise = Denoiser(model, device)
     sigmas, timesteps = flow_sigmas(opts.steps, opts.shift)
     fixed_audio = audio_latent is not None
@@ -218,4 +222,4 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
         hooks.after_step(i + 1, opts.steps, x0_video)
     if image_latent is not None:
         video[:, :, :1] = image_latent
-    return video, audio
+    return video.cpu(), audio.cpu()

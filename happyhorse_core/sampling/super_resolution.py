@@ -1,9 +1,12 @@
 """Latent super-resolution: lift a 256p clip to 540p / 1080p in latent space (MODEL_SPEC §4.5-4.6).
 
 1. trilinear upsample of the final base video latent to the SR latent size (align_corners);
-2. VP-style re-noise x = a·x_up + sqrt(1 - a²)·ε with a = zero-SNR sigma[220] = 0.8389;
+2. VP-style re-noise x = a·x_up + sqrt(1 - a²)·ε with a = zero-SNR sigma[renoise_index]
+   (reference: index 220, a = 0.8389; index 0 skips the re-noise and draws no noise for it);
 3. the SR DiT (v1 coordinates; the 1080p model with windowed attention) runs 5 UniPC steps
-   from sigma 0.9998, conditional only by default (the published SR configs disable CFG);
+   from sigma 0.9998, conditional only by default (the published SR configs disable CFG); with
+   CFG the video scale is guidance.sr_video_scale (reference 3.5; the first 13 latent frames are
+   capped at 2.0);
 4. audio is context only: 0.7·ε + 0.3·base audio goes in, the base audio comes out.
 """
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch.nn.functional as F
 
 from ..geometry import _as_int
 from .guidance import GuidanceConfig, apply_cfg, sr_video_scale
-from .noise import sr_noise
+from .noise import randn
 from .pipeline import Denoiser, Hooks, TextConditioning, check_finite, check_text
-from .scheduler import FlowUniPC, sr_audio_context, sr_renoise
+from .scheduler import (NUM_TRAIN_TIMESTEPS, SR_RENOISE_INDEX, FlowUniPC, sr_audio_context, sr_renoise,
+                        zero_snr_sigmas)
 
 SR_TARGETS = {"540p": (512, 896), "1080p": (1088, 1920)}  # (height, width) for 16:9
 
@@ -28,11 +32,20 @@ class SROptions:
     steps: int = 5
     shift: float = 5.0
     cfg: bool = False  # published configs: conditional only
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # sr_video_scale = the SR CFG scale
+    renoise_index: int = SR_RENOISE_INDEX  # 0 = no re-noise; higher = more noise on the upsampled clip
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"SR steps must be at least 1, got {self.steps}")
+        if not 0 <= int(self.renoise_index) < NUM_TRAIN_TIMESTEPS:
+            raise ValueError(f"SR renoise_index must be 0..{NUM_TRAIN_TIMESTEPS - 1} (reference: 220), "
+                             f"got {self.renoise_index}")
+
+    @property
+    def renoise_keep(self) -> float:
+        """a of the re-noise: the share of the upsampled clip kept (1.0 at index 0)."""
+        return float(zero_snr_sigmas()[int(self.renoise_index)])
 
 
 def sr_latent_size(height: int, width: int) -> tuple[int, int]:
@@ -63,10 +76,11 @@ def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tens
     if image_latent is not None and tuple(image_latent.shape) != (1, 48, 1, latent_h, latent_w):
         raise ValueError(f"SR image latent must be [1, 48, 1, {latent_h}, {latent_w}], got {list(image_latent.shape)}")
     check_finite(image_latent, "SR first-frame image latent")
-    up = upsample_latent(video, latent_h, latent_w)
-    n_vid, n_aud = sr_noise(generator, up.shape, audio.shape)
-    x = sr_renoise(up, n_vid)
-    audio_ctx = sr_audio_context(audio.float(), n_aud)
+    up = upsample_latent(video, latent_h, latent_w)  # [1, 48, T, H, W]
+    x = up
+    if opts.renoise_index:  # reference order: video re-noise first, then the audio context noise
+        x = sr_renoise(up, randn(up.shape, generator).to(up.device), opts.renoise_keep)
+    audio_ctx = sr_audio_context(audio.float(), randn(audio.shape, generator).to(audio.device))  # [1, F, 64]
     denoise, unipc = Denoiser(model, device), FlowUniPC(opts.steps, opts.shift)
     scale = sr_video_scale(opts.guidance, x.shape[2]) if opts.cfg else None
     for i in range(opts.steps):
@@ -75,6 +89,8 @@ def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tens
             x[:, :, :1] = image_latent
         v, _ = denoise(x, audio_ctx, text.positive)
         if opts.cfg:
+            if hooks.interrupt is not None:  # a CFG step is two forwards: allow Cancel between them
+                hooks.interrupt()
             u, _ = denoise(x, audio_ctx, text.negative)
             v = apply_cfg(v, u, scale)
         x0 = x - unipc.sigmas[i] * v
@@ -82,7 +98,7 @@ def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tens
         hooks.after_step(i + 1, opts.steps, x0)
     if image_latent is not None:
         x[:, :, :1] = image_latent
-    return x, audio
+    return x.cpu(), audio
 
 
 def _check_sr_inputs(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, text: TextConditioning,

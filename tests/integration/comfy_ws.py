@@ -1,8 +1,10 @@
 """A minimal websocket reader for ComfyUI's /ws (stdlib only), so tests can wait for a node's progress.
 
 ComfyUI pushes JSON events to the client id that queued a prompt: "executing", "progress"
-({"value", "max", "node", "prompt_id"}), "execution_interrupted", ... Binary frames (previews) are
-skipped. Only what the tests need: connect, read the next JSON event with a timeout, close.
+({"value", "max", "node", "prompt_id"}), "execution_interrupted", ... Binary frames (latent previews,
+progress text) are kept in `binary` as (event type, payload) while JSON events are read: type 1 is a
+preview image (4-byte image format + JPEG/PNG bytes), type 3 a progress text (4-byte node-id length,
+node id, UTF-8 text). Only what the tests need: connect, read events with a timeout, close.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from typing import Callable, Optional
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+PREVIEW_IMAGE, PROGRESS_TEXT = 1, 3  # ComfyUI's BinaryEventTypes
 
 
 class ComfyWS:
@@ -33,6 +36,7 @@ class ComfyWS:
         status, _, self._buf = head.partition(b"\r\n\r\n")
         if b" 101 " not in status.split(b"\r\n", 1)[0]:
             raise ConnectionError(f"websocket handshake refused: {status[:200]!r}")
+        self.binary: list[tuple[int, bytes]] = []  # (event type, payload) of every binary frame seen
 
     def _read(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -75,6 +79,8 @@ class ComfyWS:
                 return None
             if opcode == OP_TEXT:
                 return json.loads(data)
+            if opcode == OP_BINARY and len(data) >= 4:
+                self.binary.append((struct.unpack(">I", data[:4])[0], data[4:]))
             if opcode == OP_PING:
                 self._send(OP_PONG, data[:125])
             elif opcode == OP_CLOSE:
@@ -88,6 +94,19 @@ class ComfyWS:
             if event is not None and match(event):
                 return event
         return None
+
+    def progress_texts(self) -> list[tuple[str, str]]:
+        """(node id, text) of every progress-text frame seen so far."""
+        out = []
+        for kind, payload in self.binary:
+            if kind == PROGRESS_TEXT:
+                n = struct.unpack(">I", payload[:4])[0]
+                out.append((payload[4:4 + n].decode(), payload[4 + n:].decode(errors="replace")))
+        return out
+
+    def preview_images(self) -> list[bytes]:
+        """Image bytes (JPEG/PNG) of every preview frame seen so far."""
+        return [payload[4:] for kind, payload in self.binary if kind == PREVIEW_IMAGE]
 
     def close(self) -> None:
         try:

@@ -38,6 +38,7 @@ DEFAULT_ARGS = (
     "--disable-auto-launch",
     "--database-url", "sqlite:///:memory:",
     "--disable-api-nodes",
+    "--preview-method", "auto",  # latent previews on, as most installs run (ComfyUI's own default is none)
 )
 MODEL_SUBDIRS = ("vae", "diffusion_models", "text_encoders", "checkpoints", "loras")
 
