@@ -90,7 +90,7 @@ def plan(args, device: torch.device) -> dict:
             "sr_tokens": sr_geo.video_tokens + geo.audio_frames + n, "sr_size": f"{sr_geo.width}x{sr_geo.height}",
             "swiglu_width": f"{base_cfg.swiglu7_intermediate} -> {padded_width(base_cfg.swiglu7_intermediate)}",
             "installed": {m: installed(m) for m in ("flash_attn", "flash_attn_interface", "sageattention", "triton")},
-            "rows": [r for r in ROWS if r in args.only], "budget_s": args.budget_s, "reference": REFERENCE,
+            "planned": [r for r in ROWS if r in args.only], "budget_s": args.budget_s, "reference": REFERENCE,
             "targets": TARGETS}
 
 
@@ -120,7 +120,8 @@ def guarded(out: dict, key: str, fn):
     return out[key]
 
 
-def dit_row(name: str, model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget: Budget, warm_runs: int) -> dict:
+def dit_row(name: str, model, *, base_cfg, sr_cfg, text, geo, sr_geo, device, budget: Budget,
+            warm_runs: int = 1) -> dict:
     """256p 8 steps (after `warm_runs` untimed runs) and SR steps for one model configuration."""
     import gpu_rows as gr
     row: dict = {"config": name}
@@ -140,7 +141,9 @@ def dit_row(name: str, model, base_cfg, sr_cfg, text, geo, sr_geo, device, budge
     return row
 
 
-def run_matrix(args, device: torch.device, summary: dict) -> None:
+def run_matrix(args, device: torch.device, summary: dict, save) -> None:
+    """All rows in priority order; `save()` writes the results file after each (a hard timeout
+    then still leaves everything measured so far)."""
     import gpu_rows as gr
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     budget = Budget(args.budget_s)
@@ -149,34 +152,53 @@ def run_matrix(args, device: torch.device, summary: dict) -> None:
     n = 7 if args.tiny else args.text_tokens
     text = TextConditioning(torch.randn(n, base_cfg.text_in_channels, generator=torch.Generator().manual_seed(4)))
     rows: list[dict] = summary.setdefault("rows", [])
-    model = None
+    decode: dict = summary.setdefault("decode_1080p", {})
+    stages = {"text": text, "geo": geo, "sr_geo": sr_geo, "base_cfg": base_cfg, "sr_cfg": sr_cfg}
     if "eager" in args.only or "micro" in args.only:
         summary["build_s"], model = gr.timed(lambda: gr.build_dit(base_cfg, device), device)
         model.attn_backend = "auto"
-    if "eager" in args.only:
-        rows.append(_row(lambda: dit_row("eager bf16", model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget,
-                                         1), "eager bf16"))
-    if "micro" in args.only and budget.allows(30, "micro checks", summary, "micro"):
-        micro: dict = {}
-        guarded(micro, "gemm_alignment", lambda: gr.gemm_alignment(
-            device, m=summary["base_tokens"], k=base_cfg.swiglu7_intermediate, n=base_cfg.hidden_size))
-        frames, tpf = sr_geo.latent_frames, sr_geo.video_tokens // sr_geo.latent_frames
-        guarded(micro, "local_attention_1080p", lambda: gr.local_attention_methods(
-            device, frames, tpf, summary["sr_tokens"] - sr_geo.video_tokens,
-            heads=(base_cfg.num_heads_q, base_cfg.num_heads_kv), d=base_cfg.head_dim))
-        guarded(micro, "attention_backends_256p", lambda: gr.attention_backends(
-            device, summary["base_tokens"], heads=(base_cfg.num_heads_q, base_cfg.num_heads_kv), d=base_cfg.head_dim))
-        summary["micro"] = micro
-    del model
-    free()
-    decode_s = decode_rows(args, device, vaed_cfg, sr_geo, budget, summary)
+        if "eager" in args.only:
+            rows.append(_row(lambda: dit_row("eager bf16", model, device=device, budget=budget, **stages),
+                             "eager bf16"))
+            save()
+        if "micro" in args.only and budget.allows(30, "micro checks", summary, "micro"):
+            summary["micro"] = micro_checks(summary, base_cfg, sr_geo, device)
+            save()
+        del model
+        free()
+    decode_geo = geo if args.tiny else sr_geo  # tiny: the small clip (the tiny decoder is still slow on CPU)
+    if "decode" in args.only:
+        decode_rows(decode, vaed_cfg, decode_geo, device, budget, compiled=False)
+        save()
     if "fp8" in args.only and budget.allows(60, "fp8 fast row", summary, "fp8_row"):
-        rows.append(_row(lambda: fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget), "fp8 fast"))
+        rows.append(_row(lambda: fp8_row(device=device, budget=budget, **stages), "fp8 fast"))
+        save()
     if "compiled" in args.only and budget.allows(120, "compiled row", summary, "compiled_row"):
-        rows.append(_row(lambda: compiled_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget), "compiled bf16"))
-    finish(summary, rows, decode_s)
+        rows.append(_row(lambda: compiled_row(device=device, budget=budget, **stages), "compiled bf16"))
+        free(reset_compiled=True)
+        save()
+    finish(summary, rows, decode)
+    save()
     if "e2e" in args.only:
-        e2e_run(args, summary, base_cfg, sr_cfg, vaed_cfg, text, geo, sr_geo, device, budget)
+        e2e_run(summary, vaed_cfg, device, budget, **stages)
+        save()
+    if "decode" in args.only and "compiled" in args.only:
+        decode_rows(decode, vaed_cfg, decode_geo, device, budget, compiled=True)
+        finish(summary, rows, decode)
+
+
+def micro_checks(summary: dict, base_cfg, sr_geo, device) -> dict:
+    import gpu_rows as gr
+    micro: dict = {}
+    heads, d = (base_cfg.num_heads_q, base_cfg.num_heads_kv), base_cfg.head_dim
+    guarded(micro, "gemm_alignment", lambda: gr.gemm_alignment(
+        device, m=summary["base_tokens"], k=base_cfg.swiglu7_intermediate, n=base_cfg.hidden_size))
+    frames, tpf = sr_geo.latent_frames, sr_geo.video_tokens // sr_geo.latent_frames
+    guarded(micro, "local_attention_1080p", lambda: gr.local_attention_methods(
+        device, frames, tpf, summary["sr_tokens"] - sr_geo.video_tokens, heads=heads, d=d))
+    guarded(micro, "attention_backends_256p", lambda: gr.attention_backends(
+        device, summary["base_tokens"], heads=heads, d=d))
+    return micro
 
 
 def _row(fn, name: str) -> dict:
@@ -186,21 +208,23 @@ def _row(fn, name: str) -> dict:
     return res if isinstance(res, dict) else {"config": name, "error": res}
 
 
-def free() -> None:
-    """Drop compiled graphs and cached blocks between rows (a 30 GB model must not linger)."""
+def free(reset_compiled: bool = False) -> None:
+    """Drop cached blocks between rows (a 30 GB model must not linger); after the compiled row also
+    its graphs (they may keep the model's tensors alive)."""
     import gc
-    torch._dynamo.reset()
+    if reset_compiled:
+        torch._dynamo.reset()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget) -> dict:
+def fp8_row(*, device, budget, **stages) -> dict:
     import gpu_rows as gr
-    model = gr.build_dit(base_cfg, device, weight_dtype="fp8_e4m3fn_fast", seed=5)
+    model = gr.build_dit(stages["base_cfg"], device, weight_dtype="fp8_e4m3fn_fast", seed=5)
     model.attn_backend = "auto"
     from happyhorse_core.dit import fp8
-    row = dit_row("fp8_e4m3fn_fast", model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget, 1)
+    row = dit_row("fp8_e4m3fn_fast", model, device=device, budget=budget, **stages)
     row["scaled_mm"] = ("rowwise" if fp8.rowwise_supported(device) else "per-tensor") \
         if fp8.scaled_mm_supported(device) else "not supported here: upcast per matmul"
     row["scaled_mm_fell_back"] = "scaled_mm" in fp8._warned
@@ -208,38 +232,37 @@ def fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget) -> dict:
     return row
 
 
-def compiled_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget) -> dict:
+def compiled_row(*, device, budget, **stages) -> dict:
     import gpu_rows as gr
     from happyhorse_core.dit.compile import CompileOptions, enable_compile
-    model = gr.build_dit(base_cfg, device)
+    model = gr.build_dit(stages["base_cfg"], device)
     model.attn_backend = "auto"
     enable_compile(model, CompileOptions(cache_dir=str(ROOT / ".cache" / "torch_compile")))
-    row = dit_row("compiled bf16", model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget, 1)
+    row = dit_row("compiled bf16", model, device=device, budget=budget, **stages)
     row["first_compiled_step_256p_s"] = row.get("warmup_s", [None])[0]
     del model
     return row
 
 
-def decode_rows(args, device, vaed_cfg, sr_geo, budget, summary) -> float | None:
+def decode_rows(out: dict, vaed_cfg, sr_geo, device, budget: Budget, compiled: bool) -> None:
+    """Turbo-VAED decode of a 1080p 5 s latent per speed option, into `out` by option name."""
     import gpu_rows as gr
-    if "decode" not in args.only:
-        return None
     latent = torch.randn(1, 48, sr_geo.latent_frames, sr_geo.latent_h, sr_geo.latent_w,
                          generator=torch.Generator().manual_seed(6))
-    variants = [DecodeSpeed(torch.bfloat16), DecodeSpeed(torch.bfloat16, channels_last=True),
-                DecodeSpeed(torch.bfloat16, channels_last=True, compile=True)]
-    out: dict = {}
+    variants = [DecodeSpeed(torch.bfloat16, channels_last=True, compile=True)] if compiled else \
+        [DecodeSpeed(torch.bfloat16), DecodeSpeed(torch.bfloat16, channels_last=True)]
     for speed in variants:
-        if not budget.allows(120 if speed.compile else 25, f"decode {speed.describe()}", out, speed.describe()):
-            continue
-        guarded(out, speed.describe(), lambda: gr.decode(gr.random_vaed(vaed_cfg, device, speed), latent, device))
-    summary["decode_1080p"] = out
-    times = [v["s"] for v in out.values() if isinstance(v, dict)]
-    return min(times) if times else None
+        if budget.allows(120 if speed.compile else 25, f"decode {speed.describe()}", out, speed.describe()):
+            guarded(out, speed.describe(), lambda: gr.decode(gr.random_vaed(vaed_cfg, device, speed), latent, device))
+            free()
 
 
-def finish(summary: dict, rows: list[dict], decode_s: float | None) -> None:
-    """Per-row sums and ratios; the top-level keys are the best row's numbers."""
+def finish(summary: dict, rows: list[dict], decode: dict) -> None:
+    """Per-row sums and ratios; the top-level keys are the best row's numbers. The decoder does not
+    depend on the DiT configuration, so every row gets the fastest decode option measured."""
+    timed_decodes = sorted((v["s"], k) for k, v in decode.items() if isinstance(v, dict))
+    decode_s = timed_decodes[0][0] if timed_decodes else None
+    summary["decode_1080p_option"] = timed_decodes[0][1] if timed_decodes else None
     for row in rows:
         if decode_s is not None:
             row["decode_1080p_s"] = decode_s
@@ -274,7 +297,7 @@ def targets_met(summary: dict, rows: list[dict]) -> dict:
             "first_compiled_step_256p_s<=60": check(first, TARGETS["first_compiled_step_256p_s"])}
 
 
-def e2e_run(args, summary, base_cfg, sr_cfg, vaed_cfg, text, geo, sr_geo, device, budget) -> None:
+def e2e_run(summary, vaed_cfg, device, budget, *, base_cfg, sr_cfg, text, geo, sr_geo) -> None:
     """One real 1080p run (256p 8 steps + 5 SR steps + decode) with eager bf16 and the fastest decode."""
     import gpu_rows as gr
     if not budget.allows(90, "measured e2e", summary, "e2e_measured"):
@@ -338,10 +361,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu_tiny"
     summary["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M")
-    run_matrix(args, device, summary)
     path = result_path(summary, Path(args.out_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+
+    def save() -> None:
+        path.write_text(json.dumps(summary, indent=1) + "\n")
+
+    summary["complete"] = False
+    run_matrix(args, device, summary, save)
+    summary["complete"] = True
+    save()
     log(f"written: {path}")
     log(json.dumps({k: summary.get(k) for k in (*KEYS, "targets_met")}))
     return 0

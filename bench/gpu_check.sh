@@ -14,5 +14,7 @@ if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   exit 2
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout --signal=INT --kill-after=10 470 "$PY" bench/gpu_check.py "$@"
-"$PY" bench/perf_table.py --write
+status=0
+timeout --signal=INT --kill-after=10 470 "$PY" bench/gpu_check.py "$@" || status=$?
+"$PY" bench/perf_table.py --write  # also after a timeout: the results file is written stage by stage
+exit "$status"

@@ -60,6 +60,8 @@ def render(data: dict, source: str) -> str:
     legacy = data.get("format") != "gpu_check/2"
     rows = legacy_rows(data) if legacy else [r for r in data.get("rows", []) if isinstance(r, dict)]
     when = "earlier script, before aligned GEMMs / fp8 fast / copy-free local attention" if legacy else data["date"]
+    if data.get("complete") is False:
+        when += ", incomplete run: stopped by the time limit"
     lines = [f"Measured by `bench/gpu_check.sh` on {data.get('gpu', '?')} (torch {data.get('torch', '?')}; {when}); "
              f"source `{source}`. Seconds, and the ratio to the reference's H100 figure (lower is better).",
              "",

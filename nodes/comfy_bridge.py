@@ -21,8 +21,9 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..happyhorse_core.geometry import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS
+from .model_files import group_sharded, resolve_in_roots  # noqa: F401  (resolve_in_roots: pure, re-exported)
 
-MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "checkpoints")
 HAPPYHORSE_SUBFOLDER = "happyhorse"   # models/diffusion_models/happyhorse/ holds the pack's DiT files
 
 
@@ -80,11 +81,13 @@ def compile_cache_dir() -> str:
 
 # ----------------------------------------------------------------------------- model files
 def list_models(folder: str) -> list[str]:
-    """Files ComfyUI knows in a model folder ("diffusion_models", "text_encoders", "vae"), as the
-    relative names loaders show (subfolders included, e.g. "happyhorse/dit_fp8.safetensors")."""
+    """Files ComfyUI knows in a model folder ("diffusion_models", "text_encoders", "vae", "checkpoints"), as
+    the relative names loaders show (subfolders included, e.g. "happyhorse/dit_fp8.safetensors"); each
+    sharded Hugging Face folder is one entry "<folder>/ (sharded)" (see model_files)."""
     import folder_paths
     _check_folder(folder)
-    return sorted(folder_paths.get_filename_list(folder))
+    names = sorted(folder_paths.get_filename_list(folder))
+    return group_sharded(names, folder_paths.get_folder_paths(folder))
 
 
 def list_happyhorse_models() -> list[str]:
@@ -95,40 +98,12 @@ def list_happyhorse_models() -> list[str]:
 
 
 def model_path(folder: str, name: str) -> str:
-    """Absolute real path of `name` in ComfyUI's model folder `folder` (all its configured roots).
-    ValueError for names that could escape the folder; FileNotFoundError when it is not there."""
+    """Absolute path of `name` (a file, or a "<folder>/ (sharded)" entry) in ComfyUI's model folder
+    `folder` (all its configured roots). Links are followed, not resolved (model_files explains why).
+    ValueError for names that climb out of the folder; FileNotFoundError when it is not there."""
     import folder_paths
     _check_folder(folder)
     return resolve_in_roots(name, folder_paths.get_folder_paths(folder), folder)
-
-
-def resolve_in_roots(name: str, roots: list[str], folder: str = "models") -> str:
-    """Pure part of model_path(): find `name` under one of `roots`. Rejects absolute names, any `..`
-    component and files (or symlinks) whose real path lies outside every root's real path."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"empty model file name for {folder}: pick a file from the list")
-    parts = name.replace("\\", "/").split("/")
-    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise ValueError(f"model name {name!r} is an absolute path: give a name relative to models/{folder}/")
-    if ".." in parts:
-        raise ValueError(f"model name {name!r} contains '..': give a name inside models/{folder}/")
-    real_roots = [os.path.realpath(r) for r in roots]
-    for root in roots:
-        candidate = os.path.join(root, *parts)
-        if not os.path.isfile(candidate):
-            continue
-        real = os.path.realpath(candidate)
-        if not any(os.path.commonpath([real, r]) == r for r in real_roots):
-            raise ValueError(f"{candidate} is a link to {real}, outside the {folder} folders {real_roots}: "
-                             f"move the file into models/{folder}/ (or add its folder in extra_model_paths.yaml)")
-        return real
-    from ..happyhorse_core.paths import broken_link_message
-    for root in roots:
-        broken = broken_link_message(os.path.join(root, *parts))
-        if broken:
-            raise FileNotFoundError(f"{broken} (in the {folder} folder {root})")
-    raise FileNotFoundError(f"{name!r} not found in the {folder} folders {list(roots)}: put the file there "
-                            "and refresh the node list (press R in the UI)")
 
 
 def _check_folder(folder: str) -> None:
@@ -258,6 +233,14 @@ def wrap_model(module: torch.nn.Module, size_bytes: Optional[int] = None):
     size = mm.module_size(module) if size_bytes is None else int(size_bytes)
     return comfy.model_patcher.ModelPatcher(module, load_device=torch_device(),
                                             offload_device=offload_device(), size=size)
+
+
+def native_vae(state_dict: dict):
+    """ComfyUI's VAE built from a bare state dict (as its VAE Loader does), invalid files refused."""
+    import comfy.sd
+    vae = comfy.sd.VAE(sd=state_dict)
+    vae.throw_exception_if_invalid()
+    return vae
 
 
 def unload_patcher(patcher) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import comfy_bridge as cb
 from .comfy_bridge import io
 from .types import CATEGORY, HHModel
 
@@ -39,7 +40,6 @@ class CompileSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mode, persistent_cache) -> io.NodeOutput:
-        from . import comfy_bridge as cb
         settings = {"mode": mode, "dynamic": True, "cache_dir": cb.compile_cache_dir() if persistent_cache else None}
         return io.NodeOutput(dataclasses.replace(model, compile=settings))
 

@@ -1,7 +1,8 @@
 """Loader nodes: the HappyHorse DiT, the T5Gemma text encoder and the Turbo-VAED decoder.
 
 Files come from ComfyUI's standard model folders; nothing is ever downloaded. A sharded Hugging
-Face folder is picked through any of its shards (the loader then reads the whole folder).
+Face folder is one list entry, "<folder>/ (sharded)" (a shard its index names still stands for the
+folder); symlinks are followed as ComfyUI core does (nodes/model_files.py).
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from ..happyhorse_core.dit.config import VARIANTS
 from ..happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
 from ..happyhorse_core.text.loading import load_encoder, load_text_stack
 from ..happyhorse_core.weights.loading import load_dit
+from ..happyhorse_core.weights.sao_vae import read_sao_vae
 
 from . import comfy_bridge as cb
 from . import ram_plan
 from .comfy_bridge import io
+from .model_files import checkpoint_target
 from .runtime import oom_advice
 from .types import (BlockSwapConfig, CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
                     LoadedTextEncoder, LoadedTurboVAED)
@@ -29,24 +32,6 @@ log = logging.getLogger("HappyHorse")
 VARIANT_CHOICES = ["auto", *VARIANTS]
 DTYPE_CHOICES = list(WEIGHT_DTYPES)
 ATTENTION_CHOICES = list(BACKENDS)
-HF_INDEX = ("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
-
-
-def checkpoint_target(path: str) -> str:
-    """A shard of a sharded folder stands for the folder; a single file stands for itself."""
-    folder = os.path.dirname(path)
-    if any(os.path.isfile(os.path.join(folder, name)) for name in HF_INDEX):
-        return folder
-    return path
-
-
-def text_encoder_target(path: str) -> str:
-    """Pick the folder when the file sits in a Hugging Face folder with tokenizer files."""
-    folder = os.path.dirname(path)
-    if any(os.path.isfile(os.path.join(folder, t)) for t in TOKENIZER_FILES):
-        return folder
-    return path
 
 
 def disk_bytes(path: str) -> int:
@@ -73,8 +58,9 @@ class ModelLoader(io.ComfyNode):
                          "Weights stay in system RAM until the sampler runs."),
             inputs=[
                 io.Combo.Input("model_name", options=_options(cb.list_happyhorse_models(), "no files found"),
-                               tooltip="DiT file in models/diffusion_models. distill/ = 8-step model, base/ = 32 "
-                                       "steps + CFG, 540p_sr/ and 1080p_sr/ = super-resolution models."),
+                               tooltip="DiT in models/diffusion_models: a sharded folder ('happyhorse/distill/ "
+                                       "(sharded)') or a single file. distill = 8-step model, base = 32 steps + "
+                                       "CFG, 540p_sr / 1080p_sr = super-resolution models."),
                 io.Combo.Input("variant", options=VARIANT_CHOICES, default="auto",
                                tooltip="Which checkpoint this is. The four have identical shapes, so 'auto' reads "
                                        "the file/folder name (distill, base, 540p, 1080p)."),
@@ -158,11 +144,13 @@ class TextEncoderLoader(io.ComfyNode):
             display_name="HappyHorse Text Encoder Loader (T5Gemma)",
             category=f"{CATEGORY}/loaders",
             description=("Loads the T5Gemma-9B encoder from models/text_encoders: the google/t5gemma-9b-9b-ul2 "
-                         "folder (pick any of its shards; only the ~18 GB encoder half is read) or an encoder-only "
-                         ".safetensors with tokenizer.json / tokenizer.model beside it."),
+                         "folder ('t5gemma-9b-9b-ul2/ (sharded)'; only the ~18.5 GB encoder half is read) or an "
+                         "encoder-only .safetensors (python -m happyhorse_core.tools.extract_t5gemma_encoder) with "
+                         "the tokenizer files beside it or in a folder of text_encoders."),
             inputs=[
                 io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
-                               tooltip="A file of the T5Gemma folder in models/text_encoders."),
+                               tooltip="The T5Gemma folder ('<folder>/ (sharded)') or an encoder-only file in "
+                                       "models/text_encoders."),
                 io.Combo.Input("weight_dtype", options=["bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"],
                                default="bf16",
                                tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks); fp8 "
@@ -184,7 +172,7 @@ class TextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, encoder_name, weight_dtype, device="default", release_after_encoding=False) -> io.NodeOutput:
-        path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
+        path = checkpoint_target(cb.model_path("text_encoders", encoder_name))
         with oom_advice("HappyHorse Text Encoder Loader"):
             ram_plan.make_room(disk_bytes(path) // 2, unload=cb.unload_patcher)  # the encoder half of the files
             encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype,
@@ -203,12 +191,14 @@ class TurboVAEDLoader(io.ComfyNode):
             node_id="HappyHorseTurboVAEDLoader",
             display_name="HappyHorse Turbo-VAED Loader",
             category=f"{CATEGORY}/loaders",
-            description=("Loads the Turbo-VAED fast video decoder (.safetensors) from models/vae. Convert the "
-                         "published checkpoint-340000.ckpt once with: python -m "
-                         "happyhorse_core.tools.convert_ckpt checkpoint-340000.ckpt turbo_vaed.safetensors"),
+            description=("Loads the Turbo-VAED fast video decoder from models/vae: the released "
+                         "turbo_vae/checkpoint-340000.ckpt as it is (read with torch.load(weights_only=True), which "
+                         "refuses code in a pickle) or a .safetensors made from it with python -m "
+                         "happyhorse_core.tools.convert_ckpt (loads faster, memory-mapped)."),
             inputs=[
                 io.Combo.Input("vae_name", options=_options(cb.list_models("vae"), "no files found"),
-                               tooltip="Turbo-VAED .safetensors in models/vae (107 M parameters, ~0.2 GB bf16)."),
+                               tooltip="turbo_vae/checkpoint-340000.ckpt or its .safetensors in models/vae (107 M "
+                                       "parameters, ~0.2 GB bf16)."),
             ],
             outputs=[HHTurboVAED.Output(display_name="turbo_vaed")],
         )
@@ -221,4 +211,39 @@ class TurboVAEDLoader(io.ComfyNode):
         return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 
-NODES = [ModelLoader, BlockSwapSettings, TextEncoderLoader, TurboVAEDLoader]
+class AudioVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HappyHorseAudioVAELoader",
+            display_name="HappyHorse Audio VAE Loader (Stable Audio Open)",
+            category=f"{CATEGORY}/loaders",
+            description=("Loads the Stable Audio Open VAE as a native VAE, in place: from the full "
+                         "stable-audio-open-1.0.safetensors in models/checkpoints (Comfy-Org's ungated repack; "
+                         "only the pretransform.model.* tensors, ~0.6 GB, are read) or from a VAE-only file in "
+                         "models/vae. ComfyUI's own VAE Loader takes only the latter."),
+            inputs=[
+                io.Combo.Input("vae_name", options=_options(_audio_vae_files(), "no files found"),
+                               tooltip="stable-audio-open-1.0.safetensors (models/checkpoints) or an extracted "
+                                       "Stable Audio VAE (models/vae)."),
+            ],
+            outputs=[io.Vae.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name) -> io.NodeOutput:
+        try:
+            path = cb.model_path("vae", vae_name)
+        except FileNotFoundError:
+            path = cb.model_path("checkpoints", vae_name)
+        with oom_advice("HappyHorse Audio VAE Loader"):
+            return io.NodeOutput(cb.native_vae(read_sao_vae(path)))
+
+
+def _audio_vae_files() -> list[str]:
+    """models/vae files, then models/checkpoints files not already named (the vae folder wins a name clash)."""
+    vae = cb.list_models("vae")
+    return vae + [n for n in cb.list_models("checkpoints") if n not in vae]
+
+
+NODES = [ModelLoader, BlockSwapSettings, TextEncoderLoader, TurboVAEDLoader, AudioVAELoader]

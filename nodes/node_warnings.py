@@ -11,6 +11,8 @@ import logging
 import warnings
 from typing import Iterable, Optional
 
+from . import comfy_bridge as cb
+
 log = logging.getLogger("HappyHorse")
 
 
@@ -25,7 +27,6 @@ def warn_all(node_id: Optional[str], messages: Iterable[str]) -> None:
     for m in messages:
         log.warning("HappyHorse: %s", m)
     if messages and node_id is not None:
-        from . import comfy_bridge as cb
         cb.progress_text(str(node_id), "\n".join(f"⚠ {m}" for m in messages))
 
 

@@ -1,5 +1,5 @@
-"""Generate the shipped workflows (workflows/*.json, copied to example_workflows/) from their compact
-descriptions in scripts/workflow_specs.py and the /object_info of a live ComfyUI with this pack.
+"""Generate the shipped workflows (workflows/*.json) from their compact descriptions in
+scripts/workflow_specs*.py and the /object_info of a live ComfyUI with this pack.
 
     python scripts/build_workflows.py            # starts ComfyUI (COMFYUI_HOME or .cache/comfyui), writes
     python scripts/build_workflows.py --check    # exit 1 if a shipped file differs from a fresh build
@@ -12,8 +12,13 @@ converter and the frontend use) keeps the files right when a node changes, and t
 
 Output is the UI format the frontend saves (version 0.4): nodes with id/type/pos/size/flags/order/mode/
 inputs/outputs/properties/widgets_values, links [id, from, slot, to, slot, type] and one group per
-layout column, laid out left to right. Widgets not given in a description take the schema default;
-seeds get the control value "fixed". Only the standard library is used.
+layout column, laid out left to right, and a Markdown Note (files, links, folders) at the top left.
+Widgets not given in a description take the schema default; seeds get the control value "randomize"
+(a new clip per run, as in ComfyUI's own templates). Only the standard library is used.
+
+ComfyUI serves a custom node's templates from every folder named example_workflows, workflows, ... of
+the pack, so the files live in workflows/ only (a second folder would list each one twice); the
+template browser takes workflows/<name>.jpg as the picture (scripts/render_thumbnails.py).
 """
 from __future__ import annotations
 
@@ -31,9 +36,12 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from workflow_convert import _is_widget, widget_inputs  # noqa: E402
+import workflow_specs  # noqa: E402
 from workflow_specs import Node, Workflow, all_workflows, note_text  # noqa: E402
 
-OUT_DIRS = ("workflows", "example_workflows")
+OUT_DIRS = ("workflows",)
+SEED_CONTROL = "randomize"
+NOTE_TYPE = "MarkdownNote"
 COL_GAP, ROW_GAP, X0, Y0 = 80, 50, 40, 80
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H = 30, 22, 24, 120
 DEFAULT_WIDTH = 370
@@ -85,7 +93,7 @@ def default_value(ntype: str, name: str, spec: list) -> Any:
                      "in scripts/workflow_specs.py")
 
 
-def widget_values(node: Node, info: dict) -> list:
+def widget_values(node: Node, info: dict, seed_control: str = SEED_CONTROL) -> list:
     names = [n for n, _ in widget_inputs(info)]
     unknown = sorted(set(node.widgets) - set(names))
     if unknown:
@@ -94,7 +102,7 @@ def widget_values(node: Node, info: dict) -> list:
     for name, control in widget_inputs(info):
         values.append(node.widgets[name] if name in node.widgets else default_value(node.type, name, _spec(info, name)))
         if control:
-            values.append("fixed")
+            values.append(seed_control)
     return values
 
 
@@ -136,7 +144,7 @@ def layout(items: list[tuple[Node, int, int]]) -> dict[str, tuple[int, int]]:
 def groups(wf: Workflow, items: list[tuple[Node, int, int]], pos: dict) -> list[dict]:
     out = []
     for col, title in sorted(wf.groups.items()):
-        members = [(pos[n.key], w, h) for n, w, h in items if n.col == col and n.type != "Note"]
+        members = [(pos[n.key], w, h) for n, w, h in items if n.col == col and n.key != "note"]
         if not members:
             continue
         x0 = min(p[0] for p, _, _ in members) - 15
@@ -171,7 +179,7 @@ def _execution_order(ids: list[int], edges: list[tuple[int, int]]) -> dict[int, 
 def build(wf: Workflow, object_info: dict) -> dict:
     """The UI-format workflow dict for one description."""
     text = wf.note_text() if hasattr(wf, "note_text") else note_text(wf)   # hosted workflows bring their own
-    note_type = getattr(wf, "note_type", "Note")
+    note_type = getattr(wf, "note_type", NOTE_TYPE)
     note = Node("note", note_type, 0, width=NOTE_WIDTH)
     specs = [note, *wf.nodes]
     keys = [n.key for n in specs]
@@ -184,7 +192,8 @@ def build(wf: Workflow, object_info: dict) -> dict:
               for n in wf.nodes]
     pos = layout(items)
 
-    nodes = {n.key: _ui_node(n, infos[n.key], ids[n.key]) for n in wf.nodes}
+    seed_control = getattr(wf, "seed_control", SEED_CONTROL)  # hosted workflows keep "fixed" (each run is billed)
+    nodes = {n.key: _ui_node(n, infos[n.key], ids[n.key], seed_control) for n in wf.nodes}
     links = []
     for n in wf.nodes:
         for inp_name, (src_key, out_name) in n.links.items():
@@ -207,7 +216,7 @@ def build(wf: Workflow, object_info: dict) -> dict:
             "extra": {"ds": {"scale": round(min(1.0, 1400 / width), 2), "offset": [40, 60]}}, "version": 0.4}
 
 
-def _ui_node(n: Node, info: dict, node_id: int) -> dict:
+def _ui_node(n: Node, info: dict, node_id: int, seed_control: str = SEED_CONTROL) -> dict:
     inputs = [{"localized_name": name, "name": name, **({"shape": 7} if optional else {}), "type": t, "link": None}
               for name, t, optional in socket_inputs(info)]
     for name, _ in widget_inputs(info):
@@ -216,7 +225,7 @@ def _ui_node(n: Node, info: dict, node_id: int) -> dict:
     outputs = [{"localized_name": name, "name": name, "type": t, "links": []}
                for name, t in zip(info["output_name"], info["output"])]
     node = {"id": node_id, "type": n.type, "flags": {}, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": n.type}, "widgets_values": widget_values(n, info)}
+            "properties": {"Node name for S&R": n.type}, "widgets_values": widget_values(n, info, seed_control)}
     if n.title:
         node["title"] = n.title
     return node
@@ -245,7 +254,9 @@ def _connect(wf, nodes, infos, n, inp_name, src_key, out_name, link_id) -> list:
 
 # ----------------------------------------------------------------------------- files
 def build_all(object_info: dict) -> dict[str, dict]:
-    """{file stem: workflow dict} for every description in workflow_specs."""
+    """{file stem: workflow dict} for every description in workflow_specs (which may read the schema)."""
+    workflow_specs.OBJECT_INFO.clear()
+    workflow_specs.OBJECT_INFO.update(object_info)
     return {wf.name: build(wf, object_info) for wf in all_workflows()}
 
 

@@ -1,6 +1,6 @@
 """The main job: a real ComfyUI runs the default text-to-video+audio workflow on tiny built-in weights.
 
-    .venv/bin/python scripts/demo.py [--out out/happyhorse_demo.mp4] [--workflow workflows/hh_t2v_distilled_256p.json]
+    .venv/bin/python scripts/demo.py [--out out/happyhorse_demo.mp4] [--workflow "workflows/HappyHorse Text to Video 256p.json"]
 
 Writes the tiny random weights (happyhorse_core.testing.tiny_models) into .cache/demo/base/models, starts
 ComfyUI 0.3.75 (installed by scripts/setup_comfyui.sh) with this repo as a custom-node pack,
@@ -48,7 +48,7 @@ def prepare_models(models: Path, cache: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "out" / "happyhorse_demo.mp4"))
-    ap.add_argument("--workflow", default=str(REPO / "workflows" / "hh_t2v_distilled_256p.json"))
+    ap.add_argument("--workflow", default=str(REPO / "workflows" / "HappyHorse Text to Video 256p.json"))
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_HOME", str(REPO / ".cache" / "comfyui")))
     args = ap.parse_args()
     cache = REPO / ".cache"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workflow_specs import PROMPT, START_IMAGE, Node, Workflow
+from workflow_specs import PROMPT, START_IMAGE, Node, Workflow, workflow
 
 PRICING_URL = "https://www.alibabacloud.com/help/en/model-studio/billing-for-model-studio"
 MODELS_URL = "https://www.alibabacloud.com/help/en/model-studio/models"
@@ -24,6 +24,7 @@ class HostedWorkflow(Workflow):
     markdown: str = ""
     note_type = "MarkdownNote"
     note_title = "Read me: API key and pricing"
+    seed_control = "fixed"  # a re-queue with the same widgets is served from ComfyUI's cache, not billed again
 
     def note_text(self) -> str:
         return self.markdown
@@ -59,6 +60,7 @@ task produces no video. Current prices: [Model Studio billing]({PRICING_URL}) an
 """
 
 
+@workflow
 def api_t2v() -> Workflow:
     return HostedWorkflow(
         "hh_api_t2v", "HappyHorse 1.0 (hosted): text to video + audio", "", [],
@@ -73,6 +75,7 @@ def api_t2v() -> Workflow:
                        "SaveVideo, plus `images`, `audio` and `fps` for upscalers or CreateVideo."))
 
 
+@workflow
 def api_i2v() -> Workflow:
     return HostedWorkflow(
         "hh_api_i2v", "HappyHorse 1.0 (hosted): first frame to video + audio", "", [],
@@ -89,4 +92,4 @@ def api_i2v() -> Workflow:
                        "URL (or, with `media_transport`, through Model Studio temporary storage)."))
 
 
-API_WORKFLOWS = [api_t2v, api_i2v]
+API_WORKFLOWS = [api_t2v, api_i2v]  # registered with @workflow (workflow_specs.all_workflows)

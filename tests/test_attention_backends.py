@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from happyhorse_core.dit import attention as attn
-from nodes import comfy_bridge as cb
+from pack_import import pack_module
+
+cb = pack_module("nodes.comfy_bridge")
 
 
 @pytest.fixture

@@ -449,8 +449,8 @@ CASES = [
     Bad("file-text-encoder-given-a-pickle", lambda sh, t: load_text_stack(_pickle_ckpt(t, "t5gemma.pt")),
         CheckpointError, (r"t5gemma\.pt is a pickle checkpoint", "can run code", r"Download the \.safetensors release")),
     # files: Turbo-VAED
-    Bad("file-turbo-vaed-pickle", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
-        CheckpointError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
+    Bad("file-dit-pickle-as-turbo-vaed", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
+        CheckpointError, ("does not match the Turbo-VAED decoder", "Use the Turbo-VAED decoder weights")),
     Bad("file-turbo-vaed-zero-bytes", lambda sh, t: load_turbo_vaed(_zero_bytes(t, "turbo.safetensors")),
         CheckpointError, (r"not a readable \.safetensors file", r"empty \(0 bytes\)", "download it again")),
     Bad("file-dit-as-turbo-vaed", lambda sh, t: load_turbo_vaed(sh.good_dit),

@@ -115,16 +115,18 @@ def roots(tmp_path):
     (a / "happyhorse" / "dit.safetensors").write_bytes(b"x")
     (b / "te.safetensors").write_bytes(b"x")
     (tmp_path / "secret.safetensors").write_bytes(b"x")
-    (a / "escape.safetensors").symlink_to(tmp_path / "secret.safetensors")
-    (a / "inside.safetensors").symlink_to(b / "te.safetensors")     # link into another root: allowed
+    (a / "escape.safetensors").symlink_to(tmp_path / "secret.safetensors")  # link out of the roots: followed
+    (a / "inside.safetensors").symlink_to(b / "te.safetensors")     # link into another root
     return [str(a), str(b)]
 
 
-def test_resolve_in_roots_finds_files_in_any_root(roots):
-    assert cb.resolve_in_roots("happyhorse/dit.safetensors", roots) == os.path.realpath(
-        os.path.join(roots[0], "happyhorse", "dit.safetensors"))
-    assert cb.resolve_in_roots("te.safetensors", roots) == os.path.realpath(os.path.join(roots[1], "te.safetensors"))
-    assert cb.resolve_in_roots("inside.safetensors", roots) == os.path.realpath(os.path.join(roots[1], "te.safetensors"))
+def test_resolve_in_roots_finds_files_in_any_root_and_keeps_link_paths(roots):
+    assert cb.resolve_in_roots("happyhorse/dit.safetensors", roots) == os.path.join(roots[0], "happyhorse",
+                                                                                     "dit.safetensors")
+    assert cb.resolve_in_roots("te.safetensors", roots) == os.path.join(roots[1], "te.safetensors")
+    assert cb.resolve_in_roots("inside.safetensors", roots) == os.path.join(roots[0], "inside.safetensors")
+    # as ComfyUI core: a link's target is the user's choice (another disk, the Hugging Face cache)
+    assert cb.resolve_in_roots("escape.safetensors", roots) == os.path.join(roots[0], "escape.safetensors")
 
 
 @pytest.mark.badinput
@@ -135,9 +137,9 @@ def test_resolve_in_roots_finds_files_in_any_root(roots):
     ("/etc/passwd", "absolute path"),
     ("C:\\models\\x.safetensors", "absolute path"),
     ("", "empty model file name"),
-    ("escape.safetensors", "outside the"),
+    ("../happyhorse/ (sharded)", r"contains '\.\.'"),
 ])
-def test_resolve_in_roots_rejects_escapes(roots, name, match):
+def test_resolve_in_roots_rejects_names_that_climb_out(roots, name, match):
     with pytest.raises(ValueError, match=match):
         cb.resolve_in_roots(name, roots, "diffusion_models")
 
@@ -149,18 +151,20 @@ def test_resolve_in_roots_missing_file(roots):
 
 
 @pytest.mark.badinput
-def test_resolve_in_roots_rejects_a_linked_folder_that_leads_outside(roots, tmp_path):
-    """A symlinked *folder* inside a root (models/vae/shared -> /elsewhere) must not open files outside."""
+def test_resolve_in_roots_names_a_dangling_link(roots, tmp_path):
+    (Path(roots[0]) / "half.safetensors").symlink_to(tmp_path / "still_downloading.safetensors")
+    with pytest.raises(FileNotFoundError, match="is a broken link: it points to .*still_downloading"):
+        cb.resolve_in_roots("half.safetensors", roots, "vae")
+
+
+def test_resolve_in_roots_follows_a_linked_folder(roots, tmp_path):
+    """models/vae/shared -> /elsewhere: files in it load (ComfyUI lists them too)."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "w.safetensors").write_bytes(b"x")
     (Path(roots[0]) / "shared").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(ValueError, match="outside the"):
-        cb.resolve_in_roots("shared/w.safetensors", roots, "vae")
-    chain = Path(roots[0]) / "chain.safetensors"      # link -> link inside the root -> file outside
-    chain.symlink_to(Path(roots[0]) / "escape.safetensors")
-    with pytest.raises(ValueError, match="outside the"):
-        cb.resolve_in_roots("chain.safetensors", roots, "vae")
+    assert cb.resolve_in_roots("shared/w.safetensors", roots, "vae") == os.path.join(roots[0], "shared",
+                                                                                     "w.safetensors")
 
 
 @pytest.mark.badinput

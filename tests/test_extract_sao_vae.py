@@ -37,7 +37,7 @@ def test_extracts_only_vae_tensors_without_prefix(tmp_path):
 
 def test_checkpoint_without_the_prefix_is_refused(tmp_path):
     save_file({"model.w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="no tensors under 'pretransform.model.'"):
+    with pytest.raises(ValueError, match=r"holds no Stable Audio Open VAE \(no 'pretransform.model.' tensors"):
         ex.extract_sao_vae(tmp_path / "other.safetensors", tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
 

@@ -89,7 +89,7 @@ def test_scope_shared_keeps_sandwich_layers_bf16(ckpt):
     assert f8 < bf16
 
 
-@pytest.mark.parametrize("dtype,scope", [("fp8_e4m3fn_scaled", "shared"), ("fp8_e5m2", "all")])
+@pytest.mark.parametrize("dtype,scope", [("fp8_e4m3fn_scaled", "shared"), ("fp8_e5m2", "all"), ("bf16", "shared")])
 def test_converted_file_loads_back_to_the_same_weights(tmp_path, dtype, scope):
     sd = tiny_state(TINY, seed=5)
     src = save_sharded(with_prefix({k: v.float() for k, v in sd.items()}, "model."), tmp_path / "distill", shards=2)
@@ -100,7 +100,8 @@ def test_converted_file_loads_back_to_the_same_weights(tmp_path, dtype, scope):
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
         keys = set(f.keys())
-    assert meta["happyhorse_format"] == "dit-fp8" and meta["weight_dtype"] == dtype and meta["fp8_scope"] == scope
+    fmt = "dit-bf16" if dtype == "bf16" else "dit-fp8"  # bf16: the sharded fp32 folder merged into one file
+    assert meta["happyhorse_format"] == fmt and meta["weight_dtype"] == dtype and meta["fp8_scope"] == scope
     assert meta["happyhorse_variant"] == "distill"  # from the source folder name
     assert ("block.layers.4.mlp.down_proj.weight_scale" in keys) == dtype.endswith("scaled")
     direct = load_dit(src, variant="distill", weight_dtype=dtype, fp8_scope=scope).state_dict()

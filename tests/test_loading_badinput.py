@@ -73,6 +73,18 @@ def test_pickle_renamed_to_safetensors(tmp_path):
         load(tmp_path / "dit.safetensors")
 
 
+def test_header_length_that_looks_like_a_pickle_opcode_is_still_safetensors(tmp_path):
+    """A header of 0x0580 bytes starts the file with 80 05, the pickle protocol-5 opcode: still safetensors."""
+    from happyhorse_core.weights.safetensors_io import read_header
+    path = tmp_path / "shard.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (0x0580 - len(header))
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    assert path.read_bytes()[:2] == b"\x80\x05"
+    entries, _ = read_header(path)
+    assert list(entries) == ["w"] and entries["w"].shape == (2,)
+
+
 def test_git_lfs_pointer(tmp_path):
     (tmp_path / "dit.safetensors").write_text("version https://git-lfs.github.com/spec/v1\n"
                                               "oid sha256:0123\nsize 30640000000\n")

@@ -154,7 +154,7 @@ def _calls(root: Path):
                 yield path.relative_to(REPO).as_posix(), node
 
 
-def test_only_the_converter_calls_torch_load_and_with_weights_only():
+def test_only_the_turbo_ckpt_reader_calls_torch_load_and_with_weights_only():
     found = []
     for dirname in PACKAGE_DIRS:
         for rel, call in _calls(REPO / dirname):
@@ -163,7 +163,7 @@ def test_only_the_converter_calls_torch_load_and_with_weights_only():
                 kw = {k.arg: k.value for k in call.keywords}
                 safe = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
                 found.append((rel, name, safe))
-    assert found == [("happyhorse_core/tools/convert_ckpt.py", "torch.load", True)]
+    assert found == [("happyhorse_core/decoders/turbo_ckpt.py", "torch.load", True)]
     assert (REPO / "__init__.py").read_text().count("torch.load(") == 0
 
 
@@ -254,7 +254,7 @@ def test_every_file_widget_goes_through_model_path():
             for name in names:
                 assert name in confined, f"{path.name}: execute() uses {name!r} without cb.model_path"
                 seen.append(name)
-    assert sorted(seen) == ["encoder_name", "model_name", "vae_name"]
+    assert sorted(seen) == ["encoder_name", "model_name", "vae_name", "vae_name"]
 
 
 WRITE_CALLS = {"open", "os.replace", "os.rename", "os.remove", "os.unlink", "os.makedirs", "os.mkdir", "shutil.copy",

@@ -323,17 +323,78 @@ def test_load_lists_missing_and_unexpected(tmp_path, golden_state):
 
 @pytest.mark.weights
 @pytest.mark.badinput
-def test_load_refuses_pickles_and_names_the_converter(tmp_path):
-    ckpt = tmp_path / "checkpoint-340000.ckpt"
-    ckpt.write_bytes(b"not read")
-    with pytest.raises(CheckpointError, match="python -m happyhorse_core.tools.convert_ckpt .*checkpoint-340000.ckpt"):
-        load_turbo_vaed(ckpt)
+def test_load_names_missing_and_unreadable_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_turbo_vaed(tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="not a readable .safetensors"):
         load_turbo_vaed(junk)
+    garbage = tmp_path / "checkpoint-340000.ckpt"
+    garbage.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="not a torch checkpoint that can be read safely"):
+        load_turbo_vaed(garbage)
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="expected a .safetensors or .ckpt file"):
+        load_turbo_vaed(other)
+
+
+class _Evil:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _released_layout(golden_state: dict) -> dict:
+    """The layout of turbo_vae/checkpoint-340000.ckpt: EMA weights under `module.`, training state beside."""
+    return {"ema_state_dict": {"module." + k: v for k, v in golden_state.items()},
+            "state_dict": {"module.encoder.x": torch.zeros(1)}, "global_step": 340000}
+
+
+@pytest.mark.weights
+def test_ckpt_loads_directly_and_equals_the_converted_file(tmp_path, golden_state):
+    src = tmp_path / "turbo_vae" / "checkpoint-340000.ckpt"
+    src.parent.mkdir()
+    torch.save(_released_layout(golden_state), src)
+    direct = load_turbo_vaed(src, dtype=torch.float32)
+    assert all(torch.equal(direct.state_dict()[k], v) for k, v in golden_state.items())
+    assert sorted(p.name for p in src.parent.iterdir()) == ["checkpoint-340000.ckpt"]  # no cache unless asked
+    dst = tmp_path / "turbo.safetensors"
+    convert_checkpoint(src, dst)
+    converted = load_turbo_vaed(dst, dtype=torch.float32)
+    assert all(torch.equal(converted.state_dict()[k], direct.state_dict()[k]) for k in golden_state)
+
+
+@pytest.mark.weights
+def test_ckpt_cache_is_written_once_and_then_read(tmp_path, golden_state, monkeypatch):
+    from happyhorse_core.decoders import turbo_loading
+
+    src = tmp_path / "checkpoint-340000.ckpt"
+    torch.save(_released_layout(golden_state), src)
+    first = load_turbo_vaed(src, dtype=torch.float32, cache=True)
+    copy = turbo_loading.cached_copy(src)
+    assert copy.is_file() and load_file(str(copy)).keys() == golden_state.keys()
+
+    def no_pickle(path):
+        raise AssertionError(f"the pickle was read again: {path}")
+
+    monkeypatch.setattr(turbo_loading, "read_decoder_checkpoint", no_pickle)
+    second = load_turbo_vaed(src, dtype=torch.float32, cache=True)
+    assert all(torch.equal(first.state_dict()[k], second.state_dict()[k]) for k in golden_state)
+
+
+@pytest.mark.weights
+@pytest.mark.badinput
+def test_ckpt_loader_refuses_code_in_pickle(tmp_path, golden_state):
+    marker = tmp_path / "pwned"
+    src = tmp_path / "checkpoint-340000.ckpt"
+    torch.save({"ema_state_dict": dict(golden_state), "payload": _Evil(str(marker))}, src)
+    with pytest.raises(ValueError, match="refused to read .*checkpoint-340000.ckpt"):
+        load_turbo_vaed(src, cache=True)
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-340000.ckpt"]
 
 
 # -- converter ---------------------------------------------------------------------------------
@@ -362,14 +423,6 @@ def test_converter_round_trip(tmp_path, golden_state, layout):
     assert [p.name for p in dst.parent.iterdir()] == ["turbo.safetensors"]  # no temp file left
     model = load_turbo_vaed(dst, dtype=torch.float32)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in golden_state.items())
-
-
-class _Evil:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
 
 
 @pytest.mark.weights

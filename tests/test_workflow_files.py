@@ -1,17 +1,26 @@
 """The shipped UI workflows are well-formed without a server: links agree with both ends, ids and
 counters are consistent, `order` is an execution order, nodes do not overlap and sit inside their
-group, and every file has the Note. (Running them: tests/integration/test_workflows_run.py.)"""
+group, every file has the Markdown Note with a download link per model file, a template-browser
+picture and randomized seeds, and the example inputs exist. (Running them:
+tests/integration/test_workflows_run.py.)"""
 from __future__ import annotations
 
 import json
+import re
+import sys
+import wave
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from workflow_specs import ASSETS, FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
+
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 LOCAL = [p for p in WORKFLOWS if not p.stem.startswith("hh_api_")]  # hosted API ones: tests/test_hosted_workflows.py
 TITLE_H = 30
+TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")  # what ComfyUI lists
 
 
 def _load(path: Path) -> dict:
@@ -28,8 +37,44 @@ def _overlap(a, b) -> bool:
 
 
 def test_the_use_cases_are_shipped():
-    assert {p.stem for p in WORKFLOWS} >= {"hh_t2v_distilled_256p", "hh_i2v", "hh_base_cfg", "hh_t2v_sr1080",
-                                           "hh_low_vram", "hh_lipsync_audio", "hh_upscale_chain"}
+    assert {p.stem for p in WORKFLOWS} >= {
+        "HappyHorse Text to Video 256p", "HappyHorse Image to Video 256p", "HappyHorse Base Model with CFG 256p",
+        "HappyHorse Text to Video 1080p with SR", "HappyHorse Low VRAM fp8 and Block Swap 256p",
+        "HappyHorse Lip Sync to Your Voice 256p", "HappyHorse Frames into a Native Upscaler",
+        "HappyHorse Talking Photo 1080p", "HappyHorse Image to Video 1080p with SR",
+        "HappyHorse Base Model and SR 1080p"}
+
+
+def test_workflows_live_in_one_template_folder_only():
+    """ComfyUI's template browser lists every folder of a pack named like TEMPLATE_FOLDERS: with two, each
+    template shows twice."""
+    assert [name for name in TEMPLATE_FOLDERS if (REPO / name).is_dir()] == ["workflows"]
+
+
+@pytest.mark.parametrize("path", LOCAL, ids=lambda p: p.stem)
+def test_each_workflow_has_a_template_picture(path):
+    """The browser asks for /api/workflow_templates/<pack>/<name>.jpg (frontend 1.32: mediaSubtype 'jpg')."""
+    jpg = path.with_suffix(".jpg")
+    assert jpg.is_file(), f"{jpg.name} is missing: python scripts/render_thumbnails.py"
+    data = jpg.read_bytes()
+    assert data[:3] == b"\xff\xd8\xff" and len(data) > 2000, jpg.name
+    assert {p.stem for p in (REPO / "workflows").glob("*.jpg")} <= {p.stem for p in WORKFLOWS}
+
+
+def test_example_inputs_are_shipped():
+    png = (ASSETS / START_IMAGE).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with wave.open(str(ASSETS / VOICE_TRACK)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    assert 4.5 <= seconds <= 6.0, seconds  # covers the 5 s talking-photo and lip-sync clips
+
+
+@pytest.mark.parametrize("path", LOCAL, ids=lambda p: p.stem)
+def test_seeds_are_randomized(path):
+    wf = _load(path)
+    controls = [v for n in wf["nodes"] for v in n["widgets_values"] if v in ("fixed", "increment", "decrement",
+                                                                           "randomize")]
+    assert controls and set(controls) == {"randomize"}, (path.name, controls)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -81,12 +126,21 @@ def test_layout_nodes_apart_and_inside_groups(path):
 
 
 @pytest.mark.parametrize("path", LOCAL, ids=lambda p: p.stem)
-def test_note_lists_files_and_sources(path):
+def test_note_lists_files_links_and_folders(path):
     wf = _load(path)
-    (note,) = [n for n in wf["nodes"] if n["type"] == "Note"]
+    (note,) = [n for n in wf["nodes"] if n["type"] == "MarkdownNote"]
     text = note["widgets_values"][0]
-    assert "Model files" in text and "GAIR/daVinci-MagiHuman" in text and "google/t5gemma-9b-9b-ul2" in text
-    assert "stabilityai/stable-audio-open-1.0" in text and "happyhorse_core.tools.extract_sao_vae" in text
+    assert text.startswith("# HappyHorse") and "## Model files" in text
+    loaders = {n["widgets_values"][0] for n in wf["nodes"] if n["type"].endswith("Loader")}
+    listed = [f for f in FILES.values() if f"pick `{f.name}`" in text]
+    assert {f.name for f in listed} == loaders, (path.name, loaders)
+    for f in listed:
+        assert f"]({f.url})" in text and f"`ComfyUI/models/{f.folder}/`" in text, (path.name, f.name)
+    for url in re.findall(r"\]\((https?://[^)]+)\)", text):
+        assert url.startswith("https://huggingface.co/") and " " not in url, url
+    for name in (START_IMAGE, VOICE_TRACK):
+        uses = any(n["type"] in ("LoadImage", "LoadAudio") and n["widgets_values"][0] == name for n in wf["nodes"])
+        assert uses == (f"`{name}`" in text), (path.name, name)
     saves = [n for n in wf["nodes"] if n["type"] == "SaveVideo"]
     assert len(saves) == 1 and saves[0]["widgets_values"][1:] == ["mp4", "h264"], path.name
     (create,) = [n for n in wf["nodes"] if n["type"] == "CreateVideo"]

@@ -15,19 +15,18 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import save
 
 from .runner import ClipRequest, ClipResult, ClipRunner, encode_text, free_memory
 from .components import (real_components, real_text_stack, resolve_device,
                          tiny_components, tiny_text_stack)
 from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_seconds, validate_steps
 from ..media.mux import write_mp4
+from ..weights.safetensors_io import stage_safetensors
 from ..media.read import read_audio, read_image
 from ..dit.parallel import init_from_env, shard_components
 from ..sampling.pipeline import DEFAULT_STEPS, MODES, SamplingOptions
@@ -196,20 +195,6 @@ def output_paths(out: Path) -> dict[str, Path]:
             "latents": Path(f"{stem}.latents.safetensors")}
 
 
-def _stage_safetensors(tensors: dict[str, torch.Tensor], dest: Path, metadata: dict[str, str]) -> Path:
-    """Write to a hidden temporary file beside `dest`; the caller renames it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    try:
-        with open(tmp, "wb") as f:  # plain open(): the file gets the user's umask, like the mp4
-            f.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
 def _companions(result: ClipResult, paths: dict[str, Path], save_latents: bool) -> list[tuple[Path, dict, dict]]:
     """(destination, tensors, metadata) of every safetensors file that goes with the mp4."""
     files = []
@@ -231,7 +216,7 @@ def write_outputs(result: ClipResult, out: Path, save_latents: bool) -> list[Pat
     placed: list[Path] = []
     try:
         for dest, tensors, meta in files:
-            staged.append((_stage_safetensors(tensors, dest, meta), dest))
+            staged.append((stage_safetensors(dest, tensors, meta), dest))
         write_mp4(out, result.frames, result.waveform)
         placed.append(out)
         while staged:

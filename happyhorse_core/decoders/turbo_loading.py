@@ -1,17 +1,18 @@
-"""Strict, memory-mapped loading of Turbo-VAED weights from `.safetensors`.
+"""Strict loading of Turbo-VAED weights from `.safetensors` (memory-mapped) or the released `.ckpt`.
 
 The reference loads the pickle checkpoint with strict=False, so a wrong file "loads" with random
 weights. Here every key and shape must match the module built from the config (given, or inferred
 from the tensor shapes), through the checks all weight loaders share (weights/checks.py: keys and
-shapes, floating dtypes, a sampled NaN/Inf check). Pickles are never opened here: the one legacy
-path is the explicit converter (`python -m happyhorse_core.tools.convert_ckpt`).
+shapes, floating dtypes, a sampled NaN/Inf check). `turbo_vae/checkpoint-340000.ckpt` loads as it is
+through turbo_ckpt (torch.load(weights_only=True), as ComfyUI does for .ckpt); with `cache=True` a
+decoder-only `.safetensors` copy is written next to it once and read from then on. The explicit
+converter (`python -m happyhorse_core.tools.convert_ckpt`) writes that file anywhere.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -19,43 +20,17 @@ import torch
 
 from ..errors import CheckpointError
 from ..paths import broken_link_message
-from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
-from ..weights.safetensors_io import CheckpointIndex, open_checkpoint
+from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes, check_sampled_finite
+from ..weights.safetensors_io import TORCH_TO_ST, CheckpointIndex, TensorInfo, open_checkpoint, write_safetensors
+from .turbo_ckpt import PICKLE_SUFFIXES, read_decoder_checkpoint
 from .turbo_config import TurboVAEDConfig
+from .turbo_key_map import canonical_key_map
 from .turbo_vaed import TurboVAED
 
 log = logging.getLogger("HappyHorse.turbo_vaed")
 
-LEGACY_SUFFIXES = (".ckpt", ".pt", ".pth")
-PREFIX = "decoder."
+LEGACY_SUFFIXES = PICKLE_SUFFIXES
 Shapes = Mapping[str, Sequence[int]]
-
-
-def converter_command(src: Union[str, os.PathLike]) -> str:
-    """The exact shell command that turns a legacy pickle checkpoint into a loadable file."""
-    src = Path(src)
-    dst = src.with_suffix(".safetensors")
-    return f"python -m happyhorse_core.tools.convert_ckpt {shlex.quote(str(src))} {shlex.quote(str(dst))}"
-
-
-def canonical_key_map(names: Sequence[str]) -> dict[str, str]:
-    """File key -> module key: strip leading `module.`; add `decoder.` when no key carries it."""
-    stripped = {}
-    for name in names:
-        key = name
-        while key.startswith("module."):
-            key = key[len("module.") :]
-        stripped[name] = key
-    has_prefix = any(key.startswith(PREFIX) for key in stripped.values())
-    mapping = {name: key if has_prefix else PREFIX + key for name, key in stripped.items()}
-    seen: dict[str, str] = {}
-    for name, key in mapping.items():
-        if key in seen:
-            raise ValueError(
-                f"tensors {seen[key]!r} and {name!r} both map to {key!r}; the file holds duplicate weights"
-            )
-        seen[key] = name
-    return mapping
 
 
 def _indices(shapes: Shapes, prefix: str) -> list[int]:
@@ -112,22 +87,52 @@ def _open(path: Path) -> CheckpointIndex:
 
 
 def _check_path(path: Path) -> None:
-    if path.suffix.lower() in LEGACY_SUFFIXES:
-        raise CheckpointError(
-            f"{path} is a pickle checkpoint; Turbo-VAED weights load from .safetensors only. "
-            f"Convert it once with:\n  {converter_command(path)}"
-        )
     if not path.is_file():
         broken = broken_link_message(path)
         if broken:
             raise FileNotFoundError(f"Turbo-VAED weights: {broken}")
         raise FileNotFoundError(
-            f"Turbo-VAED weights not found: {path} (expected a .safetensors file converted from "
-            "turbo_vae/checkpoint-340000.ckpt)"
+            f"Turbo-VAED weights not found: {path} (expected turbo_vae/checkpoint-340000.ckpt from "
+            "GAIR/daVinci-MagiHuman, or a .safetensors file converted from it)"
         )
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"{path}: expected a .safetensors file, got suffix {path.suffix!r}; Turbo-VAED "
-                              "weights load from .safetensors only.")
+    if path.suffix.lower() not in (".safetensors", *LEGACY_SUFFIXES):
+        raise CheckpointError(f"{path}: expected a .safetensors or .ckpt file, got suffix {path.suffix!r}")
+
+
+class _PickleIndex(CheckpointIndex):
+    """The decoder tensors read from a pickle, behind the CheckpointIndex interface (read = same checks)."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor]):
+        entries = {k: TensorInfo(path, TORCH_TO_ST.get(t.dtype, str(t.dtype)), tuple(t.shape)) for k, t in tensors.items()}
+        super().__init__(path, "pickle checkpoint (torch.load weights_only)", entries)
+        self.tensors = tensors
+
+    def read(self, key: str) -> torch.Tensor:
+        tensor = self.tensors[key]
+        check_sampled_finite(tensor, key, self.root)
+        return tensor
+
+
+def cached_copy(path: Path) -> Path:
+    """Where cache=True keeps the decoder-only safetensors copy of a pickle checkpoint."""
+    return path.with_name(path.stem + ".decoder.safetensors")
+
+
+def _open_pickle(path: Path, cache: bool) -> CheckpointIndex:
+    """The .ckpt's decoder tensors; with cache, the safetensors copy beside it (written on first use)."""
+    copy = cached_copy(path)
+    if cache and copy.is_file() and copy.stat().st_mtime >= path.stat().st_mtime:
+        return _open(copy)
+    tensors, _ = read_decoder_checkpoint(path)
+    if cache:
+        try:
+            write_safetensors(copy, tensors, {"format": "pt", "source": path.name,
+                                              "converter": "happyhorse_core.decoders.turbo_loading"})
+            log.info("HappyHorse: cached %s as %s", path.name, copy.name)
+            return _open(copy)
+        except OSError as exc:  # read-only model folder: keep going from memory
+            log.warning("HappyHorse: could not write the Turbo-VAED cache %s (%s); loading from the .ckpt", copy, exc)
+    return _PickleIndex(path, tensors)
 
 
 def load_turbo_vaed(
@@ -136,10 +141,13 @@ def load_turbo_vaed(
     config: Union[TurboVAEDConfig, str, os.PathLike, None] = None,
     dtype: torch.dtype = torch.bfloat16,
     device: Union[torch.device, str] = "cpu",
+    cache: bool = False,
     interrupt: Optional[Callable[[], None]] = None,
 ) -> TurboVAED:
     """Build the decoder and load `path` strictly (keys and shapes), cast to `dtype` on `device`.
 
+    `path`: a .safetensors file (memory-mapped) or the released .ckpt (torch.load(weights_only=True);
+    `cache=True` writes `<stem>.decoder.safetensors` beside it on first use and reads that afterwards).
     `config`: a TurboVAEDConfig, a path to the reference JSON, or None to infer the structure from
     the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes. `interrupt` (raises to
     stop, e.g. ComfyUI's Cancel) is called before every tensor read.
@@ -150,7 +158,7 @@ def load_turbo_vaed(
         raise ValueError(f"dtype must be a floating-point dtype such as torch.bfloat16, got {dtype}")
     if config is not None and not isinstance(config, TurboVAEDConfig):
         config = TurboVAEDConfig.from_json(config)
-    ckpt = _open(path)
+    ckpt = _open_pickle(path, cache) if path.suffix.lower() in LEGACY_SUFFIXES else _open(path)
     key_map = canonical_key_map(ckpt.keys())
     shapes = {key_map[name]: info.shape for name, info in ckpt.entries.items()}
     if config is None:

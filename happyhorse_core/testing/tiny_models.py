@@ -97,6 +97,8 @@ def tiny_substitute(api_graph: dict) -> dict:
             inp["encoder_name"] = TEXT_ENCODER_FILE
         elif kind == "HappyHorseTurboVAEDLoader":
             inp["vae_name"] = TURBO_VAED_FILE
+        elif kind == "HappyHorseAudioVAELoader":
+            inp["vae_name"] = SAO_VAE_FILE
         elif kind == "VAELoader":
             inp["vae_name"] = WAN22_VAE_FILE if "wan" in str(inp.get("vae_name", "")).lower() else SAO_VAE_FILE
         out[nid] = node

@@ -5,7 +5,10 @@ Accepted layouts (WEIGHT_LAYOUTS §2):
     shards or one `model.safetensors` (or exactly one other `*.safetensors`). Keys `model.encoder.*`
     (official encoder-decoder repo) or `encoder.*` (a saved `T5GemmaEncoderModel`). Shards that
     hold only decoder tensors are neither required nor opened.
-  * an encoder-only single file with keys prefixed `model.encoder.`, `encoder.` or nothing.
+  * an encoder-only single file with keys prefixed `model.encoder.`, `encoder.` or nothing (18.5 GB in
+    bf16 instead of the 37 GB two-half folder; tools/extract_t5gemma_encoder writes one). Its tokenizer
+    and config.json sit beside it or in one folder next to it (e.g. the repo folder without its
+    shards): tokenizer_folder_for() says which.
 Files are opened and checked by the shared weights code (weights/safetensors_io.py,
 weights/checks.py): strict keys and shapes, floating dtypes, a sampled NaN/Inf check; every
 tensor is read one at a time from memory-mapped files into a module built on the meta device.
@@ -23,7 +26,7 @@ from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from ..weights.safetensors_io import CheckpointIndex, open_checkpoint, refuse_unsafe_suffix
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
-from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
+from .tokenizer import TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")  # tried in this order
 HUB_REPO = "google/t5gemma-9b-9b-ul2"
@@ -62,6 +65,31 @@ def _read_config(folder: Path) -> tuple[T5GemmaEncoderConfig, str]:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
+def tokenizer_folder_for(path: str | Path) -> Path:
+    """Where the tokenizer (and config.json) of an encoder-only file are: its own folder when it holds tokenizer
+    files, else the one folder beside the file that does. FileNotFoundError naming what to do otherwise."""
+    path = Path(path)
+    if path.is_dir() or any((path.parent / n).is_file() for n in TOKENIZER_FILES):
+        return path if path.is_dir() else path.parent
+    near = sorted(d for d in path.parent.iterdir() if d.is_dir() and any((d / n).is_file() for n in TOKENIZER_FILES))
+    if len(near) == 1:
+        return near[0]
+    found = f" (found several: {', '.join(d.name for d in near)})" if near else ""
+    raise FileNotFoundError(
+        f"no tokenizer for {path.name}: put {' or '.join(TOKENIZER_FILES)} (with tokenizer_config.json and "
+        f"config.json from {HUB_REPO}) beside it, or keep exactly one folder with them next to it{found}")
+
+
+def _config_folder(path: Path) -> Path:
+    """config.json of an encoder-only file: beside it, else in its tokenizer folder (else the 9B defaults)."""
+    if (path.parent / "config.json").is_file():
+        return path.parent
+    try:
+        return tokenizer_folder_for(path)
+    except FileNotFoundError:
+        return path.parent  # no config.json: the 9B default sizes, shapes still checked strictly
+
+
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                  config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True,
                  weight_dtype: str | None = None, interrupt: Optional[Callable[[], None]] = None) -> T5GemmaEncoder:
@@ -87,7 +115,7 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         ckpt = open_checkpoint(path, (), wanted=_is_encoder_key, hint=DOWNLOAD_HINT)
     elif path.is_file():
         refuse_unsafe_suffix(path)
-        cfg, sizes_from = (config, "the config passed in") if config else _read_config(path.parent)
+        cfg, sizes_from = (config, "the config passed in") if config else _read_config(_config_folder(path))
         ckpt = open_checkpoint(path)
     else:
         broken = broken_link_message(path)
@@ -136,14 +164,15 @@ def _check(model: T5GemmaEncoder, ckpt: CheckpointIndex, selected: dict[str, str
 def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                     config: T5GemmaEncoderConfig | None = None, weight_dtype: str | None = None,
                     interrupt: Optional[Callable[[], None]] = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
-    """Encoder + tokenizer from one HF folder, or from an encoder file and the tokenizer beside it.
+    """Encoder + tokenizer from one HF folder, or from an encoder file and its tokenizer folder
+    (tokenizer_folder_for: beside the file, or the one folder next to it that has one).
 
     The tokenizer is loaded first, so a folder without one fails before any weight is read.
     """
     folder = Path(folder)
     if folder.is_file():
         refuse_unsafe_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
-    tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
+    tokenizer = load_tokenizer(tokenizer_folder_for(folder) if folder.is_file() else folder)
     encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False,
                            weight_dtype=weight_dtype, interrupt=interrupt)
     return encoder, tokenizer

@@ -1,6 +1,11 @@
-"""Stream any accepted DiT checkpoint into one fp8 safetensors file.
+"""Stream any accepted DiT checkpoint into one fp8 (or merged bf16) safetensors file.
 
     python -m happyhorse_core.tools.convert_fp8 IN OUT.safetensors --dtype fp8_e4m3fn_scaled --scope shared
+    python -m happyhorse_core.tools.convert_fp8 distill/ magihuman_distill_bf16.safetensors --dtype bf16
+
+`--dtype bf16` merges a sharded folder (the official fp32 distill / SR folders are ~61 GB) into one
+bf16 file (~30.6 GB; norms, embedders and heads stay fp32 as the loader keeps them), the single file
+the shipped workflows' notes mention as an alternative to the folder.
 
 IN is anything `load_dit` accepts (folder, index, single file, any prefix/schema/dtype). OUT uses
 our key names (no prefix) and the storage `load_dit` would build with the same options:
@@ -32,6 +37,8 @@ from ..weights.safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint
 from ..weights.variants import METADATA_KEY, resolve_variant
 
 FORMAT = "dit-fp8"
+BF16_FORMAT = "dit-bf16"
+OUT_DTYPES = (*FP8_DTYPES, "bf16")
 SCALE_NAMING = "<layer>.weight_scale: 0-d fp32, weight = fp8.float() * scale"
 
 
@@ -55,8 +62,8 @@ def target_scale(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype) -> t
 
 def convert(src: str | Path, out: str | Path, weight_dtype: str = "fp8_e4m3fn_scaled", fp8_scope: str = "shared",
             variant: str | None = None) -> Path:
-    if weight_dtype not in FP8_DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(FP8_DTYPES)}, got {weight_dtype!r}")
+    if weight_dtype not in OUT_DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(OUT_DTYPES)}, got {weight_dtype!r}")
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"output must be a .safetensors file, got {out}")
@@ -87,7 +94,8 @@ def convert(src: str | Path, out: str | Path, weight_dtype: str = "fp8_e4m3fn_sc
             raise RuntimeError(f"convert_fp8 bug: scale of {key} changed between passes")
         return tensor
 
-    metadata = {"format": "pt", "happyhorse_format": FORMAT, "weight_dtype": report.weight_dtype,
+    metadata = {"format": "pt", "happyhorse_format": BF16_FORMAT if weight_dtype == "bf16" else FORMAT,
+                "weight_dtype": report.weight_dtype,
                 "fp8_scope": fp8_scope, "source": Path(src).name, "scale_naming": SCALE_NAMING}
     if known:
         metadata[METADATA_KEY] = known
@@ -98,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tools.convert_fp8", description=__doc__.split("\n")[0])
     ap.add_argument("src", help="input checkpoint: folder, index json or .safetensors file")
     ap.add_argument("out", help="output .safetensors file")
-    ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=[d for d in FP8_DTYPES if d != "fp8_e4m3fn_fast"])
-    ap.add_argument("--scope", default="shared", choices=["shared", "all"])
+    ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=[d for d in OUT_DTYPES if d != "fp8_e4m3fn_fast"],
+                    help="fp8 storage, or bf16 for a merged single file without fp8")
+    ap.add_argument("--scope", default="shared", choices=["shared", "all"], help="fp8 layers (ignored for bf16)")
     ap.add_argument("--variant", default=None, choices=["base", "distill", "sr_540p", "sr_1080p"],
                     help="recorded in the metadata (default: from the input's metadata or name, if any)")
     args = ap.parse_args(argv)

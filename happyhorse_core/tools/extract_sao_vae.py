@@ -5,8 +5,8 @@
 Why: the full checkpoint keeps the VAE under `pretransform.model.` next to the 1.2B audio DiT and
 the conditioners. ComfyUI's VAELoader (0.3.75, comfy/sd.py VAE.__init__) detects the Stable Audio
 VAE by the bare key `decoder.layers.1.layers.0.beta` and strips no prefix, so it rejects the full
-file; only Load Checkpoint handles the prefix, and it loads the whole model. This tool writes the
-VAE tensors alone (~0.6 GB) with the prefix removed, for models/vae/.
+file. HappyHorse Audio VAE Loader reads the full file in place; this tool is for ComfyUI's own VAE
+Loader: it writes the VAE tensors alone (~0.6 GB) with the prefix removed, for models/vae/.
 
 Tensors are read one at a time (memory-mapped) and streamed into OUT, which appears only when
 complete (temporary file + rename), so a failed run leaves nothing half-written.
@@ -18,10 +18,7 @@ import sys
 from pathlib import Path
 
 from ..weights.safetensors_io import CheckpointIndex, read_header, write_safetensors_stream
-
-PREFIX = "pretransform.model."
-DETECT_KEY = "decoder.layers.1.layers.0.beta"  # what ComfyUI's VAE detection looks for
-BARE_ROOTS = ("encoder.", "decoder.")
+from ..weights.sao_vae import DETECT_KEY, PREFIX, select_sao_vae_keys
 
 
 def extract_sao_vae(src: str | Path, dst: str | Path) -> Path:
@@ -30,16 +27,9 @@ def extract_sao_vae(src: str | Path, dst: str | Path) -> Path:
     if dst.resolve() == src.resolve():
         raise ValueError(f"the output {dst} is the input file; give a new file name, e.g. stable_audio_open_vae.safetensors")
     entries, _ = read_header(src)
-    keys = [k for k in entries if k.startswith(PREFIX)]
-    if not keys:
-        if any(k.startswith(BARE_ROOTS) for k in entries) and DETECT_KEY in entries:
-            raise ValueError(f"{src} has no '{PREFIX}' tensors but already looks like a VAE-only file "
-                             f"({DETECT_KEY} is present): put it in models/vae/ as it is")
-        first = ", ".join(sorted(entries)[:5]) or "none"
-        raise ValueError(f"{src} has no tensors under '{PREFIX}' (first keys: {first}); give the model.safetensors "
-                         "of stabilityai/stable-audio-open-1.0")
+    keys = select_sao_vae_keys(entries, src, allow_bare=False)
     index = CheckpointIndex(src, "single file", entries)
-    specs = [(k[len(PREFIX):], entries[k].torch_dtype, entries[k].shape) for k in keys]
+    specs = [(k, entries[src_key].torch_dtype, entries[src_key].shape) for k, src_key in keys.items()]
     dst.parent.mkdir(parents=True, exist_ok=True)
     meta = {"happyhorse": f"Stable Audio Open VAE extracted from {src.name} ({PREFIX} removed)"}
     return write_safetensors_stream(dst, specs, lambda key: index.read(PREFIX + key), metadata=meta)

@@ -17,14 +17,16 @@ open files here, so it knows nothing about key names. Errors are `errors.Checkpo
   tensor instead of one whole shard (bench/RESULTS_memory.md has the measurement).
 - `write_safetensors_stream(path, specs, produce, metadata)` writes tensors one by one from a
   producer (no whole state dict in memory) to a temporary file renamed into place at the end;
-  `write_safetensors(path, tensors, metadata)` does the same for a dict. Every safetensors file the
-  pack writes goes through these two.
+  `write_safetensors(path, tensors, metadata)` does the same for a dict, and `stage_safetensors`
+  writes one of several files that must appear together. Every safetensors file the pack writes
+  goes through these.
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -148,6 +150,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 
 def _fail_on_magic(path: Path, head: bytes, size: int) -> None:
+    if head[8:9] == b"{":  # a safetensors JSON header: its length may well start with bytes 0x80 0x02..0x05
+        return
     if head.startswith(b"version https://git-lfs"):
         raise CheckpointError(f"{path} is a git-lfs pointer file ({size} bytes), not the weights: the file was not "
                               "downloaded. Run `git lfs pull` in that repository or download the file directly.")
@@ -337,6 +341,41 @@ def write_safetensors_stream(path: str | os.PathLike, specs: list[tuple[str, tor
     at `path` only when complete (temporary file + fsync + rename).
     """
     path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write_file(tmp, specs, produce, metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def stage_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` to a hidden, uniquely named file beside `path` and return its name.
+
+    For several files that must appear together (the CLI's mp4 and its companions): the caller
+    renames each staged file into place once all are written, or deletes them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        _write_file(tmp, _specs(tensors), lambda key: tensors[key], metadata)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _specs(tensors: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    return [(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
+
+
+def _write_file(tmp: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+                produce: Callable[[str], torch.Tensor], metadata: dict[str, str] | None) -> None:
+    """Header from `specs`, then each produced tensor's bytes, flushed to disk (plain open(): the user's umask)."""
     elem = {k: torch.empty((), dtype=dt).element_size() for k, dt, _ in specs}
     order = sorted(specs, key=lambda s: -elem[s[0]])
     header: dict[str, object] = {"__metadata__": dict(metadata or {})} if metadata else {}
@@ -349,27 +388,19 @@ def write_safetensors_stream(path: str | os.PathLike, specs: list[tuple[str, tor
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(struct.pack("<Q", len(raw)))
-            fh.write(raw)
-            for key, dtype, shape in order:
-                t = produce(key)
-                if t.dtype != dtype or tuple(t.shape) != tuple(shape):
-                    raise ValueError(f"tensor {key}: produced {t.dtype} {list(t.shape)}, expected {dtype} {list(shape)}")
-                fh.write(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with open(tmp, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for key, dtype, shape in order:
+            t = produce(key)
+            if t.dtype != dtype or tuple(t.shape) != tuple(shape):
+                raise ValueError(f"tensor {key}: produced {t.dtype} {list(t.shape)}, expected {dtype} {list(shape)}")
+            fh.write(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                       metadata: dict[str, str] | None = None) -> Path:
     """Write a whole dict of tensors atomically (through write_safetensors_stream)."""
-    specs = [(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
-    return write_safetensors_stream(path, specs, lambda key: tensors[key], metadata)
+    return write_safetensors_stream(path, _specs(tensors), lambda key: tensors[key], metadata)

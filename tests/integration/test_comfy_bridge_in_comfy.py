@@ -13,7 +13,7 @@ from comfy_harness import TIMINGS, comfy_home
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parent / "bridge_checks.py"
-CHECKS = ["devices_are_comfys", "lists_model_folders", "model_path_stays_inside",
+CHECKS = ["devices_are_comfys", "lists_model_folders", "model_path_follows_links_and_stays_inside",
           "progress_reaches_comfy_hook", "interrupt_check_raises_comfys_exception", "wrapped_model_is_managed"]
 
 

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.integration
 OUR_NODES = ["HappyHorseModelLoader", "HappyHorseBlockSwap", "HappyHorseCompile",
              "HappyHorseTextEncoderLoader", "HappyHorseTurboVAEDLoader", "HappyHorseTextEncode", "HappyHorseEmptyLatent",
              "HappyHorseImageToVideo", "HappyHorseAudioReference", "HappyHorseSampler",
-             "HappyHorseSuperResolution", "HappyHorseDecodeVideo", "HappyHorseDecodeAudio"]
+             "HappyHorseSuperResolution", "HappyHorseDecodeVideo", "HappyHorseDecodeAudio", "HappyHorseAudioVAELoader"]
 
 
 def test_every_node_is_listed_with_description_and_tooltips(comfy):

@@ -2,8 +2,11 @@
 stops a run promptly; bad graphs fail with our messages and leave the server healthy; the shipped files
 are what scripts/build_workflows.py makes from the live /object_info.
 
-Only widget values change for the CPU (file names -> tiny files, 1 s at 192x128 except the default
-workflow and the upscale chain, fewer steps, smaller SR target), never the graph. Per-workflow times go to the terminal summary.
+Only widget values change for the CPU (1 s at 192x128 except the default workflow and the upscale chain,
+fewer steps, smaller SR target), never the graph or the file names: the tiny weights are installed under the
+shipped names (workflow_runs.install_release_layouts). Workflows that keep the user's recording are checked
+for it: the mp4's sound is the original voice (correlation with the input file) and lasts as long as the
+video. Per-workflow times go to the terminal summary.
 """
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from workflow_runs import (FRAME_S, LOADER_FILE_WIDGETS, TINY_NAMES, expected_frames, install_inputs,  # first: puts
-                           install_tiny_models, mp4_files, mp4_outputs, read_mp4, set_widgets, to_tiny)  # scripts/ on sys.path
+from workflow_runs import (DOCUMENTED_NAMES, FRAME_S, LOADER_FILE_WIDGETS, expected_frames,  # first: puts scripts/
+                           install_inputs, install_tiny_models, mp4_files, mp4_outputs, read_mp4,  # on sys.path
+                           set_widgets, to_tiny, voice_match)
 
 from build_workflows import OUT_DIRS, build_all, stale_files  # noqa: E402
+from workflow_specs import ASSETS, DEFAULT_WORKFLOW, VOICE_TRACK  # noqa: E402
+from workflow_specs_use_cases import SR_LATENT_TITLE  # noqa: E402
 from comfy_harness import REPO, TIMINGS, place_file  # noqa: E402
 from comfy_ws import ComfyWS  # noqa: E402
 from comfyui_server import ComfyUIValidationError  # noqa: E402
@@ -36,22 +42,35 @@ class Run:
     size: tuple[int, int]  # mp4 width, height
     seconds: int
     shrink: dict = field(default_factory=dict)  # {class_type: {widget: value}}
+    titled: dict = field(default_factory=dict)  # {node title: {widget: value}}, applied after shrink
+    original_voice: bool = False  # the mp4 must carry the input recording
+    if_present: dict = field(default_factory=dict)  # like shrink/titled, for nodes the live schema may drop
 
 
-# RUNS order is the run order: hh_upscale_chain runs right after hh_t2v_distilled_256p and finds its
+# if_present: Trim Audio Duration and the SR-size Empty Latent are in the 1080p / voice workflows only while
+# Voice Reference has no voice_for_video output and Super-Resolution no image input (see workflow_specs_use_cases).
+# SR runs: the SR size depends only on the target class and the aspect: a 64x64 base and the 540p target
+# give 512x512 (1080p from 448x256 = 1920x1088 took 221 s on 2 busy cores)
+SR_SMALL = {"HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64, "height": 64},
+            "HappyHorseSuperResolution": {"resolution": "540p", "steps": 2}}
+SR_FIRST_FRAME = {SR_LATENT_TITLE: {"resolution": "custom", "width": 512, "height": 512}}
+VOICE_1S = {"TrimAudioDuration": {"duration": 1.0}}
+
+# RUNS order is the run order: the upscale chain runs right after the default workflow and finds its
 # sampler and decoder outputs in ComfyUI's cache (same node ids and widgets), so only the upscale runs.
 RUNS = {
-    "hh_t2v_distilled_256p": Run((448, 256), 2),  # the default, exactly as shipped
-    "hh_upscale_chain": Run((896, 512), 2),  # as shipped: 2x lanczos of 448x256
-    "hh_i2v": Run((192, 128), 1, SMALL),  # the 320x240 start image is centre-cropped to 3:2
-    "hh_base_cfg": Run((192, 128), 1, {**SMALL, "HappyHorseSampler": {"steps": 2}}),
-    "hh_low_vram": Run((192, 128), 1, {**SMALL, "HappyHorseBlockSwap": {"blocks_on_device": 4}}),  # tiny: 8 blocks
-    "hh_lipsync_audio": Run((192, 128), 1, SMALL),
-    # the SR size depends only on the target class and the aspect: a 64x64 base and the 540p target give
-    # 512x512 (1080p from 448x256 = 1920x1088 took 221 s on 2 busy cores)
-    "hh_t2v_sr1080": Run((512, 512), 1, {"HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64,
-                                                                   "height": 64},
-                                         "HappyHorseSuperResolution": {"resolution": "540p", "steps": 2}}),
+    DEFAULT_WORKFLOW: Run((448, 256), 2),  # the default, exactly as shipped
+    "HappyHorse Frames into a Native Upscaler": Run((896, 512), 2),  # as shipped: 2x lanczos of 448x256
+    "HappyHorse Image to Video 256p": Run((192, 128), 1, SMALL),  # the 16:9 start image is centre-cropped to 3:2
+    "HappyHorse Base Model with CFG 256p": Run((192, 128), 1, {**SMALL, "HappyHorseSampler": {"steps": 2}}),
+    "HappyHorse Low VRAM fp8 and Block Swap 256p": Run((192, 128), 1, {**SMALL, "HappyHorseBlockSwap": {
+        "blocks_on_device": 4}}),  # tiny: 8 blocks
+    "HappyHorse Lip Sync to Your Voice 256p": Run((192, 128), 1, SMALL, original_voice=True, if_present=VOICE_1S),
+    "HappyHorse Text to Video 1080p with SR": Run((512, 512), 1, SR_SMALL),
+    "HappyHorse Base Model and SR 1080p": Run((512, 512), 1, {**SR_SMALL, "HappyHorseSampler": {"steps": 2}}),
+    "HappyHorse Image to Video 1080p with SR": Run((512, 512), 1, SR_SMALL, if_present=SR_FIRST_FRAME),
+    "HappyHorse Talking Photo 1080p": Run((512, 512), 1, SR_SMALL, original_voice=True,
+                                          if_present={**VOICE_1S, **SR_FIRST_FRAME}),
 }
 
 
@@ -65,10 +84,19 @@ def tiny_info(comfy) -> dict:
     return comfy.object_info()
 
 
-def shipped_api(name: str, info: dict, shrink: dict | None = None) -> dict:
-    api = to_tiny(ui_to_api(json.loads((REPO / "workflows" / f"{name}.json").read_text()), info))
+def shipped_api(name: str, info: dict, shrink: dict | None = None, titled: dict | None = None,
+                if_present: dict | None = None) -> dict:
+    """The shipped file as an API prompt with CPU-size widgets: shrink {class_type: values}, titled
+    {node title: values} (applied after shrink), if_present (either kind, skipped when no node matches)."""
+    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    api = to_tiny(ui_to_api(ui, info))
     for class_type, values in (shrink or {}).items():
         set_widgets(api, class_type, **values)
+    for key, values in {**(titled or {}), **(if_present or {})}.items():
+        ids = [str(n["id"]) for n in ui["nodes"] if key in (n.get("title"), n["type"])]
+        assert ids or key in (if_present or {}), f"{name}: no node titled {key!r}"
+        for nid in ids:
+            api[nid]["inputs"].update(values)
     return api
 
 
@@ -88,7 +116,7 @@ def run_order(paths: list) -> list:
 def test_workflow_runs_to_mp4(path, comfy, tiny_info):
     run = RUNS.get(path.stem)
     assert run is not None, f"{path.name} is new: add its expected size and CPU shrink to RUNS"
-    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink), timeout=600)
+    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink, run.titled, run.if_present), timeout=1800)
     TIMINGS[f"workflow {path.stem} (s)"] = result["seconds"]
     files = mp4_outputs(comfy, result)
     assert len(files) == 1, result["outputs"]
@@ -98,11 +126,15 @@ def test_workflow_runs_to_mp4(path, comfy, tiny_info):
     assert (info["width"], info["height"]) == run.size, info
     assert info["frames"] == expected_frames(run.seconds), info
     assert abs(info["video_s"] - info["audio_s"]) <= FRAME_S + 1e-6, info
+    if run.original_voice:
+        corr = voice_match(files[0], ASSETS / VOICE_TRACK)
+        TIMINGS[f"workflow {path.stem}: correlation of the mp4 sound with the recording"] = corr
+        assert corr > 0.9, f"the mp4 does not carry the original recording (best correlation {corr:.3f})"
 
 
 # ----------------------------------------------------------------------------- cancel
 def test_cancel_stops_the_sampler_within_a_step_and_the_next_run_works(comfy, tiny_info):
-    api = shipped_api("hh_base_cfg", tiny_info, {**SMALL, "HappyHorseSampler": {"steps": 200, "seed": 7}})
+    api = shipped_api("HappyHorse Base Model with CFG 256p", tiny_info, {**SMALL, "HappyHorseSampler": {"steps": 200, "seed": 7}})
     sampler = node_id(api, "HappyHorseSampler")
     before = mp4_files(comfy.base_dir / "output")
     with ComfyWS(comfy.port, comfy.client_id) as ws:
@@ -184,7 +216,7 @@ def test_bad_graphs_fail_with_our_message_and_the_server_stays_healthy(comfy, ti
     info = comfy.object_info()
     problems = []
     for what, edit, words in BAD_GRAPHS:
-        api = shipped_api("hh_t2v_distilled_256p", info, SMALL)
+        api = shipped_api(DEFAULT_WORKFLOW, info, SMALL)
         failing_type = edit(api, info)
         result = comfy.run_prompt(api, timeout=300, raise_on_error=False)
         err = result["error"] or {}
@@ -195,13 +227,13 @@ def test_bad_graphs_fail_with_our_message_and_the_server_stays_healthy(comfy, ti
             problems.append(f"{what}: message lacks {missing}: {msg}")
         TIMINGS[f"bad graph: {what} (s)"] = result["seconds"]
 
-    api = shipped_api("hh_t2v_distilled_256p", info, {"HappyHorseEmptyLatent": {"seconds": 0}})
+    api = shipped_api(DEFAULT_WORKFLOW, info, {"HappyHorseEmptyLatent": {"seconds": 0}})
     with pytest.raises(ComfyUIValidationError) as rejected:
         comfy.queue_prompt(api)
     errors = rejected.value.body["node_errors"][node_id(api, "HappyHorseEmptyLatent")]["errors"]
     assert any(e["extra_info"].get("input_name") == "seconds" for e in errors), errors
 
-    good = shipped_api("hh_t2v_distilled_256p", info, {**SMALL, "HappyHorseSampler": {"seed": 4242}})
+    good = shipped_api(DEFAULT_WORKFLOW, info, {**SMALL, "HappyHorseSampler": {"seed": 4242}})
     result = comfy.run_prompt(good, timeout=600)
     assert len(mp4_outputs(comfy, result)) == 1, result["outputs"]
     assert not problems, "\n".join(problems)
@@ -218,21 +250,13 @@ def test_shipped_workflows_match_a_fresh_build_from_live_object_info(comfy):
         assert sorted(p.stem for p in (REPO / sub).glob("*.json")) == sorted(built), sub
 
 
-def test_example_workflows_are_copies_of_workflows():
-    names = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
-    assert names and names == sorted(p.name for p in (REPO / "example_workflows").glob("*.json"))
-    for name in names:
-        a, b = REPO / "workflows" / name, REPO / "example_workflows" / name
-        assert a.read_bytes() == b.read_bytes(), f"example_workflows/{name} differs from workflows/{name}"
-
-
 def test_loaders_only_name_documented_files():
-    """Every loader file name in a shipped workflow is listed, with folder and source, in its Note."""
+    """Every loader file name in a shipped workflow is listed, with folder and link, in its Note."""
     for path in WORKFLOWS:
         wf = json.loads(path.read_text())
-        (note,) = [n for n in wf["nodes"] if n["type"] == "Note"]
+        (note,) = [n for n in wf["nodes"] if n["type"] == "MarkdownNote"]
         for node in wf["nodes"]:
             if node["type"] in LOADER_FILE_WIDGETS:
                 name = node["widgets_values"][0]
-                assert name in TINY_NAMES, (path.name, name)
-                assert name in note["widgets_values"][0], f"{path.name}: the Note does not list {name}"
+                assert name in DOCUMENTED_NAMES, (path.name, name)
+                assert f"`{name}`" in note["widgets_values"][0], f"{path.name}: the Note does not list {name}"

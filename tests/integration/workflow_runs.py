@@ -1,19 +1,22 @@
-"""Running the shipped workflows on the tiny weights: model/input files for the server, the realistic
-file names swapped for the tiny ones, CPU-size widget shrinks, and the mp4 checks.
+"""Running the shipped workflows on the tiny weights: model/input files for the server, CPU-size widget
+shrinks, and the mp4 checks.
 
+The tiny weights are also laid out under the names the shipped workflows use, in the release layouts
+(install_release_layouts): sharded folders with an index, the T5Gemma folder, the Turbo-VAED .ckpt, and
+symlinks for the native VAEs, so the shipped file names run as they are and those code paths are covered.
 Used by test_workflows_run.py; only widget values are changed, never the graph, so what runs is what ships.
 """
 from __future__ import annotations
 
-import math
+import json
 import os
-import struct
+import shutil
 import sys
-import wave
-import zlib
 from pathlib import Path
 
 import av
+import torch
+from safetensors.torch import load_file, save_file
 
 from comfy_harness import CACHE, REPO, place_file
 
@@ -22,84 +25,89 @@ if str(REPO / "scripts") not in sys.path:
 from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_ENCODER_FILE, TURBO_VAED_FILE,  # noqa: E402
                                          WAN22_VAE_FILE, write_tiny_models)
 from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
-from workflow_specs import FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
+from workflow_specs import ASSETS, FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
 FPS = 25
 FRAME_S = 1 / FPS
 LOADER_FILE_WIDGETS = {"HappyHorseModelLoader": "model_name", "HappyHorseTextEncoderLoader": "encoder_name",
-                       "HappyHorseTurboVAEDLoader": "vae_name", "VAELoader": "vae_name"}
-
-# realistic name in the shipped workflows -> tiny file placed in the server's models tree
-TINY_NAMES = {
-    FILES["distill"].name: DIT_FILES["distill"],
-    FILES["base"].name: DIT_FILES["base"],
-    FILES["sr_1080p"].name: DIT_FILES["sr_1080p"],
-    FILES["text_encoder"].name: TEXT_ENCODER_FILE,
-    FILES["turbo_vaed"].name: TURBO_VAED_FILE,
-    FILES["sao_vae"].name: SAO_VAE_FILE,
-    FILES["wan22_vae"].name: WAN22_VAE_FILE,
-}
+                       "HappyHorseTurboVAEDLoader": "vae_name", "VAELoader": "vae_name",
+                       "HappyHorseAudioVAELoader": "vae_name"}
+DOCUMENTED_NAMES = {f.name for f in FILES.values()}  # what the shipped loaders may name
 
 
 def install_tiny_models(models_dir: Path) -> None:
-    """Tiny DiTs / T5Gemma / Turbo-VAED (written once per base dir) and the native VAEs (hard links)."""
+    """Tiny DiTs / T5Gemma / Turbo-VAED (written once per base dir), the native VAEs (hard links), and
+    the same weights under the shipped workflows' names (install_release_layouts)."""
     stamp = models_dir / ".happyhorse-tiny"
     if not stamp.is_file():
         write_tiny_models(models_dir, native_vaes=False)
         stamp.write_text("tiny random weights for the workflow tests\n")
+    layouts = models_dir / ".happyhorse-release-layouts"
+    if not layouts.is_file():
+        install_release_layouts(models_dir)
+        layouts.write_text("tiny weights under the shipped workflows' file names\n")
     native = cached_vae_files(CACHE / "tiny_native")
     place_file(native["wan22"], models_dir / "vae" / WAN22_VAE_FILE)
     place_file(native["stable_audio"], models_dir / "vae" / SAO_VAE_FILE)
 
 
-def write_png(path: Path, width: int = 320, height: int = 240) -> Path:
-    """An RGB gradient PNG (stdlib only: zlib + struct)."""
-    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 96))
-                    for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
-    return path
+def _shard(tensors: dict, folder: Path, shards: int = 2) -> None:
+    """HF layout: model-0000i-of-0000n.safetensors + model.safetensors.index.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys, weight_map = sorted(tensors), {}
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: tensors[k].contiguous() for k in keys[i::shards]}, str(folder / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in keys[i::shards]})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def write_wav(path: Path, seconds: float = 1.5, rate: int = 22050) -> Path:
-    """A mono 16-bit sine sweep (a 'voice' stand-in) at an odd rate, so the node must resample."""
-    n = int(seconds * rate)
-    frames = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * (180 + 120 * i / n) * i / rate)))
-                      for i in range(n))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return path
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(os.path.relpath(target, link.parent))
+
+
+def install_release_layouts(models_dir: Path) -> None:
+    """The tiny weights under FILES' names: sharded DiT folders, the T5Gemma folder (sharded, with config and
+    tokenizer), turbo_vae/checkpoint-340000.ckpt (the released pickle layout) and links for the native VAEs
+    (the Stable Audio name is a VAE-only file here; the full-checkpoint read is tested on its own)."""
+    dm, te, vae = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+    for key, variant in (("distill", "distill"), ("base", "base"), ("sr_1080p", "sr_1080p")):
+        folder = dm / FILES[key].name.removesuffix("/ (sharded)")
+        _shard(load_file(str(dm / DIT_FILES[variant])), folder)
+    tiny_te = te / Path(TEXT_ENCODER_FILE).parent
+    folder = te / FILES["text_encoder"].name.removesuffix("/ (sharded)")
+    _shard(load_file(str(te / TEXT_ENCODER_FILE)), folder)
+    for f in tiny_te.iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy2(f, folder / f.name)
+    ckpt = vae / FILES["turbo_vaed"].name
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    decoder = load_file(str(vae / TURBO_VAED_FILE))
+    torch.save({"ema_state_dict": {"module." + k: v for k, v in decoder.items()}, "global_step": 340000}, ckpt)
+    _link(vae / WAN22_VAE_FILE, vae / FILES["wan22_vae"].name)
+    _link(vae / SAO_VAE_FILE, models_dir / FILES["sao_vae"].folder / FILES["sao_vae"].name)
 
 
 def install_inputs(input_dir: Path) -> None:
+    """The shipped example inputs (workflows/assets/), as a user copies them to ComfyUI/input/."""
     input_dir.mkdir(parents=True, exist_ok=True)
-    if not (input_dir / START_IMAGE).exists():
-        write_png(input_dir / START_IMAGE)
-    if not (input_dir / VOICE_TRACK).exists():
-        write_wav(input_dir / VOICE_TRACK)
+    for name in (START_IMAGE, VOICE_TRACK):
+        if not (input_dir / name).exists():
+            shutil.copy2(ASSETS / name, input_dir / name)
 
 
 def to_tiny(api: dict) -> dict:
-    """Swap every loader's realistic file name for its tiny file; an unknown name is an error (the
-    workflows must only use the names their Note documents)."""
+    """Check that every loader names a documented file (FILES; installed over the tiny weights by
+    install_release_layouts, so the names stay as shipped). Returns a copy."""
     out = {}
     for nid, node in api.items():
         node = {**node, "inputs": dict(node["inputs"])}
         widget = LOADER_FILE_WIDGETS.get(node["class_type"])
-        if widget:
-            name = node["inputs"][widget]
-            if name not in TINY_NAMES:
-                raise AssertionError(f"node {nid} ({node['class_type']}) loads {name!r}, which is not one of the "
-                                     f"documented files {sorted(TINY_NAMES)}")
-            node["inputs"][widget] = TINY_NAMES[name]
+        if widget and node["inputs"][widget] not in DOCUMENTED_NAMES:
+            raise AssertionError(f"node {nid} ({node['class_type']}) loads {node['inputs'][widget]!r}, which is not "
+                                 f"one of the documented files {sorted(DOCUMENTED_NAMES)}")
         out[nid] = node
     return out
 
@@ -151,3 +159,36 @@ def mp4_outputs(srv, result: dict) -> list[Path]:
 
 def mp4_files(output_dir: Path) -> set[Path]:
     return {Path(root) / f for root, _, files in os.walk(output_dir) for f in files if f.endswith(".mp4")}
+
+
+def _mono(path: Path, rate: int) -> "np.ndarray":
+    """The first audio stream of a file as mono float32 at `rate` (PyAV's resampler)."""
+    import numpy as np
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    chunks = []
+    with av.open(str(path)) as box:
+        for frame in box.decode(audio=0):
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def voice_match(mp4: Path, recording: Path, rate: int = 22050, max_lag: int = 4096) -> float:
+    """Best normalised correlation between the mp4's sound and the start of `recording`, over shifts of up
+    to max_lag samples either way (AAC priming / edit lists move the decoded start by ~1-2k samples).
+    ~1.0 = the recording itself (AAC-coded); generated or silent audio stays far below."""
+    import numpy as np
+    got, ref = _mono(mp4, rate), _mono(recording, rate)
+    n = min(len(got), len(ref)) - max_lag
+    if n < rate // 4:
+        raise AssertionError(f"too little audio to compare: {len(got)} samples in {mp4.name}, {len(ref)} in the recording")
+    best = 0.0
+    for a, b in ((got, ref), (ref, got)):  # a shifted later than b, then the other way
+        y = b[:n]
+        ny = np.linalg.norm(y)
+        for lag in range(max_lag):
+            x = a[lag:lag + n]
+            denom = np.linalg.norm(x) * ny
+            if denom > 0:
+                best = max(best, float(np.dot(x, y) / denom))
+    return best

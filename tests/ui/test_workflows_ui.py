@@ -19,16 +19,8 @@ NATIVE_FIXTURE = FIXTURES / "native_av_tiny.json"
 
 
 def shipped_workflows() -> list[Path]:
-    """workflows/*.json, plus example_workflows/*.json unless it is the same file (e.g. a symlink) or a
-    byte-identical copy (tests/integration/test_workflows_run.py checks that the copies are identical)."""
-    seen, contents, out = set(), set(), []
-    for path in sorted(REPO.glob("workflows/*.json")) + sorted(REPO.glob("example_workflows/*.json")):
-        data = path.read_bytes()
-        if path.resolve() not in seen and (path.name, data) not in contents:
-            seen.add(path.resolve())
-            contents.add((path.name, data))
-            out.append(path)
-    return out
+    """workflows/*.json: the pack's one template folder (tests/test_workflow_files.py checks there is no other)."""
+    return sorted(REPO.glob("workflows/*.json"))
 
 
 SHIPPED = shipped_workflows()

@@ -1,7 +1,7 @@
 // Headless-Chromium smoke test of the real ComfyUI web frontend (used by tests/ui/test_workflows_ui.py).
 //
 // Opens the UI of a running ComfyUI server, loads a UI-format workflow JSON
-// (the kind "Save" / example_workflows/*.json produce) through app.loadGraphData,
+// (the kind "Save" / workflows/*.json produce) through app.loadGraphData,
 // and fails if any node type in it is unknown to the frontend or if the
 // "missing nodes" dialog appears.  Optionally checks that a frontend extension
 // from the pack's WEB_DIRECTORY ran (--expect-global NAME) and takes a screenshot.
