@@ -72,11 +72,10 @@ def attention_choice(requested: str, sage_flag: Optional[bool] = None, flash_fla
 
 def compile_cache_dir() -> str:
     """A persistent folder for torch.compile's on-disk caches: ComfyUI's user directory, so compiled
-    HappyHorse graphs survive restarts (inductor/triton caches otherwise live under /tmp)."""
+    HappyHorse graphs survive restarts (inductor/triton caches otherwise live under /tmp). Only the path:
+    the core's happyhorse_core.dit.compile.use_cache_dir creates it when compiling starts."""
     import folder_paths
-    path = os.path.join(folder_paths.get_user_directory(), "happyhorse", "torch_compile_cache")
-    os.makedirs(path, exist_ok=True)
-    return path
+    return os.path.join(folder_paths.get_user_directory(), "happyhorse", "torch_compile_cache")
 
 
 # ----------------------------------------------------------------------------- model files
