@@ -154,10 +154,10 @@ def decode_audio_refuses_nan_instead_of_a_broken_track():
 
 @check
 def empty_latent_bounds_batch_times_seconds():
-    ok = hh.encode_nodes.EmptyLatent.execute("16:9", "256p", 448, 256, 15, 4).args  # 60 s: allowed
+    ok = node(hh.encode_nodes.EmptyLatent).execute("16:9", "256p", 448, 256, 15, 4).args  # 60 s: allowed
     assert ok[0]["samples"].shape[0] == 4
     try:
-        hh.encode_nodes.EmptyLatent.execute("16:9", "256p", 448, 256, 15, 16)
+        node(hh.encode_nodes.EmptyLatent).execute("16:9", "256p", 448, 256, 15, 16)
     except ValueError as e:
         assert "batch_size 16 x 15 s" in str(e) and "queue several runs" in str(e), str(e)
     else:
