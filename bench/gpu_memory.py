@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core.dit import fp8  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # random_weights
 from happyhorse_core.dit.config import PRESETS  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.weights.checks import assign_tensor  # noqa: E402
 from happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap  # noqa: E402
 from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.dit.sequence import pack  # noqa: E402
+from random_weights import materialise_random_  # noqa: E402
 
 MODES = ("bf16", "fp8_shared", "fp8_shared_mm", "swap0", "swap20")
 
@@ -51,24 +51,7 @@ def mode_ops(mode: str) -> Ops:
 
 def random_dit(ops: Ops, device: torch.device, seed: int = 0) -> SandwichDiT:
     """Full-size SandwichDiT with N(0, 1/fan_in) matrices, made tensor by tensor on `device`."""
-    model = SandwichDiT(PRESETS["distill"], ops)
-    g = torch.Generator(device).manual_seed(seed)
-    for name, t in list(model.state_dict().items()):
-        if name.endswith(("rope.bands", "weight_scale")):
-            continue
-        std = 0.1 if t.ndim == 1 else t.shape[1] ** -0.5
-        w = torch.randn(t.shape, generator=g, device=device, dtype=torch.bfloat16) * std
-        if fp8.is_fp8(t.dtype):
-            owner = model.get_submodule(name.rsplit(".", 1)[0])
-            q, scale = fp8.quantize(w, t.dtype, scaled=owner.weight_scale is not None)
-            assign_tensor(model, name, q)
-            if scale is not None:
-                assign_tensor(model, name[:-len("weight")] + "weight_scale", scale)
-        else:
-            assign_tensor(model, name, w.to(t.dtype))
-        del w
-    model.adapter.rope.bands = model.adapter.rope.bands.to(device)
-    return model.eval()
+    return materialise_random_(SandwichDiT(PRESETS["distill"], ops), device, seed)
 
 
 def inputs(geo: dict, device: torch.device):

@@ -34,13 +34,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from happyhorse_core.dit import SandwichDiT, fp8  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))  # random_weights
+from happyhorse_core.dit import SandwichDiT  # noqa: E402
 from happyhorse_core.dit.config import PRESETS, DiTConfig  # noqa: E402
 from happyhorse_core.dit.memory_plan import RunShape, activation_bytes, auto_blocks_on_device  # noqa: E402
 from happyhorse_core.dit.offload import BlockSwap, module_bytes  # noqa: E402
 from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.geometry import ClipGeometry  # noqa: E402
-from happyhorse_core.weights.checks import assign_tensor  # noqa: E402
+from random_weights import materialise_random_  # noqa: E402
 
 CARDS_GB = (12, 16, 24, 32, 48, 80)
 RESOLUTIONS = ("256p", "540p", "1080p")
@@ -98,24 +99,7 @@ def _sizes(cfg: DiTConfig, dtype: str) -> tuple[list[int], int]:
 
 def random_dit(cfg: DiTConfig, dtype: str, device: torch.device, seed: int = 0) -> SandwichDiT:
     """A SandwichDiT of `cfg` built on meta and materialised on `device` tensor by tensor, N(0, 1/fan_in)."""
-    model = SandwichDiT(cfg, _ops(dtype, "meta"))
-    g = torch.Generator(device).manual_seed(seed)
-    for name, t in list(model.state_dict().items()):
-        if name.endswith(("rope.bands", "weight_scale")):
-            continue
-        std = 0.1 if t.ndim == 1 else t.shape[1] ** -0.5
-        w = torch.randn(t.shape, generator=g, device=device, dtype=torch.bfloat16) * std
-        if fp8.is_fp8(t.dtype):
-            owner = model.get_submodule(name.rsplit(".", 1)[0])
-            q, scale = fp8.quantize(w, t.dtype, scaled=owner.weight_scale is not None)
-            assign_tensor(model, name, q)
-            if scale is not None:
-                assign_tensor(model, name[:-len("weight")] + "weight_scale", scale)
-        else:
-            assign_tensor(model, name, w.to(t.dtype))
-        del w
-    model.adapter.rope.bands = model.adapter.rope.bands.to(device)
-    return model.eval()
+    return materialise_random_(SandwichDiT(cfg, _ops(dtype, "meta")), device, seed)
 
 
 def _rss(field: str) -> int:

@@ -72,11 +72,10 @@ def attention_choice(requested: str, sage_flag: Optional[bool] = None, flash_fla
 
 def compile_cache_dir() -> str:
     """A persistent folder for torch.compile's on-disk caches: ComfyUI's user directory, so compiled
-    HappyHorse graphs survive restarts (inductor/triton caches otherwise live under /tmp)."""
+    HappyHorse graphs survive restarts (inductor/triton caches otherwise live under /tmp). Only the path:
+    the core's happyhorse_core.dit.compile.use_cache_dir creates it when compiling starts."""
     import folder_paths
-    path = os.path.join(folder_paths.get_user_directory(), "happyhorse", "torch_compile_cache")
-    os.makedirs(path, exist_ok=True)
-    return path
+    return os.path.join(folder_paths.get_user_directory(), "happyhorse", "torch_compile_cache")
 
 
 # ----------------------------------------------------------------------------- model files
@@ -144,6 +143,46 @@ def interrupt_check() -> None:
 def interrupt_callable() -> Callable[[], None]:
     """interrupt_check as a plain callable to hand to happyhorse_core."""
     return interrupt_check
+
+
+def interrupt_requested() -> bool:
+    """True if the user pressed Cancel, without raising: consumes ComfyUI's interrupt flag as interrupt_check does."""
+    import comfy.model_management as mm
+    try:
+        mm.throw_exception_if_processing_interrupted()
+    except mm.InterruptProcessingException:
+        return True
+    return False
+
+
+def interrupt_exception() -> type:
+    """ComfyUI's InterruptProcessingException class (what interrupt_check and progress hooks raise on Cancel)."""
+    import comfy.model_management as mm
+    return mm.InterruptProcessingException
+
+
+# ----------------------------------------------------------------------------- partial loading (nodes/comfy_ops.py)
+def cast_bias_weight(module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
+                     bias_dtype: Optional[torch.dtype]) -> tuple:
+    """comfy.ops.cast_bias_weight(offloadable=True): `module`'s weight / bias on `device` with its weight
+    patches applied; returns (weight, bias, offload stream) for uncast_bias_weight."""
+    import comfy.ops
+    return comfy.ops.cast_bias_weight(module, dtype=dtype, device=device, bias_dtype=bias_dtype, offloadable=True)
+
+
+def uncast_bias_weight(module: torch.nn.Module, weight: torch.Tensor, bias: Optional[torch.Tensor], stream) -> None:
+    """Hand a cast_bias_weight result back to ComfyUI (the offload stream may reuse its buffer)."""
+    import comfy.ops
+    comfy.ops.uncast_bias_weight(module, weight, bias, stream)
+
+
+def stochastic_round(w: torch.Tensor, dtype: torch.dtype, key: Optional[str]) -> torch.Tensor:
+    """`w` rounded to `dtype` as ModelPatcher rounds a patched weight: comfy.float.stochastic_rounding seeded
+    with string_to_seed(key) (seed 0 without a key)."""
+    import comfy.float
+    from comfy.model_patcher import string_to_seed
+    seed = string_to_seed(key) if key is not None else 0
+    return comfy.float.stochastic_rounding(w, dtype, seed=seed)
 
 
 # ----------------------------------------------------------------------------- tensor layouts (pure)

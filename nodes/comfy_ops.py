@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..happyhorse_core.fetch import Fetched, iter_hosts, WeightHost
+from . import comfy_bridge as cb
 
 
 class ComfyFetcher:
@@ -45,13 +46,11 @@ class ComfyFetcher:
         on_device = m.weight.device == device and (bias is None or bias.device == device)
         if not m.comfy_cast_weights and not functions and on_device:
             return Fetched(m.weight, bias, scale, None)
-        import comfy.ops
         storage = m.weight.dtype
         patched = bool(m.weight_function)
         dtype = torch.float32 if patched else storage
         bias_dtype = None if bias is None else bias.dtype
-        w, b, stream = comfy.ops.cast_bias_weight(m, dtype=dtype, device=device, bias_dtype=bias_dtype,
-                                                  offloadable=True)
+        w, b, stream = cb.cast_bias_weight(m, dtype, device, bias_dtype)
         if patched and w.dtype != storage:
             w = _round_like_full_load(w, storage, m.weight_function)
         if scale is not None and scale.device != device:
@@ -59,17 +58,13 @@ class ComfyFetcher:
         return Fetched(w, b, scale, ("comfy", stream))
 
     def release(self, m: WeightHost, fetched: Fetched) -> None:
-        import comfy.ops
-        comfy.ops.uncast_bias_weight(m, fetched.weight, fetched.bias, fetched.token[1])
+        cb.uncast_bias_weight(m, fetched.weight, fetched.bias, fetched.token[1])
 
 
 def _round_like_full_load(w: torch.Tensor, storage: torch.dtype, functions: list) -> torch.Tensor:
     """fp32 patched weight -> storage dtype, rounded as ModelPatcher.patch_weight_to_device rounds it."""
-    import comfy.float
-    from comfy.model_patcher import string_to_seed
     key = next((getattr(f, "key", None) for f in functions if getattr(f, "key", None)), None)
-    seed = string_to_seed(key) if key is not None else 0
-    return comfy.float.stochastic_rounding(w, storage, seed=seed)
+    return cb.stochastic_round(w, storage, key)
 
 
 _FETCHER = ComfyFetcher()

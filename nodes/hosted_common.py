@@ -93,27 +93,22 @@ class Cancel:
         self.hit = False
 
     def __call__(self) -> bool:
-        import comfy.model_management as mm
         if not self.hit:
-            try:
-                mm.throw_exception_if_processing_interrupted()
-            except mm.InterruptProcessingException:
-                self.hit = True
+            self.hit = cb.interrupt_requested()
         return self.hit
 
 
 def progress_for(node_id: str, cancel: Cancel) -> Callable[[str, str, float], None]:
     """(task_id, status, seconds) -> progress bar (paced on EXPECTED_S, max 95 % until done) + text."""
-    import comfy.model_management as mm
-    import comfy.utils
-    bar = comfy.utils.ProgressBar(100, node_id=node_id)
+    bar = cb.ComfyProgress(100, node_id)
+    interrupted = cb.interrupt_exception()
 
     def update(task_id: str, status: str, seconds: float) -> None:
         """status: a task state, or DONE once the video is downloaded and decoded."""
         value = {"PENDING": 2, "SUCCEEDED": 95, "DONE": 100}.get(status, min(94, 5 + int(89 * seconds / EXPECTED_S)))
         try:
-            bar.update_absolute(value, 100)
-        except mm.InterruptProcessingException:   # the progress hook checks Cancel too: keep the task id path
+            bar(value, 100)
+        except interrupted:   # the progress hook checks Cancel too: keep the task id path
             cancel.hit = True
         done = status == "DONE"
         send_text(node_id, f"task {task_id}: done" if done else f"task {task_id}: {status} ({seconds:.0f} s)")

@@ -30,6 +30,12 @@ def _image_inputs(count: int, first_required: bool) -> list:
             for i in range(1, count + 1)]
 
 
+def _references(media, images: dict, count: int, role: str, transport: str, model: str, unconfirmed) -> list:
+    """The connected image_1..image_<count> pictures (connection order, gaps skipped) as request URLs for `role`."""
+    return [media.image(images[f"image_{i}"], role, f"image_{i}", transport, model, unconfirmed)
+            for i in range(1, count + 1) if images.get(f"image_{i}") is not None]
+
+
 class TextToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -91,9 +97,8 @@ class ReferenceToVideo(io.ComfyNode):
     def execute(cls, prompt, resolution, ratio, duration, seed, watermark, region, base_url, unconfirmed_options,
                 max_download_mb, images_output, media_transport, **images) -> io.NodeOutput:
         def make(media):
-            refs = [media.image(images[f"image_{i}"], "reference_image", f"image_{i}", media_transport,
-                                spec.MODELS["r2v"], unconfirmed_options)
-                    for i in range(1, 10) if images.get(f"image_{i}") is not None]
+            refs = _references(media, images, 9, "reference_image", media_transport, spec.MODELS["r2v"],
+                               unconfirmed_options)
             return spec.HostedRequest("r2v", prompt, resolution, ratio, duration, seed, watermark, references=refs,
                                       unconfirmed=unconfirmed_options)
         return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)
@@ -138,9 +143,7 @@ class VideoEdit(io.ComfyNode):
             else:
                 raise spec.RequestError("video edit needs a source: connect 'video' or put a public https:// URL "
                                         "in 'video_url'")
-            refs = [media.image(images[f"image_{i}"], "edit_reference", f"image_{i}", media_transport, model,
-                                unconfirmed_options)
-                    for i in range(1, 6) if images.get(f"image_{i}") is not None]
+            refs = _references(media, images, 5, "edit_reference", media_transport, model, unconfirmed_options)
             return spec.HostedRequest("edit", prompt, resolution, None, None, seed, watermark, audio_setting,
                                       video=src, references=refs, unconfirmed=unconfirmed_options)
         return run_generate(make, cls.hidden.unique_id, region, base_url, max_download_mb, images_output)

@@ -2,7 +2,7 @@
 
 Python's `warnings` module shows a message once per place in the code, so a second run with the
 same problem would say nothing; these helpers log every time (with the pack's "HappyHorse:" prefix)
-and put the text under the node in the UI (ComfyUI's progress text).
+and put the text under the node in the UI (ComfyUI's progress text, sent through comfy_bridge).
 """
 from __future__ import annotations
 

@@ -9,22 +9,14 @@ proves nothing: a TorchDispatchMode records every op whose operands mix a CPU te
 """
 from __future__ import annotations
 
-import json
-import runpy
 import sys
-import traceback
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+from in_comfy import check, report, start_comfy  # noqa: E402
+
 HOME = Path(sys.argv[1])
-REPO = Path(__file__).resolve().parents[1]
-
-_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
-_LAUNCH["_declare_torchvision_ops"]()
-sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True
+start_comfy(HOME)
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 import comfy.model_patcher  # noqa: E402
@@ -46,14 +38,8 @@ def _load_pack_module(name: str):
 
 
 comfy_ops = _load_pack_module("comfy_ops")
-CHECKS = {}
 META, CPU = torch.device("meta"), torch.device("cpu")
 COPIES = {"copy_", "_to_copy", "to", "empty_like", "lift_fresh", "detach", "clone", "_copy_from"}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 class OperandDevices(TorchDispatchMode):
@@ -235,14 +221,4 @@ def weight_patch_changes_the_output():
 
 
 if __name__ == "__main__":
-    results = {}
-    only = set(sys.argv[2:])
-    for name, fn in CHECKS.items():
-        if only and name not in only:
-            continue
-        try:
-            fn()
-            results[name] = "ok"
-        except Exception:  # report every check, not just the first failure
-            results[name] = traceback.format_exc()
-    print(json.dumps(results))
+    report(only=sys.argv[2:])

@@ -32,9 +32,9 @@ def test_comfy_is_imported_lazily():
     assert not _imported(top) & COMFY_MODULES
 
 
-# Deep adapters that call ComfyUI internals inside their functions (the low-VRAM weight fetch, the hosted-API
-# run loop); every other node module reaches ComfyUI only through comfy_bridge.
-FUNCTION_LEVEL_ADAPTERS = {"comfy_bridge.py", "comfy_ops.py", "hosted_common.py"}
+# The one adapter that imports ComfyUI (inside its functions); every other node module, the low-VRAM weight
+# fetch (comfy_ops) and the hosted-API run loop (hosted_common) included, reaches ComfyUI through it.
+FUNCTION_LEVEL_ADAPTERS = {"comfy_bridge.py"}
 
 
 def test_bridge_is_the_only_comfy_importer():

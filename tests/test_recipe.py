@@ -11,7 +11,7 @@ from happyhorse_core.sampling import noise
 from happyhorse_core.sampling.guidance import GuidanceConfig
 from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate
 from happyhorse_core.sampling.scheduler import zero_snr_sigmas
-from happyhorse_core.sampling.super_resolution import SROptions, super_resolve, upsample_latent
+from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
 from happyhorse_core.testing.tiny_dit import tiny_dit
 
 GEOM = dict(latent_frames=3, latent_h=4, latent_w=6, audio_frames=9)
@@ -121,7 +121,8 @@ def test_cuda_generator_matches_the_reference_global_stream():
 
 def test_vae_runs_in_fp32_for_the_block_and_is_restored():
     """The Voice Reference / Decode Audio option: a ComfyUI VAE loaded in half precision runs in fp32."""
-    from nodes import comfy_bridge as cb
+    from pack_import import pack_module
+    cb = pack_module("nodes.comfy_bridge")
     vae = types.SimpleNamespace(first_stage_model=torch.nn.Linear(4, 4).to(torch.float16), vae_dtype=torch.float16)
     with cb.vae_dtype(vae, torch.float32):
         assert vae.vae_dtype == torch.float32 and vae.first_stage_model.weight.dtype == torch.float32
@@ -130,11 +131,17 @@ def test_vae_runs_in_fp32_for_the_block_and_is_restored():
         assert vae.first_stage_model.weight.dtype == torch.float16
 
 
-def test_node_warning_is_logged_every_time(caplog):
+def test_node_warnings_are_logged_every_run(caplog):
+    """nodes/node_warnings.collect: the core's Python warnings and the node's notes, logged on every run."""
     import logging
+    import warnings
 
-    from nodes import comfy_bridge as cb
+    from pack_import import pack_module
+    nw = pack_module("nodes.node_warnings")
     with caplog.at_level(logging.WARNING, logger="HappyHorse"):
         for _ in range(3):
-            cb.node_warning(None, "voice cut")
-    assert [r.getMessage() for r in caplog.records] == ["HappyHorse: voice cut"] * 3
+            with nw.collect(None) as note:
+                warnings.warn("size 80x72 is not a multiple of 32", UserWarning)
+                note("voice cut")
+    got = [r.getMessage() for r in caplog.records]
+    assert got == ["HappyHorse: voice cut", "HappyHorse: size 80x72 is not a multiple of 32"] * 3

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import sys
-import traceback
 from pathlib import Path
 
+from in_comfy import check, report, start_comfy
+
 HOME, WORK = Path(sys.argv[1]), Path(sys.argv[2])
-REPO = Path(__file__).resolve().parents[2]
-
-_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")   # keep: it holds the op library
-_LAUNCH["_declare_torchvision_ops"]()
-sys.path.insert(0, str(HOME / "ComfyUI"))
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True
+start_comfy(HOME)
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 import comfy.model_patcher  # noqa: E402
@@ -26,17 +19,9 @@ import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
 
 # ComfyUI's own `nodes` module owns that name here: load the pack as one package under an alias
-sys.path.insert(0, str(REPO / "tests"))
 from pack_import import pack_module  # noqa: E402
 
 bridge = pack_module("nodes.comfy_bridge")
-
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 def expect_raises(exc, fn, *args):
@@ -145,17 +130,6 @@ def wrapped_model_is_managed():
     assert not any(m.model is patcher for m in mm.current_loaded_models)
 
 
-def main() -> None:
-    setup_models()
-    results = {}
-    for name, fn in CHECKS.items():
-        try:
-            fn()
-            results[name] = "ok"
-        except Exception:
-            results[name] = traceback.format_exc()
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main()
+    setup_models()
+    report()

@@ -9,25 +9,16 @@ to its video length and refuses NaN audio, Empty Latent bounds batch_size x seco
 """
 from __future__ import annotations
 
-import json
 import logging
-import runpy
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
+from in_comfy import check, report, start_comfy
+
 HOME = Path(sys.argv[1])
-REPO = Path(__file__).resolve().parents[2]
-
-_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
-_LAUNCH["_declare_torchvision_ops"]()
-sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True
+start_comfy(HOME)
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 
@@ -41,12 +32,6 @@ TMP = Path(tempfile.mkdtemp(prefix="hh_hostile_"))
 write_tiny_text_folder(TMP / "t5", hidden_size=64, num_layers=4)
 ENCODER, TOKENIZER = load_text_stack(TMP / "t5", dtype=torch.float32)
 STACK = hh.types.LoadedTextEncoder(encoder=ENCODER, tokenizer=TOKENIZER, path=str(TMP / "t5"), patcher=None)
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 def node(cls, node_id="7"):
@@ -169,26 +154,15 @@ def decode_audio_refuses_nan_instead_of_a_broken_track():
 
 @check
 def empty_latent_bounds_batch_times_seconds():
-    ok = hh.encode_nodes.EmptyLatent.execute("16:9", "256p", 448, 256, 15, 4).args  # 60 s: allowed
+    ok = node(hh.encode_nodes.EmptyLatent).execute("16:9", "256p", 448, 256, 15, 4).args  # 60 s: allowed
     assert ok[0]["samples"].shape[0] == 4
     try:
-        hh.encode_nodes.EmptyLatent.execute("16:9", "256p", 448, 256, 15, 16)
+        node(hh.encode_nodes.EmptyLatent).execute("16:9", "256p", 448, 256, 15, 16)
     except ValueError as e:
         assert "batch_size 16 x 15 s" in str(e) and "queue several runs" in str(e), str(e)
     else:
         raise AssertionError("240 s in one batch was accepted")
 
 
-def main() -> None:
-    results = {}
-    for name, fn in CHECKS.items():
-        try:
-            fn()
-            results[name] = "ok"
-        except Exception:
-            results[name] = traceback.format_exc()
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main()
+    report()

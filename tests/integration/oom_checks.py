@@ -9,22 +9,13 @@ that started on the CPU must end up with every tensor on meta.
 """
 from __future__ import annotations
 
-import json
-import runpy
 import sys
-import traceback
 from pathlib import Path
 
+from in_comfy import check, report, start_comfy
+
 HOME = Path(sys.argv[1])
-REPO = Path(__file__).resolve().parents[2]
-
-_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
-_LAUNCH["_declare_torchvision_ops"]()
-sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True
+start_comfy(HOME)
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 
@@ -48,12 +39,6 @@ _soft_empty_cache = mm.soft_empty_cache
 mm.soft_empty_cache = lambda *a, **k: (EMPTIED.append(1), _soft_empty_cache(*a, **k))[1]
 ADVICE = ("Out of GPU memory in {where}", "fp8_e4m3fn_scaled", "fp8_scope 'shared'", "HappyHorse Block Swap",
           "blocks_on_device", "smaller size or fewer seconds", "256p", "HappyHorse Super-Resolution")
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 def loaded_dit(block_swap=None):
@@ -202,7 +187,7 @@ def host_allocation_failures_become_advice():
 @check
 def next_prompt_runs_after_an_oom():
     """OOM in the middle of a placed() forward, then the same LoadedDiT runs a whole generate()."""
-    from hh_nodes import comfy_bridge as cb
+    cb = pack_module("nodes.comfy_bridge")
     mm.unet_offload_device = lambda: torch.device("cpu")  # a real offload device: the model must stay usable
     loaded = loaded_dit()
     loaded.patcher = cb.wrap_model(loaded.model)
@@ -224,16 +209,5 @@ def next_prompt_runs_after_an_oom():
         mm.unload_all_models()
 
 
-def main() -> None:
-    results = {}
-    for name, fn in CHECKS.items():
-        try:
-            fn()
-            results[name] = "ok"
-        except Exception:
-            results[name] = traceback.format_exc()
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main()
+    report()

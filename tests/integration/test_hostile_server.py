@@ -28,6 +28,7 @@ from workflow_convert import ui_to_api  # noqa: E402
 pytestmark = [pytest.mark.integration, pytest.mark.badinput]
 
 SLOW_TEXT_DIR = "happyhorse_slow_t5gemma"  # in text_encoders/
+T2V_256P = "HappyHorse Text to Video 256p"  # the shipped default workflow
 SMALL = {"HappyHorseEmptyLatent": {"seconds": 1, "resolution": "custom", "width": 192, "height": 128}}
 LONG_PROMPT = " ".join(f"word{i}" for i in range(3000))  # well over 640 tokens: cut before the encoder
 
@@ -68,7 +69,7 @@ def node_id(api: dict, class_type: str) -> str:
 
 
 def test_cancel_during_text_encoding_lands_in_text_encode(comfy, info):
-    api = api_for("hh_t2v_distilled_256p", info, {
+    api = api_for(T2V_256P, info, {
         **SMALL, "HappyHorseTextEncoderLoader": {"encoder_name": f"{SLOW_TEXT_DIR}/model.safetensors"},
         "HappyHorseTextEncode": {"prompt": LONG_PROMPT}})
     encode = node_id(api, "HappyHorseTextEncode")
@@ -92,7 +93,7 @@ def test_cancel_during_text_encoding_lands_in_text_encode(comfy, info):
 
 
 def test_batch_of_four_keeps_sound_and_picture_in_sync(comfy, info):
-    api = api_for("hh_t2v_distilled_256p", info, {
+    api = api_for(T2V_256P, info, {
         "HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64, "height": 64, "batch_size": 4},
         "HappyHorseSampler": {"steps": 2}})
     result = comfy.run_prompt(api, timeout=900)

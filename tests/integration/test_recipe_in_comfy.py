@@ -72,6 +72,21 @@ def graph(seed: int = 3) -> dict:
     }
 
 
+def with_defaults(api: dict, info: dict) -> dict:
+    """Fill every widget the graph leaves out with the node's default from /object_info (other engineers add
+    loader options; this test is about the recipe nodes)."""
+    for node in api.values():
+        spec = info[node["class_type"]]["input"]
+        for name, entry in {**spec.get("required", {}), **spec.get("optional", {})}.items():
+            if name in node["inputs"] or len(entry) < 2 or not isinstance(entry[1], dict):
+                continue
+            if "default" in entry[1]:
+                node["inputs"][name] = entry[1]["default"]
+            elif isinstance(entry[0], list) and entry[0] and name in spec.get("required", {}):
+                node["inputs"][name] = entry[0][0]
+    return api
+
+
 @pytest.fixture(scope="module")
 def recipe_inputs(comfy):
     install_tiny_models(comfy.models_dir)
@@ -84,7 +99,7 @@ def test_previews_warnings_voice_length_and_sr_with_image(recipe_inputs):
     comfy = recipe_inputs
     t0 = time.monotonic()
     with ComfyWS(comfy.port, comfy.client_id) as ws:
-        pid = comfy.queue_prompt(graph())
+        pid = comfy.queue_prompt(with_defaults(graph(), comfy.object_info()))
         end = ws.wait_for(lambda e: e.get("type") in ("execution_success", "execution_error",
                                                       "execution_interrupted")
                           and e["data"].get("prompt_id") == pid, timeout=900)
@@ -106,7 +121,7 @@ def test_previews_warnings_voice_length_and_sr_with_image(recipe_inputs):
         by_node.setdefault(node, []).append(text)
     assert any("80x72" in t and "64x64" in t for t in by_node.get("latent", [])), by_node
     assert any("image batch of 2" in t for t in by_node.get("upscale", [])), by_node
-    assert all(text.startswith("HappyHorse") for _, text in texts)
+    assert texts and all(text.startswith("⚠") for _, text in texts)  # nodes/node_warnings.py format
     log = comfy.log_text()
     assert "80x72" in log and "image batch of 2" in log
 

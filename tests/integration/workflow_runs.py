@@ -9,9 +9,13 @@ Used by test_workflows_run.py; only widget values are changed, never the graph, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import struct
 import sys
+import wave
+import zlib
 from pathlib import Path
 
 import av
@@ -88,6 +92,33 @@ def install_release_layouts(models_dir: Path) -> None:
     torch.save({"ema_state_dict": {"module." + k: v for k, v in decoder.items()}, "global_step": 340000}, ckpt)
     _link(vae / WAN22_VAE_FILE, vae / FILES["wan22_vae"].name)
     _link(vae / SAO_VAE_FILE, models_dir / FILES["sao_vae"].folder / FILES["sao_vae"].name)
+
+
+def write_png(path: Path, width: int = 320, height: int = 240) -> Path:
+    """An RGB gradient PNG (stdlib only: zlib + struct)."""
+    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 96))
+                    for y in range(height))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def write_wav(path: Path, seconds: float = 1.5, rate: int = 22050) -> Path:
+    """A mono 16-bit sine sweep (a 'voice' stand-in) at an odd rate, so the node must resample."""
+    n = int(seconds * rate)
+    frames = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * (180 + 120 * i / n) * i / rate)))
+                      for i in range(n))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return path
 
 
 def install_inputs(input_dir: Path) -> None:
