@@ -15,9 +15,9 @@ if _HERE not in sys.path:
 
 
 def node_classes() -> list:
-    from .nodes import decode_nodes, encode_nodes, loader_nodes, sampler_nodes, upscale_nodes
+    from .nodes import decode_nodes, encode_nodes, loader_nodes, native_nodes, sampler_nodes, upscale_nodes
     return [*loader_nodes.NODES, *encode_nodes.NODES, *sampler_nodes.NODES, *upscale_nodes.NODES,
-            *decode_nodes.NODES]
+            *decode_nodes.NODES, *native_nodes.NODES]
 
 
 async def comfy_entrypoint():

@@ -87,8 +87,9 @@ class ModelLoader(io.ComfyNode):
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
-        if not block_swap:
-            loaded.patcher = cb.wrap_model(model)
+        if not block_swap:  # one ModelPatcher per module: the native MODEL's, also used by the easy path
+            from .native_model import build_patcher
+            loaded.patcher = build_patcher(model)
         return io.NodeOutput(loaded)
 
 

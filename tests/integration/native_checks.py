@@ -1,0 +1,263 @@
+"""The native MODEL path INSIDE ComfyUI's python (no server): run as
+    COMFYUI_HOME/venv/bin/python tests/integration/native_checks.py COMFYUI_HOME WORKDIR [CHECK ...]
+Prints one JSON object {check name: "ok" | traceback}; test_native_model.py asserts on it.
+
+Parity checks run the same clip twice on a tiny random DiT with fp32 compute: once through
+happyhorse_core's sampler (what the one-node HappyHorse Sampler runs), once through core
+SamplerCustomAdvanced with the pack's native GUIDER / SIGMAS / SAMPLER / NOISE, and compare the
+video and audio latents. Every operation on both paths is the same fp32 op on the same values,
+so they must be equal bit for bit (torch.equal), not only close.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+HOME, WORK = Path(sys.argv[1]), Path(sys.argv[2])
+ONLY = set(sys.argv[3:])
+REPO = Path(__file__).resolve().parents[2]
+
+_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")   # keep: it holds the op library
+_LAUNCH["_declare_torchvision_ops"]()
+sys.path.insert(0, str(HOME / "ComfyUI"))
+import comfy.cli_args  # noqa: E402
+
+comfy.cli_args.args.cpu = True
+import torch  # noqa: E402
+import comfy.model_management as mm  # noqa: E402
+import comfy.samplers  # noqa: E402
+from comfy_extras import nodes_custom_sampler as ncs  # noqa: E402
+
+# load this repository as a package (ComfyUI's own `nodes` module shadows our nodes/ otherwise)
+_spec = importlib.util.spec_from_file_location("hh_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+_pack = importlib.util.module_from_spec(_spec)
+sys.modules["hh_pack"] = _pack
+_spec.loader.exec_module(_pack)
+native_model = importlib.import_module("hh_pack.nodes.native_model")
+native_sampling = importlib.import_module("hh_pack.nodes.native_sampling")
+native_nodes = importlib.import_module("hh_pack.nodes.native_nodes")
+types_mod = importlib.import_module("hh_pack.nodes.types")
+
+from happyhorse_core.sampling.guidance import GuidanceConfig  # noqa: E402
+from happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model  # noqa: E402
+from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate  # noqa: E402
+from happyhorse_core.testing.tiny_dit import tiny_dit  # noqa: E402
+
+CHECKS = {}
+T, H, W, F = 2, 4, 6, 5  # latent frames, latent h/w, audio frames: (F - 1) // 4 + 1 == T
+SEED = 1234
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def out(node_output):
+    """The result tuple of a V3 node's execute()."""
+    return node_output.result if hasattr(node_output, "result") else node_output
+
+
+def make_text(dim: int) -> TextConditioning:
+    g = torch.Generator().manual_seed(7)
+    return TextConditioning(positive=torch.randn(6, dim, generator=g), negative=torch.randn(4, dim, generator=g))
+
+
+def make_extras(dim: int) -> dict:
+    g = torch.Generator().manual_seed(11)
+    image = torch.randn(1, 48, 1, H, W, generator=g) * 0.5  # raw Wan2.2 latent of a start image
+    voice = torch.randn(1, 64, F, generator=g)  # raw Stable Audio latent of a voice
+    return {"image": image, "voice": voice}
+
+
+def easy_path(dit, text, mode, seed, batch=1, image=None, voice=None, guidance=None):
+    """What nodes/sampler_nodes.py runs: per row, seed + row; returns raw (video, audio) LATENT tensors."""
+    vids, auds = [], []
+    for b in range(batch):
+        opts = SamplingOptions(mode=mode, seed=seed + b, guidance=guidance or GuidanceConfig())
+        v, a = generate(dit, text, latent_frames=T, latent_h=H, latent_w=W, audio_frames=F, opts=opts,
+                        image_latent=video_to_model(image) if image is not None else None,
+                        audio_latent=audio_to_model(voice) if voice is not None else None)
+        vids.append(video_from_model(v))
+        auds.append(audio_from_model(a))
+    return torch.cat(vids), torch.cat(auds)
+
+
+def native_path(patcher, text, mode, seed, batch=1, image=None, voice=None, scales=(5.0, 2.0, 5.0), switch=500,
+                noise=None, sampler=None):
+    """SamplerCustomAdvanced with the pack's native nodes; returns raw (video, audio) LATENT tensors."""
+    pair = types_mod.PromptPair(positive=text.positive, negative=text.negative, prompt="p")
+    pos, neg = out(native_nodes.ConditioningSplit.execute(pair))
+    latent = out(native_nodes.PackAVLatent.execute(
+        {"samples": torch.zeros(batch, 48, T, H, W)}, {"samples": torch.zeros(batch, 64, F), "type": "audio"},
+        first_frame={"samples": image} if image is not None else None,
+        voice_latent={"samples": voice, "type": "audio"} if voice is not None else None))[0]
+    if mode == "distilled":
+        scales = (1.0, 1.0, 1.0)
+    guider = out(native_nodes.Guider.execute(patcher, pos, *scales, switch, negative=neg))[0]
+    sigmas = out(native_nodes.Sigmas.execute(patcher, mode, 0))[0]
+    sampler = sampler or out(native_nodes.NativeSampler.execute(mode))[0]
+    noise = noise or out(native_nodes.Noise.execute(seed))[0]
+    result = out(ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent))[0]
+    video, audio = out(native_nodes.SplitAVLatent.execute(result))
+    return video["samples"], audio["samples"]
+
+
+_DIT = {}
+
+
+def fp32_model(variant="distill"):
+    if variant not in _DIT:
+        dit = tiny_dit(variant, seed=3, compute_dtype=torch.float32)
+        _DIT[variant] = (dit, native_model.build_patcher(dit))
+    return _DIT[variant]
+
+
+def assert_same(a, b, what):
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    diff = (a.float() - b.float()).abs().max().item()
+    assert torch.equal(a.float(), b.float()), f"{what}: max |diff| {diff:.3e}"
+
+
+def parity(mode, **kw):
+    dit, patcher = fp32_model("distill" if mode == "distilled" else "base")
+    text = make_text(dit.config.text_in_channels)
+    ev, ea = easy_path(dit, text, mode, SEED, **kw)
+    nv, na = native_path(patcher, text, mode, SEED, **kw)
+    assert_same(nv, ev, f"{mode} video")
+    assert_same(na, ea, f"{mode} audio")
+    assert torch.isfinite(nv).all() and nv.abs().sum() > 0
+
+
+@check
+def model_is_flow_base_model():
+    import comfy.model_base
+    import comfy.model_sampling
+    dit, patcher = fp32_model()
+    model = patcher.model
+    assert isinstance(model, comfy.model_base.BaseModel) and model.diffusion_model is dit
+    assert isinstance(model.model_sampling, comfy.model_sampling.ModelSamplingDiscreteFlow)
+    assert isinstance(model.model_sampling, comfy.model_sampling.CONST)
+    assert model.model_sampling.shift == 5.0 and model.model_sampling.multiplier == 1000
+    keys = list(model.state_dict())
+    assert "diffusion_model.block.layers.0.attention.linear_qkv.weight" in keys, keys[:5]
+    assert patcher.model_size() >= sum(p.numel() * p.element_size() for p in dit.parameters())
+    assert model.memory_required([2, 1, 48 * T * H * W + 64 * F]) > 0
+
+
+@check
+def model_sampling_sd3_changes_shift():
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    _, patcher = fp32_model()
+    shifted = out(ModelSamplingSD3.execute(patcher, 3.0))[0] if hasattr(ModelSamplingSD3, "execute") and \
+        not hasattr(ModelSamplingSD3, "patch") else ModelSamplingSD3().patch(patcher, 3.0)[0]
+    assert native_sampling.model_shift(shifted) == 3.0 and native_sampling.model_shift(patcher) == 5.0
+    s3 = out(native_nodes.Sigmas.execute(shifted, "base", 0))[0]
+    s5 = out(native_nodes.Sigmas.execute(patcher, "base", 0))[0]
+    assert s3.shape == s5.shape == (33,) and not torch.equal(s3, s5)
+
+
+@check
+def sigmas_match_pack_schedules():
+    from happyhorse_core.sampling.scheduler import flow_sigmas
+    _, patcher = fp32_model()
+    for schedule, n in (("distilled", 8), ("base", 32), ("sr", 5)):
+        s = out(native_nodes.Sigmas.execute(patcher, schedule, 0))[0]
+        assert torch.equal(s, flow_sigmas(n, 5.0)[0]), schedule
+        # the guider's switch test equals the pack's integer timesteps on these schedules
+        ts = flow_sigmas(n, 5.0)[1]
+        assert [int(float(x) * 1000) for x in s[:-1]] == ts.tolist(), schedule
+
+
+@check
+def parity_distilled():
+    parity("distilled")
+
+
+@check
+def parity_distilled_batch2():
+    parity("distilled", batch=2)
+
+
+@check
+def parity_base_cfg():
+    parity("base")
+
+
+@check
+def parity_i2v_distilled():
+    dit, _ = fp32_model()
+    parity("distilled", image=make_extras(dit.config.text_in_channels)["image"])
+
+
+@check
+def parity_i2v_base():
+    dit, _ = fp32_model()
+    parity("base", image=make_extras(dit.config.text_in_channels)["image"])
+
+
+@check
+def parity_voice_distilled():
+    dit, _ = fp32_model()
+    parity("distilled", voice=make_extras(dit.config.text_in_channels)["voice"])
+
+
+@check
+def parity_voice_base():
+    dit, _ = fp32_model()
+    ex = make_extras(dit.config.text_in_channels)
+    parity("base", voice=ex["voice"], image=ex["image"])
+
+
+@check
+def stock_nodes_run():
+    """Core BasicScheduler + lcm + RandomNoise run on the HappyHorse MODEL (approximately, not bit-equal)."""
+    dit, patcher = fp32_model()
+    text = make_text(dit.config.text_in_channels)
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", 4).cpu()
+    lcm = comfy.samplers.sampler_object("lcm")
+    v, a = native_path(patcher, text, "distilled", SEED, noise=ncs.Noise_RandomNoise(SEED), sampler=lcm)
+    assert v.shape == (1, 48, T, H, W) and a.shape == (1, 64, F)
+    assert torch.isfinite(v).all() and torch.isfinite(a).all()
+    ev, _ = easy_path(dit, text, "distilled", SEED)
+    assert not torch.allclose(v, ev, atol=1e-3), "stock lcm + RandomNoise cannot equal the pack's sampler"
+    del sigmas
+
+
+@check
+def joint_latent_required():
+    _, patcher = fp32_model()
+    guider = native_sampling.HHGuider(patcher)
+    guider.set_cfg(1.0, 1.0, 1.0)
+    guider.inner_set_conds({"positive": [[torch.randn(1, 4, 128), {}]]})
+    sampler = native_sampling.HHSampler("distilled")
+    try:
+        guider.sample(torch.randn(1, 48, T, H, W), torch.zeros(1, 48, T, H, W), sampler,
+                      native_sampling.hh_sigmas("distilled", 2, 5.0), seed=1)
+    except ValueError as e:
+        assert "HappyHorse Pack AV Latent" in str(e), e
+    else:
+        raise AssertionError("a video-only latent was accepted")
+
+
+def main() -> None:
+    results = {}
+    for name, fn in CHECKS.items():
+        if ONLY and name not in ONLY:
+            continue
+        try:
+            with torch.inference_mode():  # ComfyUI runs every node like this
+                fn()
+            results[name] = "ok"
+        except Exception:
+            results[name] = traceback.format_exc()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
