@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from happyhorse_core.dit import fp8  # noqa: E402
 from happyhorse_core.dit.config import PRESETS  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
-from happyhorse_core.weights.loading import assign_tensor  # noqa: E402
+from happyhorse_core.weights.checks import assign_tensor  # noqa: E402
 from happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap  # noqa: E402
 from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.dit.sequence import pack  # noqa: E402

@@ -1,4 +1,9 @@
-"""Clip sizes and durations: one place that turns (width, height, seconds) into every derived shape.
+"""Clip sizes, durations and the latent constants: the one home of every fact about shapes.
+
+Constants: 25 fps; Wan2.2 video latents have 48 channels (16x spatial, 4x temporal compression)
+with per-channel mean/std (the DiT works on (z - mean) / std); Stable Audio Open latents have 64
+channels, 2048 samples per latent frame, so the audio latent is defined at 25 x 2048 = 51 200 Hz
+and decoded audio is re-timed to 44 100 Hz. Every other module imports these from here.
 
 The model (MODEL_SPEC §5) runs at a fixed 25 fps. A clip of ``s`` whole seconds has
 ``25·s + 1`` pixel frames; the Wan2.2 VAE compresses time by 4 and space by 16, and the DiT
@@ -38,6 +43,25 @@ AUDIO_LATENT_CHANNELS = 64
 AUDIO_HOP = 2048  # Stable Audio Open VAE samples per latent frame
 AUDIO_NOMINAL_RATE = FPS * AUDIO_HOP  # 51 200 Hz: the rate the audio latent is defined at
 AUDIO_OUTPUT_RATE = 44_100  # the decoded waveform is re-timed to this rate (MODEL_SPEC §7.3)
+
+# Wan2.2 VAE per-channel latent statistics (VIDEO_LATENT_CHANNELS of each). The DiT works on
+# (z - mean) / std; the decoder undoes that before decoding (MODEL_SPEC §7.1, §7.2).
+WAN22_LATENT_MEAN: tuple[float, ...] = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)
+WAN22_LATENT_STD: tuple[float, ...] = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)
 
 MIN_SECONDS, MAX_SECONDS = 1, 15
 MIN_SIDE = SIZE_MULTIPLE

@@ -9,6 +9,7 @@ import warnings
 
 import torch
 
+from .geometry import AUDIO_LATENT_CHANNELS, VAE_STRIDE_T, VIDEO_LATENT_CHANNELS, ClipGeometry
 from .text.prompts import DialogueLine
 
 
@@ -16,32 +17,49 @@ class ImageBatchWarning(UserWarning):
     """A batch of images was given where one start frame is used; the first one is taken."""
 
 
-def check_clip_latents(video: torch.Tensor, audio: torch.Tensor) -> None:
-    """Video [B, 48, T, h, w] and audio [B, 64, F] must describe one clip: T = (F - 1) // 4 + 1."""
-    for name, x in (("video", video), ("audio", audio)):
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"the {name} latent must be a tensor, got {type(x).__name__}; connect a LATENT output")
-    if video.ndim != 5 or video.shape[1] != 48:
+def check_video_latent(video: torch.Tensor) -> None:
+    """A host video latent: a floating [B, 48, T, h, w] tensor (raw Wan2.2 or model space), finite."""
+    if not isinstance(video, torch.Tensor):
+        raise ValueError(f"the video latent must be a tensor, got {type(video).__name__}; connect a LATENT output")
+    if video.ndim != 5 or video.shape[1] != VIDEO_LATENT_CHANNELS:
         raise ValueError(f"video latent must be [B, 48, T, h, w] (Wan2.2 space), got {list(video.shape)}; use the "
                          "video output of HappyHorse Empty Latent or a Wan2.2 (48-channel) VAE, not Wan2.1 / SD")
-    if audio.ndim != 3 or audio.shape[1] != 64:
+    _check_values(video, "video")
+
+
+def check_audio_latent(audio: torch.Tensor) -> None:
+    """A host audio latent: a floating [B, 64, F] tensor (Stable Audio Open space, channels first), finite."""
+    if not isinstance(audio, torch.Tensor):
+        raise ValueError(f"the audio latent must be a tensor, got {type(audio).__name__}; connect a LATENT output")
+    if audio.ndim != 3 or audio.shape[1] != AUDIO_LATENT_CHANNELS:
         raise ValueError(f"audio latent must be [B, 64, F] (Stable Audio space), got {list(audio.shape)}; use the "
                          "audio output of HappyHorse Empty Latent")
+    _check_values(audio, "audio")
+
+
+def _check_values(x: torch.Tensor, name: str) -> None:
+    if not x.is_floating_point():
+        raise ValueError(f"the {name} latent must be floating point, got {x.dtype}; connect a LATENT output")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"the {name} latent contains NaN/Inf values; check the node that produced it")
+
+
+def check_clip_latents(video: torch.Tensor, audio: torch.Tensor) -> None:
+    """Video [B, 48, T, h, w] and audio [B, 64, F] must describe one clip: T = (F - 1) // 4 + 1.
+
+    The one latent check at the host boundary (nodes, CLI); sampling.latents converts with the same checks."""
+    check_video_latent(video)
+    check_audio_latent(audio)
     b, _, t, h, w = video.shape
     if min(b, t, h, w, audio.shape[0], audio.shape[2]) < 1 or h % 2 or w % 2:
         raise ValueError(f"the video latent {list(video.shape)} / audio latent {list(audio.shape)} is empty or has "
                          "an odd height/width; HappyHorse latents are at least [1, 48, 1, 2, 2] with even sizes "
                          "(pixel sizes multiples of 32): make them with HappyHorse Empty Latent")
-    if not (video.is_floating_point() and audio.is_floating_point()):
-        raise ValueError(f"latents must be floating point, got {video.dtype} / {audio.dtype}")
     t, f = video.shape[2], audio.shape[2]
-    if (f - 1) // 4 + 1 != t or video.shape[0] != audio.shape[0]:
+    if (f - 1) // VAE_STRIDE_T + 1 != t or video.shape[0] != audio.shape[0]:
         raise ValueError(f"the audio latent ({f} frames, batch {audio.shape[0]}) does not match the video latent "
                          f"({t} latent frames, batch {video.shape[0]}); a clip of s seconds has 25*s+1 audio "
                          "frames. Connect both outputs of the same HappyHorse Empty Latent")
-    for name, x in (("video", video), ("audio", audio)):
-        if not torch.isfinite(x).all():
-            raise ValueError(f"the {name} latent contains NaN/Inf values; check the node that produced it")
 
 
 def start_image(image: torch.Tensor) -> torch.Tensor:
@@ -90,7 +108,6 @@ def parse_dialogue(speaker: str, language: str, line: str, more: str) -> list[Di
 
 def sr_latent_hw(base_h: int, base_w: int, target: str) -> tuple[int, int]:
     """SR latent size for a base latent (h, w): the same aspect's size at `target` (540p / 1080p)."""
-    from .geometry import ClipGeometry
     if base_h < 2 or base_w < 2 or base_h % 2 or base_w % 2:
         raise ValueError(f"the base video latent is {base_h}x{base_w}; HappyHorse latents have even sizes of at "
                          "least 2 (pixels multiples of 32): connect the HappyHorse Sampler's video latent")

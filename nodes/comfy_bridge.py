@@ -204,9 +204,16 @@ def _check_latent(x: torch.Tensor, ndim: int, channels: int, kind: str, want: st
 # ----------------------------------------------------------------------------- model management
 def wrap_model(module: torch.nn.Module, size_bytes: Optional[int] = None):
     """ModelPatcher around a plain nn.Module so ComfyUI's memory manager can load / evict it
-    (load_models([patcher]) before use). size_bytes defaults to the parameters' + buffers' bytes."""
+    (load_models([patcher]) before use). size_bytes defaults to the parameters' + buffers' bytes.
+
+    The module's weight-holding layers get ComfyUI's low-VRAM attributes (nodes/comfy_ops.py), so a
+    partial load casts the offloaded ones to the compute device per call; callers pass the compute
+    device (torch_device()) to the module, never read it from a weight."""
     import comfy.model_management as mm
     import comfy.model_patcher
+
+    from .comfy_ops import enable_partial_load
+    enable_partial_load(module)
     size = mm.module_size(module) if size_bytes is None else int(size_bytes)
     return comfy.model_patcher.ModelPatcher(module, load_device=torch_device(),
                                             offload_device=offload_device(), size=size)

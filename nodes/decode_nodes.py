@@ -40,14 +40,14 @@ class DecodeVideo(io.ComfyNode):
         video = cb.latent_samples(video_latent, "video")
         decoder = turbo_vaed["decoder"]
         cb.load_models([turbo_vaed["patcher"]])
-        device = next(decoder.parameters()).device
+        device = cb.torch_device()  # a partial load may leave some convs in RAM: they are fetched per call
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
         images = []
         with oom_advice("HappyHorse Decode Video"), torch.no_grad():
             for b in range(video.shape[0]):
                 z = video_to_model(video[b:b + 1]).to(device)
                 out = decoder.decode(z, progress=lambda d, t: bar(d, t), interrupt=cb.interrupt_check,
-                                     output_device=cb.intermediate_device())
+                                     output_device=cb.intermediate_device(), device=device)
                 frames = (out.float() * 0.5 + 0.5).clamp(0, 1)  # [1, 3, T', H, W]
                 images.append(cb.frames_to_image(frames))
         return io.NodeOutput(torch.cat(images).to(cb.intermediate_device()))

@@ -77,8 +77,10 @@ def _encode(stack, text: str, what: str):
     ids = stack.tokenizer.encode(text)
     if not ids:
         raise ValueError(f"the {what} produced no tokens; write some text")
-    device = next(stack.encoder.parameters()).device
-    feats = text_features(stack.encoder.encode(torch.tensor([ids], device=device)))
+    from . import comfy_bridge as cb
+    # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
+    device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
+    feats = text_features(stack.encoder.encode(torch.tensor([ids]), device))
     if feats.truncated:
         log.warning("HappyHorse: the %s has %d tokens; only the first 640 are used. Shorten it.", what, len(ids))
     return feats._replace(features=feats.features.cpu())

@@ -10,13 +10,17 @@ import os
 
 from comfy_api.latest import io
 
+from happyhorse_core.dit.attention import BACKENDS
+from happyhorse_core.dit.config import VARIANTS
+from happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
+
 from .types import CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT, LoadedTextEncoder
 
 log = logging.getLogger("HappyHorse")
 
-VARIANT_CHOICES = ["auto", "distill", "base", "sr_540p", "sr_1080p"]
-DTYPE_CHOICES = ["bf16", "fp8_e4m3fn", "fp8_e4m3fn_scaled", "fp8_e5m2"]
-ATTENTION_CHOICES = ["auto", "sdpa", "flash", "sage"]
+VARIANT_CHOICES = ["auto", *VARIANTS]
+DTYPE_CHOICES = list(WEIGHT_DTYPES)
+ATTENTION_CHOICES = list(BACKENDS)
 HF_INDEX = ("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
@@ -64,7 +68,7 @@ class ModelLoader(io.ComfyNode):
                                tooltip="Storage of the block weights. bf16 = 30.6 GB; fp8 on the 32 shared layers "
                                        "= ~20.6 GB; fp8 on all layers = ~15.3 GB. fp8 is upcast per matmul, so it "
                                        "works on any GPU and on CPU."),
-                io.Combo.Input("fp8_scope", options=["shared", "all"], default="shared",
+                io.Combo.Input("fp8_scope", options=list(FP8_SCOPES), default="shared",
                                tooltip="shared = fp8 only for layers 4-35 (the 8 modality-specific layers stay "
                                        "bf16, best quality); all = every block linear in fp8."),
                 io.Combo.Input("attention", options=ATTENTION_CHOICES, default="auto",
@@ -111,13 +115,18 @@ class BlockSwapSettings(io.ComfyNode):
                 io.Boolean.Input("pin_memory", default=False,
                                  tooltip="Pinned host memory for faster copies; costs as much page-locked RAM as "
                                          "the swapped blocks (up to ~30 GB in bf16)."),
+                io.Boolean.Input("auto", default=False,
+                                 tooltip="Choose blocks_on_device at run time: as many blocks as the free VRAM "
+                                         "holds after the clip's activations (size, seconds, CFG, SR); the "
+                                         "console log says what was chosen and why. Overrides blocks_on_device."),
             ],
             outputs=[HHBlockSwap.Output(display_name="block_swap")],
         )
 
     @classmethod
-    def execute(cls, blocks_on_device, pin_memory) -> io.NodeOutput:
-        return io.NodeOutput({"blocks_on_device": int(blocks_on_device), "pin_memory": bool(pin_memory)})
+    def execute(cls, blocks_on_device, pin_memory, auto=False) -> io.NodeOutput:
+        return io.NodeOutput({"blocks_on_device": int(blocks_on_device), "pin_memory": bool(pin_memory),
+                              "auto": bool(auto)})
 
 
 class TextEncoderLoader(io.ComfyNode):

@@ -22,9 +22,29 @@ OOM_ADVICE = ("Out of GPU memory in {where}. Try, in this order: weight_dtype fp
               "then 10); a smaller size or fewer seconds (generate at 256p and use HappyHorse Super-Resolution).")
 
 
+def auto_blocks(model, device, run) -> int:
+    """Block swap `auto`: resident blocks from the free VRAM now minus the run's activations (logged)."""
+    from happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device
+    from happyhorse_core.dit.offload import module_bytes
+    layers = model.block.layers
+    if device.type == "cpu":
+        log.info("HappyHorse: block swap auto: computing on the CPU, all %d blocks stay in RAM", len(layers))
+        return len(layers)
+    import comfy.model_management as mm
+    sizes = [module_bytes(layer) for layer in layers]
+    other = module_bytes(model) - sum(sizes)
+    act = activation_bytes(model.config, run)
+    mm.free_memory(sum(sizes) + other + act, device)  # evict other models first, as far as needed
+    choice = auto_blocks_on_device(sizes, other, mm.get_free_memory(device), act)
+    log.info("HappyHorse: %s (%d tokens%s)", choice.reason, run.tokens, ", CFG" if run.cfg else "")
+    return choice.blocks_on_device
+
+
 @contextlib.contextmanager
-def placed(loaded):
-    """Put a LoadedDiT where it runs for the duration of the block; yields the compute device."""
+def placed(loaded, run=None):
+    """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
+
+    `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
     device = cb.torch_device()
     swap_cfg = loaded.block_swap
     if not swap_cfg:
@@ -33,7 +53,12 @@ def placed(loaded):
         return
     from happyhorse_core.dit.offload import BlockSwap, plan_block_swap
     layers = loaded.model.block.layers
-    n = min(int(swap_cfg["blocks_on_device"]), len(layers))  # N >= block count: everything resident
+    if swap_cfg.get("auto"):
+        if run is None:
+            raise ValueError("block swap auto needs the clip's token counts; this node does not pass them")
+        n = auto_blocks(loaded.model, device, run)
+    else:
+        n = min(int(swap_cfg["blocks_on_device"]), len(layers))  # N >= block count: everything resident
     plan = plan_block_swap(layers, n)
     if device.type != "cpu":
         import comfy.model_management as mm

@@ -6,6 +6,8 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from happyhorse_core.sampling.pipeline import MODES
+
 from .types import CATEGORY, HHConditioning, HHModel
 
 log = logging.getLogger("HappyHorse")
@@ -29,7 +31,7 @@ class Sampler(io.ComfyNode):
                 io.Latent.Input("audio_latent", tooltip="From HappyHorse Empty Latent (25 frames per second)."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Same seed, same clip (noise is drawn on the CPU)."),
-                io.Combo.Input("mode", options=["distilled", "base"], default="distilled",
+                io.Combo.Input("mode", options=list(MODES), default="distilled",
                                tooltip="distilled: 8 steps, 1 forward per step. base: CFG, 2 forwards per step."),
                 io.Int.Input("steps", default=0, min=0, max=200,
                              tooltip="0 = the mode's default (8 distilled, 32 base)."),
@@ -66,8 +68,11 @@ class Sampler(io.ComfyNode):
         text = TextConditioning(conditioning.positive, conditioning.negative)
         image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
         voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
+        from happyhorse_core.dit.memory_plan import RunShape
+        run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
+                                    max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=mode == "base")
         outs_v, outs_a = [], []
-        with oom_advice("the HappyHorse sampler", model), placed(model) as device:
+        with oom_advice("the HappyHorse sampler", model), placed(model, run) as device:
             for b in range(video.shape[0]):
                 opts = SamplingOptions(mode=mode, steps=steps or None, seed=seed + b, guidance=guidance)
                 v, a = generate(model.model, text, latent_frames=video.shape[2], latent_h=video.shape[3],

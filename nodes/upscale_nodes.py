@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from happyhorse_core.sampling.super_resolution import SR_TARGETS
+
 from .types import CATEGORY, HHConditioning, HHModel
 
 
@@ -23,7 +25,7 @@ class SuperResolution(io.ComfyNode):
                 HHConditioning.Input("conditioning"),
                 io.Latent.Input("video_latent", tooltip="The sampler's video latent (256p)."),
                 io.Latent.Input("audio_latent", tooltip="The sampler's audio latent."),
-                io.Combo.Input("resolution", options=["540p", "1080p"], default="1080p",
+                io.Combo.Input("resolution", options=list(SR_TARGETS), default="1080p",
                                tooltip="540p = 896x512, 1080p = 1920x1088 for 16:9; other aspects keep their ratio."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the SR re-noise and sampling noise (drawn on the CPU)."),
@@ -63,8 +65,11 @@ class SuperResolution(io.ComfyNode):
                 raise ValueError(f"first_frame latent is {list(image.shape[3:])} but the SR latent is [{lh}, {lw}]; "
                                  "encode the image at the SR size")
         text = TextConditioning(conditioning.positive, conditioning.negative)
+        from happyhorse_core.dit.memory_plan import RunShape
+        run = RunShape.from_latents(video.shape[2], lh, lw, audio.shape[2],
+                                    max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=cfg)
         outs = []
-        with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model) as device:
+        with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model, run) as device:
             for b in range(video.shape[0]):
                 v, _ = super_resolve(sr_model.model, video_to_model(video[b:b + 1]), audio_to_model(audio[b:b + 1]),
                                      text, latent_h=lh, latent_w=lw, generator=make_generator(seed + b),

@@ -202,14 +202,17 @@ def t2v_sr1080() -> Workflow:
 
 
 def low_vram() -> Workflow:
-    swap = Node("swap", "HappyHorseBlockSwap", 0, {"blocks_on_device": 20})
+    swap = Node("swap", "HappyHorseBlockSwap", 0, {"blocks_on_device": 20, "auto": True})
     model = model_loader(weight_dtype="fp8_e4m3fn_scaled", fp8_scope="shared")
     model.links["block_swap"] = ("swap", "block_swap")
     return Workflow(
-        "hh_low_vram", "HappyHorse: low VRAM (fp8 weights + block swap 20, 256p, 2 s)",
+        "hh_low_vram", "HappyHorse: low VRAM (fp8 weights + block swap auto, 256p, 2 s)",
         "The distilled workflow for smaller GPUs: the 32 shared layers are stored in scaled fp8 (~20.6 GB "
-        "instead of 30.6 GB) and only 20 of the 40 blocks stay on the GPU, the rest stream from system RAM. "
-        "Lower blocks_on_device further if you still run out of memory (slower, same result). The text "
+        "instead of 30.6 GB) and block swap 'auto' keeps as many of the 40 blocks on the GPU as the free VRAM "
+        "holds after this clip's activations; the rest stream from system RAM (the console log says how many "
+        "and why). Turn auto off and set blocks_on_device by hand if you still run out of memory (slower, "
+        "same result). Peak (computed estimate, not measured): VRAM = free VRAM used fully, ~8 GB minimum at "
+        "256p; system RAM ~22 GB for the DiT + ~19 GB for the text encoder while it encodes. The text "
         "encoder runs on the CPU (device cpu: tens of seconds per prompt, no 18.5 GB on the GPU). Loading is "
         "faster from a file converted once: python -m happyhorse_core.tools.convert_fp8 <distill folder> "
         "magihuman_distill_fp8.safetensors --dtype fp8_e4m3fn_scaled --scope shared",

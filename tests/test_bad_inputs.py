@@ -14,6 +14,7 @@ stage (super_resolve) refuses any DiT loaded as base/distill (v2 coordinates), s
 from __future__ import annotations
 
 import functools
+import json
 import re
 import struct
 import warnings
@@ -23,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from happyhorse_core.sampling import latents
 from happyhorse_core import validation
@@ -31,7 +32,8 @@ from happyhorse_core.media.audio import prepare_voice_track
 from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
 from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning, validate_steps
-from happyhorse_core.weights.loading import CheckpointError, load_dit
+from happyhorse_core.errors import CheckpointError
+from happyhorse_core.weights.loading import load_dit
 from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
 from happyhorse_core.sampling.super_resolution import SROptions, sr_latent_size, super_resolve
 from happyhorse_core.text import build_prompt, encode_prompt, load_text_stack
@@ -183,6 +185,59 @@ def _lfs_pointer(tmp: Path) -> Path:
     return path
 
 
+def _edited_header(sh: Shared, tmp: Path, how: str) -> Path:
+    """The good tiny DiT with one header entry made hostile; tensor data untouched."""
+    data = sh.good_dit.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    by_start = sorted((v["data_offsets"][0], k) for k, v in header.items() if k != "__metadata__")
+    first, last = header[by_start[0][1]], header[by_start[-1][1]]
+    if how == "overlap":  # a later tensor of the same size pointed at the first one's bytes
+        size = first["data_offsets"][1] - first["data_offsets"][0]
+        twin = next(k for _, k in by_start[1:] if header[k]["data_offsets"][1] - header[k]["data_offsets"][0] == size
+                    and header[k]["dtype"] == first["dtype"] and header[k]["shape"] == first["shape"])
+        header[twin]["data_offsets"] = list(first["data_offsets"])
+    elif how == "float-offsets":
+        first["data_offsets"] = [float(o) for o in first["data_offsets"]]
+    elif how == "negative-shape":
+        first["shape"] = [-1] + first["shape"][1:]
+    elif how == "out-of-range":  # the last tensor claims far more bytes than the file holds
+        start = last["data_offsets"][0]
+        last["shape"], last["dtype"] = [1 << 30], "U8"
+        last["data_offsets"] = [start, start + (1 << 30)]
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    out = tmp / f"{how}.safetensors"
+    out.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    return out
+
+
+def _dit_as(sh: Shared, tmp: Path, dtype: torch.dtype) -> Path:
+    path = tmp / f"hh_distill_{str(dtype).split('.')[-1]}.safetensors"
+    save_file({k: (v * 100).to(dtype) for k, v in sh.state.items()}, path)
+    return path
+
+
+def _dit_with_nan(sh: Shared, tmp: Path) -> Path:
+    path = tmp / "hh_distill_nan.safetensors"
+    state = dict(sh.state)
+    key = "block.layers.1.mlp.down_proj.weight"
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, path)
+    return path
+
+
+def _turbo_vaed_as(tmp: Path, how: str) -> Path:
+    state = load_file(write_tiny_turbo_vaed(tmp / "turbo_good.safetensors"))
+    if how == "nan":
+        state = {k: torch.full_like(v, float("nan")) for k, v in state.items()}
+    else:
+        state = {k: v > 0 for k, v in state.items()}
+    path = tmp / f"turbo_{how}.safetensors"
+    save_file(state, path)
+    return path
+
+
 def _zero_bytes(tmp: Path, name: str) -> Path:
     (tmp / name).write_bytes(b"")
     return tmp / name
@@ -299,20 +354,49 @@ CASES = [
         FileNotFoundError, ("no tokenizer in", "tokenizer.json or tokenizer.model",
                             "Copy them from the hub repo google/t5gemma-9b-9b-ul2")),
     Bad("file-text-encoder-pickle-only", lambda sh, t: load_text_stack(_text_folder_with_bin(sh, t)),
-        FileNotFoundError, ("no T5Gemma weights", r"pytorch_model\.bin: pickle checkpoints", "never loads",
-                            r"download the \.safetensors files")),
+        FileNotFoundError, ("no .safetensors weights in", r"pytorch_model\.bin: pickle checkpoints", "never loads",
+                            r"Download the \.safetensors files of the hub repo google/t5gemma-9b-9b-ul2")),
     Bad("file-text-encoder-truncated", lambda sh, t: load_text_stack(_text_folder_truncated(sh, t)),
         CheckpointError, (r"model\.safetensors is truncated", "download it again")),
     Bad("file-text-encoder-given-a-pickle", lambda sh, t: load_text_stack(_pickle_ckpt(t, "t5gemma.pt")),
-        ValueError, (r"t5gemma\.pt is not a \.safetensors file", "can run code",
-                     r"use the \.safetensors files of google/t5gemma-9b-9b-ul2")),
+        CheckpointError, (r"t5gemma\.pt is a pickle checkpoint", "can run code", r"Download the \.safetensors release")),
     # files: Turbo-VAED
     Bad("file-turbo-vaed-pickle", lambda sh, t: load_turbo_vaed(_pickle_ckpt(t, "checkpoint-340000.ckpt")),
-        ValueError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
+        CheckpointError, ("is a pickle checkpoint", r"python -m happyhorse_core\.tools\.convert_ckpt")),
     Bad("file-turbo-vaed-zero-bytes", lambda sh, t: load_turbo_vaed(_zero_bytes(t, "turbo.safetensors")),
         CheckpointError, (r"not a readable \.safetensors file", r"empty \(0 bytes\)", "download it again")),
     Bad("file-dit-as-turbo-vaed", lambda sh, t: load_turbo_vaed(sh.good_dit),
-        ValueError, ("does not match the Turbo-VAED decoder", "missing keys", "Use the Turbo-VAED decoder weights")),
+        CheckpointError, ("does not match the Turbo-VAED decoder", r"missing key\(s\)",
+                          "Use the Turbo-VAED decoder weights")),
+    Bad("file-turbo-vaed-bool", lambda sh, t: load_turbo_vaed(_turbo_vaed_as(t, "bool")),
+        CheckpointError, (r"turbo_bool\.safetensors: \d+ tensor\(s\) are stored as BOOL, not floating point",
+                          "Turbo-VAED weights must be bf16, fp16, fp32 or fp8", "download or convert the weights again")),
+    Bad("file-turbo-vaed-nan", lambda sh, t: load_turbo_vaed(_turbo_vaed_as(t, "nan")),
+        CheckpointError, (r"turbo_nan\.safetensors: tensor '.*' holds NaN or Inf values", "sampled check",
+                          "download or convert it again")),
+    # files: header hostility and weight values (any loader: the DiT's rows stand for all three)
+    Bad("file-header-overlapping-offsets", lambda sh, t: load_dit(_edited_header(sh, t, "overlap"), variant="distill"),
+        CheckpointError, (r"overlap\.safetensors has a corrupted safetensors header", "overlaps the data of",
+                          "download the file again")),
+    Bad("file-header-float-offsets", lambda sh, t: load_dit(_edited_header(sh, t, "float-offsets"), variant="distill"),
+        CheckpointError, (r"float-offsets\.safetensors has a corrupted safetensors header",
+                          "not two non-negative integers", "download the file again")),
+    Bad("file-header-negative-shape",
+        lambda sh, t: load_dit(_edited_header(sh, t, "negative-shape"), variant="distill"),
+        CheckpointError, (r"negative-shape\.safetensors has a corrupted safetensors header",
+                          "not a list of non-negative integers", "download the file again")),
+    Bad("file-header-offsets-out-of-range",
+        lambda sh, t: load_dit(_edited_header(sh, t, "out-of-range"), variant="distill"),
+        CheckpointError, (r"out-of-range\.safetensors is truncated", r"declares \d+ bytes of tensor data",
+                          "download it again")),
+    Bad("file-dit-int32", lambda sh, t: load_dit(_dit_as(sh, t, torch.int32)),
+        CheckpointError, (r"hh_distill_int32\.safetensors: \d+ tensor\(s\) are stored as I32, not floating point",
+                          "DiT weights must be bf16, fp16, fp32 or fp8")),
+    Bad("file-dit-bool", lambda sh, t: load_dit(_dit_as(sh, t, torch.bool)),
+        CheckpointError, (r"hh_distill_bool\.safetensors: \d+ tensor\(s\) are stored as BOOL", "not floating point")),
+    Bad("file-dit-nan", lambda sh, t: load_dit(_dit_with_nan(sh, t)),
+        CheckpointError, (r"hh_distill_nan\.safetensors: tensor 'block\.layers\.1\.mlp\.down_proj\.weight' holds NaN",
+                          "damaged or was converted wrongly")),
     # sizes
     Bad("size-not-multiple-of-32", lambda sh, t: ClipGeometry.from_request(450, 270, 2), None,
         (r"size 450x270 is not a multiple of 32", "using 448x256"), warns=SizeRoundedWarning,
@@ -385,7 +469,7 @@ CASES = [
     Bad("latent-nan-in-clip", lambda sh, t: validation.check_clip_latents(_nan_video(), torch.zeros(1, 64, 5)),
         ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
     Bad("latent-nan-to-model", lambda sh, t: latents.video_to_model(_nan_video()),
-        ValueError, ("video latent contains NaN or Inf", "check the node that produced it")),
+        ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
     Bad("latent-audio-length-mismatch",
         lambda sh, t: validation.check_clip_latents(torch.zeros(1, 48, 2, 2, 2), torch.zeros(1, 64, 50)),
         ValueError, (r"audio latent \(50 frames, batch 1\) does not match the video latent \(2 latent frames",

@@ -10,7 +10,9 @@ from safetensors.torch import save_file
 
 from happyhorse_core.dit.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS, DiTConfig
 from happyhorse_core.dit import SandwichDiT
-from happyhorse_core.weights.loading import iter_safetensors, load_dit, open_checkpoint, strip_prefix
+from happyhorse_core.weights.layouts import strip_prefix
+from happyhorse_core.weights.loading import load_dit
+from happyhorse_core.weights.safetensors_io import iter_safetensors, open_checkpoint
 from happyhorse_core.dit.ops import Ops
 from happyhorse_core.dit.sequence import pack
 from happyhorse_core.weights.variants import apply_variant, infer_config, sr1080_local_layers, variant_from_name

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from happyhorse_core.dit.config import PRESETS
-from happyhorse_core.weights.loading import CheckpointError, load_dit
+from happyhorse_core.errors import CheckpointError
+from happyhorse_core.weights.loading import load_dit
 from weight_files import save_sharded, tiny_state, to_fp8, to_split_experts
 
 pytestmark = [pytest.mark.weights, pytest.mark.badinput]
@@ -133,7 +134,7 @@ def test_missing_layer_and_wrong_shape(tmp_path, sd):
     wrong = dict(sd)
     wrong["block.layers.4.attention.linear_proj.weight"] = torch.zeros(128, 96, dtype=torch.bfloat16)
     save_file(wrong, tmp_path / "b.safetensors")
-    with pytest.raises(CheckpointError, match=r"wrong shape .*layers\.4\.attention\.linear_proj\.weight \[128, 96\] "
+    with pytest.raises(CheckpointError, match=r"wrong shape.*layers\.4\.attention\.linear_proj\.weight \[128, 96\] "
                                               r"\(expected \[128, 128\]\)"):
         load(tmp_path / "b.safetensors")
 

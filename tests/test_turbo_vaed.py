@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from happyhorse_core.errors import CheckpointError
 from happyhorse_core.decoders import (
     WAN22_LATENT_MEAN,
     WAN22_LATENT_STD,
@@ -300,9 +301,9 @@ def test_load_default_dtype_is_bf16(tmp_path, golden_state):
 def test_load_rejects_other_structure(tmp_path, golden_state):
     path = tmp_path / "turbo.safetensors"
     save_file(golden_state, str(path))
-    with pytest.raises(ValueError, match=r"shape mismatches \(first 10: decoder\.") as info:
+    with pytest.raises(CheckpointError, match=r"tensor\(s\) have the wrong shape, first: \['decoder\.") as info:
         load_turbo_vaed(path, config=TurboVAEDConfig())
-    assert "missing keys" in str(info.value)  # the real structure has more resnets than the tiny one
+    assert "missing key(s)" in str(info.value)  # the real structure has more resnets than the tiny one
 
 
 @pytest.mark.weights
@@ -313,11 +314,11 @@ def test_load_lists_missing_and_unexpected(tmp_path, golden_state):
     state["decoder.extra.weight"] = torch.zeros(2)
     path = tmp_path / "turbo.safetensors"
     save_file(state, str(path))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(CheckpointError) as info:
         load_turbo_vaed(path, config=TurboVAEDConfig.tiny())
     msg = str(info.value)
-    assert "1 missing keys (first 10: decoder.conv_out.conv.bias)" in msg
-    assert "1 unexpected keys (first 10: decoder.extra.weight)" in msg
+    assert "1 missing key(s), first: ['decoder.conv_out.conv.bias']" in msg
+    assert "1 unexpected key(s), first: ['decoder.extra.weight']" in msg
 
 
 @pytest.mark.weights
@@ -325,13 +326,13 @@ def test_load_lists_missing_and_unexpected(tmp_path, golden_state):
 def test_load_refuses_pickles_and_names_the_converter(tmp_path):
     ckpt = tmp_path / "checkpoint-340000.ckpt"
     ckpt.write_bytes(b"not read")
-    with pytest.raises(ValueError, match="python -m happyhorse_core.tools.convert_ckpt .*checkpoint-340000.ckpt"):
+    with pytest.raises(CheckpointError, match="python -m happyhorse_core.tools.convert_ckpt .*checkpoint-340000.ckpt"):
         load_turbo_vaed(ckpt)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_turbo_vaed(tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match="not a readable .safetensors"):
+    with pytest.raises(CheckpointError, match="not a readable .safetensors"):
         load_turbo_vaed(junk)
 
 

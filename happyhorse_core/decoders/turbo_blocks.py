@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..fetch import Conv2d, Conv3d
 from .turbo_config import TurboVAEDConfig
 
 
@@ -39,7 +40,7 @@ class EdgePadConv3d(nn.Module):
         super().__init__()
         kt, kh, kw = kernel_size
         self.time_pad = (kt - 1) // 2
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2))
+        self.conv = Conv3d(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, Cin, T, H, W] -> [B, Cout, T, H, W]
         p = self.time_pad
@@ -89,7 +90,7 @@ class Upsampler(nn.Module):
 
     def __init__(self, channels: int, *, temporal: bool) -> None:
         super().__init__()
-        self.resample = nn.Sequential(NearestUp2x(), nn.Conv2d(channels, channels, 3, padding=1))
+        self.resample = nn.Sequential(NearestUp2x(), Conv2d(channels, channels, 3, padding=1))
         self.time_conv = EdgePadConv3d(channels, 2 * channels, (3, 1, 1)) if temporal else None
 
     def forward(self, x: torch.Tensor, is_first_chunk: bool) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The reference loads the pickle checkpoint with strict=False, so a wrong file "loads" with random
 weights. Here every key and shape must match the module built from the config (given, or inferred
-from the tensor shapes), and mismatches are listed. Pickles are never opened here: the one legacy
+from the tensor shapes), through the checks all weight loaders share (weights/checks.py: keys and
+shapes, floating dtypes, a sampled NaN/Inf check). Pickles are never opened here: the one legacy
 path is the explicit converter (`python -m happyhorse_core.tools.convert_ckpt`).
 """
 from __future__ import annotations
@@ -12,12 +13,13 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import torch
-from safetensors import safe_open
 
-from ..weights.safetensors_io import CheckpointError, read_header
+from ..errors import CheckpointError
+from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
+from ..weights.safetensors_io import CheckpointIndex, open_checkpoint
 from .turbo_config import TurboVAEDConfig
 from .turbo_vaed import TurboVAED
 
@@ -100,40 +102,17 @@ def infer_config(shapes: Shapes) -> TurboVAEDConfig:
     )
 
 
-def _first(names: Sequence[str], n: int = 10) -> str:
-    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
-
-
-def shape_report(expected: Shapes, found: Shapes) -> Optional[str]:
-    """None when keys and shapes agree; else counts and the first 10 names of each problem."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
-    if not (missing or unexpected or wrong):
-        return None
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (first 10: {_first(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (first 10: {_first(unexpected)})")
-    if wrong:
-        detail = [f"{k} file {list(found[k])} vs model {list(expected[k])}" for k in wrong]
-        parts.append(f"{len(wrong)} shape mismatches (first 10: {_first(detail)})")
-    return "; ".join(parts)
-
-
-def _read_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor shapes from the header, after the shared safetensors checks (no tensor data is read)."""
+def _open(path: Path) -> CheckpointIndex:
+    """The file's header, after the shared safetensors checks (no tensor data is read)."""
     try:
-        entries, _ = read_header(path)
+        return open_checkpoint(path)
     except CheckpointError as exc:
         raise CheckpointError(f"Turbo-VAED weights: not a readable .safetensors file. {exc}") from None
-    return {name: list(info.shape) for name, info in entries.items()}
 
 
 def _check_path(path: Path) -> None:
     if path.suffix.lower() in LEGACY_SUFFIXES:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is a pickle checkpoint; Turbo-VAED weights load from .safetensors only. "
             f"Convert it once with:\n  {converter_command(path)}"
         )
@@ -143,7 +122,8 @@ def _check_path(path: Path) -> None:
             "turbo_vae/checkpoint-340000.ckpt)"
         )
     if path.suffix.lower() != ".safetensors":
-        raise ValueError(f"{path}: expected a .safetensors file, got suffix {path.suffix!r}")
+        raise CheckpointError(f"{path}: expected a .safetensors file, got suffix {path.suffix!r}; Turbo-VAED "
+                              "weights load from .safetensors only.")
 
 
 def load_turbo_vaed(
@@ -164,9 +144,9 @@ def load_turbo_vaed(
         raise ValueError(f"dtype must be a floating-point dtype such as torch.bfloat16, got {dtype}")
     if config is not None and not isinstance(config, TurboVAEDConfig):
         config = TurboVAEDConfig.from_json(config)
-    raw_shapes = _read_shapes(path)
-    key_map = canonical_key_map(list(raw_shapes))
-    shapes = {key_map[name]: shape for name, shape in raw_shapes.items()}
+    ckpt = _open(path)
+    key_map = canonical_key_map(ckpt.keys())
+    shapes = {key_map[name]: info.shape for name, info in ckpt.entries.items()}
     if config is None:
         try:
             config = infer_config(shapes)
@@ -175,23 +155,17 @@ def load_turbo_vaed(
             config = TurboVAEDConfig()
     with torch.device("meta"):
         model = TurboVAED(config)
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    problem = shape_report(expected, shapes)
-    if problem:
-        raise ValueError(
-            f"{path} does not match the Turbo-VAED decoder ({config}): {problem}. "
-            "Use the Turbo-VAED decoder weights (turbo_vae/ folder of the release), or pass the matching config JSON."
-        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_keys_and_shapes(expected, shapes, source=path, what=f"the Turbo-VAED decoder ({config})",
+                          hint="Use the Turbo-VAED decoder weights (turbo_vae/ folder of the release), or pass the "
+                               "matching config JSON.")
+    check_dtypes({name: info.dtype for name, info in ckpt.entries.items()}, path, "Turbo-VAED")
     log.info(
         "HappyHorse: Turbo-VAED %s: %d tensors, %s structure",
         path.name,
         len(shapes),
         "released TurboV3" if config == TurboVAEDConfig() else "non-default",
     )
-    state = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for name, key in key_map.items():
-            tensor = f.get_tensor(name)  # memory-mapped
-            state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
-    model.load_state_dict(state, strict=True, assign=True)
+    for name, key in key_map.items():
+        assign_tensor(model, key, ckpt.read(name).to(device=device, dtype=dtype))
     return model.eval().requires_grad_(False)

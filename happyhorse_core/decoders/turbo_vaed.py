@@ -79,8 +79,9 @@ class TurboVAED(nn.Module):
         inv_std = 1.0 / torch.tensor(WAN22_LATENT_STD, dtype=torch.float32, device=latent.device).view(shape)
         return (latent / inv_std + mean).to(latent.dtype)
 
-    def _prepare(self, latent: torch.Tensor) -> torch.Tensor:
-        """Check the shape, move to the weights' device/dtype, de-normalise. [B, 48, T, h, w]."""
+    def _prepare(self, latent: torch.Tensor, device: Optional[torch.device | str] = None) -> torch.Tensor:
+        """Check the shape, move to `device` (default: the weights' device) in the weights' dtype,
+        de-normalise. [B, 48, T, h, w]."""
         c = self.config.latent_channels
         if latent.dim() != 5 or latent.shape[1] != c or latent.shape[2] < 1:
             raise ValueError(
@@ -89,7 +90,7 @@ class TurboVAED(nn.Module):
         if not latent.is_floating_point():
             raise ValueError(f"the latent must be a floating-point tensor, got {latent.dtype}")
         weight = self.decoder.conv_in.conv.weight
-        return self.denormalize(latent.to(device=weight.device, dtype=weight.dtype))
+        return self.denormalize(latent.to(device=weight.device if device is None else device, dtype=weight.dtype))
 
     @torch.no_grad()
     def decode(
@@ -99,14 +100,17 @@ class TurboVAED(nn.Module):
         interrupt: Optional[InterruptFn] = None,
         *,
         output_device: Optional[torch.device | str] = None,
+        device: Optional[torch.device | str] = None,
     ) -> torch.Tensor:
         """Normalised latent [B, 48, T, h, w] -> video [B, 3, 4(T-1)+1, 16h, 16w] in about [-1, 1].
 
         The latent is cast to the weights' dtype first (the pipeline decodes in bf16). Each finished
         window goes to `output_device` (e.g. "cpu") when given, so only one window's pixels live on
-        the compute device; the result is then on `output_device`.
+        the compute device; the result is then on `output_device`. `device` is where to compute
+        (default: where the weights are); weights elsewhere are fetched per conv when an adapter set a
+        fetcher (partial loading, happyhorse_core/fetch.py).
         """
-        z = self._prepare(latent)  # [B, 48, T, h, w], de-normalised
+        z = self._prepare(latent, device)  # [B, 48, T, h, w], de-normalised
         cfg = self.config
         overlap = cfg.temporal_compression_ratio  # one latent frame of context = 4 pixel frames
         pad, windows = plan_windows(z.shape[2], cfg.first_chunk_size, cfg.step_size, overlap)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..geometry import AUDIO_LATENT_CHANNELS, PATCH_HW, VIDEO_LATENT_CHANNELS
+
 # Modality ids, used everywhere (sequence packing, expert routing, output heads).
 VIDEO, AUDIO, TEXT = 0, 1, 2
 MODALITY_NAMES = ("video", "audio", "text")
 
-VIDEO_LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim
-PATCH = 2  # spatial 2x2 patch of the video latent (temporal patch 1)
+PATCH = PATCH_HW  # spatial 2x2 patch of the video latent (temporal patch 1)
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,8 @@ class DiTConfig:
     hidden_size: int = 5120  # residual width D
     head_dim: int = 128  # per-head width; RoPE rotates the first 3/4 of it
     num_heads_kv: int = 8  # GQA kv heads; query heads = hidden_size // head_dim
-    video_in_channels: int = 192  # 48 latent channels x 2 x 2 patch
-    audio_in_channels: int = 64  # Stable Audio Open VAE latent channels
+    video_in_channels: int = VIDEO_LATENT_CHANNELS * PATCH_HW * PATCH_HW  # 48 latent channels x 2 x 2 patch = 192
+    audio_in_channels: int = AUDIO_LATENT_CHANNELS  # Stable Audio Open VAE latent channels
     text_in_channels: int = 3584  # T5Gemma-9B encoder width
     mm_layers: tuple[int, ...] = (0, 1, 2, 3, 36, 37, 38, 39)  # 3-expert (video/audio/text) layers
     gelu7_layers: tuple[int, ...] = (0, 1, 2, 3)  # non-gated GELU7 MLP (4x width); others SwiGLU7
@@ -137,7 +138,7 @@ def config_from_reference(arch: dict, coords_style: str = "v2", frame_receptive_
         head_dim=arch["head_dim"],
         num_heads_kv=arch.get("num_heads_kv", arch.get("num_query_groups")),
         video_in_channels=arch.get("video_in_channels", 192),
-        audio_in_channels=arch.get("audio_in_channels", 64),
+        audio_in_channels=arch.get("audio_in_channels", AUDIO_LATENT_CHANNELS),
         text_in_channels=arch.get("text_in_channels", 3584),
         mm_layers=tuple(arch["mm_layers"]),
         gelu7_layers=tuple(arch["gelu7_layers"]),

@@ -65,7 +65,7 @@ class SandwichDiT(nn.Module):
         split = ModalitySplit(video.shape[0], audio.shape[0], text.shape[0])
         if coords.shape[0] != split.total:
             raise ValueError(f"coords has {coords.shape[0]} rows but the sequence has {split.total} tokens")
-        device = self.adapter.video_embedder.weight.device
+        device = video.device  # from the inputs: under a partial load weights may sit elsewhere
         text_hidden = rope = None
         if cache is not None:
             text_hidden = cache.get("text_hidden", text, self.adapter.embed_text) if split.text else None

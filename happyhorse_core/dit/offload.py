@@ -67,7 +67,12 @@ class SwapPlan:
 
 def plan_block_swap(layers: nn.ModuleList, blocks_on_device: int) -> SwapPlan:
     """Choose the resident blocks (module docstring); works on meta-device models too."""
-    sizes = [module_bytes(layer) for layer in layers]
+    return plan_from_sizes([module_bytes(layer) for layer in layers], blocks_on_device)
+
+
+def plan_from_sizes(sizes: list[int] | tuple[int, ...], blocks_on_device: int) -> SwapPlan:
+    """plan_block_swap from the blocks' byte sizes alone (memory planning without a model)."""
+    sizes = list(sizes)
     if not 0 <= blocks_on_device <= len(sizes):
         raise ValueError(f"blocks_on_device must be between 0 and {len(sizes)} (the number of transformer blocks), "
                          f"got {blocks_on_device}")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import fp8
+from ..fetch import Fetched, Linear, WeightHost, as_compute
 from .modality import ModalitySplit
 
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_scaled": torch.float8_e4m3fn,
@@ -82,16 +83,19 @@ class Ops:
     def rms_norm(self, dim: int, experts: int = 1, eps: float = 1e-6) -> "ExpertRMSNorm":
         return ExpertRMSNorm(dim, experts, eps=eps, device=self.device)
 
-    def fp32_linear(self, in_features: int, out_features: int, bias: bool) -> nn.Linear:
-        return nn.Linear(in_features, out_features, bias=bias, dtype=torch.float32, device=self.device)
+    def fp32_linear(self, in_features: int, out_features: int, bias: bool) -> Linear:
+        return Linear(in_features, out_features, bias=bias, dtype=torch.float32, device=self.device)
 
 
-class ExpertLinear(nn.Module):
+class ExpertLinear(nn.Module, WeightHost):
     """Bias-free linear with `experts` weight sets stacked along dim 0: weight [E*out, in].
 
     Rows of modality m use weight rows [m*out, (m+1)*out). Storage may be bf16 or fp8 (with an
-    optional per-tensor `weight_scale`); the matmul always runs in the compute dtype.
+    optional per-tensor `weight_scale`); the matmul always runs in the compute dtype. The weight is
+    read through the fetch step (happyhorse_core/fetch.py): the whole stacked tensor once per call.
     """
+
+    bias = None  # bias-free (read by weight fetchers)
 
     def __init__(self, in_features: int, out_features: int, experts: int = 1, *, dtype=torch.bfloat16,
                  scaled: bool = False, device=None, fp8_matmul: bool = False) -> None:
@@ -105,42 +109,50 @@ class ExpertLinear(nn.Module):
         else:
             self.weight_scale = None
 
-    def expert_weight(self, m: int, dtype: torch.dtype) -> torch.Tensor:
-        """Rows of expert m, [out, in], in `dtype` (fp8 upcast and scaled here, per call)."""
+    def _rows(self, w: torch.Tensor, m: int) -> torch.Tensor:
+        """Rows of expert m of a stacked [E*out, in] weight: [out, in] (a view)."""
         n = self.out_features
-        w = self.weight if self.experts == 1 else self.weight[m * n:(m + 1) * n]
-        if self.weight_scale is not None:
-            return (w.to(torch.float32) * self.weight_scale).to(dtype)
-        return w.to(dtype)
+        return w if self.experts == 1 else w[m * n:(m + 1) * n]
+
+    def expert_weight(self, m: int, dtype: torch.dtype, fetched: Fetched | None = None) -> torch.Tensor:
+        """Rows of expert m, [out, in], in `dtype` (fp8 upcast and scaled here, per call).
+
+        `fetched` is this call's fetch (own tensors when None)."""
+        f = fetched if fetched is not None else Fetched(self.weight, None, self.weight_scale, None)
+        return as_compute(self._rows(f.weight, m), f.scale, dtype)
 
     def compute_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The full [E*out, in] weight in `dtype`."""
         return torch.cat([self.expert_weight(m, dtype) for m in range(self.experts)])
 
-    def _matmul(self, rows: torch.Tensor, m: int, compute_dtype: torch.dtype) -> torch.Tensor:
-        if self.fp8_matmul and fp8.is_fp8(self.weight.dtype):
-            n = self.out_features
-            w = self.weight if self.experts == 1 else self.weight[m * n:(m + 1) * n]
-            out = fp8.scaled_mm_linear(rows, w, self.weight_scale, compute_dtype)
+    def _matmul(self, rows: torch.Tensor, m: int, compute_dtype: torch.dtype, f: Fetched) -> torch.Tensor:
+        if self.fp8_matmul and fp8.is_fp8(f.weight.dtype):
+            out = fp8.scaled_mm_linear(rows, self._rows(f.weight, m), f.scale, compute_dtype)
             if out is not None:
                 return out
-        return nn.functional.linear(rows, self.expert_weight(m, compute_dtype))
+        return nn.functional.linear(rows, self.expert_weight(m, compute_dtype, f))
 
     def forward(self, x: torch.Tensor, split: ModalitySplit, compute_dtype: torch.dtype) -> torch.Tensor:
         # x: [L, in] -> [L, out] in compute_dtype; expert m's weight rows are upcast only for its rows
         x = x.to(compute_dtype)
-        return split.route(x, self.experts, lambda rows, m: self._matmul(rows, m, compute_dtype))
+        f = self.fetch(x.device)  # whole stacked weight, storage dtype, on x's device
+        out = split.route(x, self.experts, lambda rows, m: self._matmul(rows, m, compute_dtype, f))
+        self.release(f)
+        return out
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.experts}, dtype={self.weight.dtype}"
 
 
-class ExpertRMSNorm(nn.Module):
+class ExpertRMSNorm(nn.Module, WeightHost):
     """RMSNorm with the reference's offset weights: y = x / rms(x) * (1 + w), in fp32.
 
     With 3 experts the weight is [3*dim] = [video | audio | text]. Works on the last axis, so
-    it also serves per-head q/k norms ([L, heads, head_dim] with dim = head_dim).
+    it also serves per-head q/k norms ([L, heads, head_dim] with dim = head_dim). The weight is
+    read through the fetch step, here and in the fused helpers of rowwise.py (`offset`).
     """
+
+    bias = None  # weight only (read by weight fetchers)
 
     def __init__(self, dim: int, experts: int = 1, eps: float = 1e-6, device=None) -> None:
         super().__init__()
@@ -148,15 +160,23 @@ class ExpertRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(experts * dim, dtype=torch.float32, device=device),
                                    requires_grad=False)
 
-    def _norm(self, x: torch.Tensor, m: int) -> torch.Tensor:
+    def offset(self, w: torch.Tensor, m: int) -> torch.Tensor:
+        """The (1 + w) multiplier of expert m from a fetched weight `w` [E*dim]: fp32 [dim]."""
+        return 1.0 + w[m * self.dim:(m + 1) * self.dim]
+
+    def _norm(self, x: torch.Tensor, m: int, w: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * (1.0 + self.weight[m * self.dim:(m + 1) * self.dim])).to(x.dtype)
+        return (y * self.offset(w, m)).to(x.dtype)
 
     def forward(self, x: torch.Tensor, split: ModalitySplit | None = None) -> torch.Tensor:
+        f = self.fetch(x.device)
         if self.experts == 1 or split is None:
-            return self._norm(x, 0)
-        return split.route(x, self.experts, self._norm)
+            out = self._norm(x, 0, f.weight)
+        else:
+            out = split.route(x, self.experts, lambda rows, m: self._norm(rows, m, f.weight))
+        self.release(f)
+        return out
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, experts={self.experts}, eps={self.eps}"

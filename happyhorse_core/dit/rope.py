@@ -25,8 +25,11 @@ class RopeTable(nn.Module):
         self.register_buffer("bands", rope_bands(head_dim // 8, device=None if device == "meta" else device))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        """coords [L, 9] fp32 -> table [L, 6B] = sin(t,h,w bands) | cos(t,h,w bands)."""
-        return rope_table(coords, self.bands)
+        """coords [L, 9] fp32 -> table [L, 6B] = sin(t,h,w bands) | cos(t,h,w bands).
+
+        The 16-float `bands` buffer follows `coords` (a partial load may leave it on the CPU).
+        """
+        return rope_table(coords, self.bands.to(coords.device))
 
 
 def rope_table(coords: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:

@@ -56,11 +56,6 @@ def _block_rows(width: int, device: torch.device) -> int | None:
     return max(1, CPU_BLOCK_ELEMENTS * max(1, torch.get_num_threads()) // max(width, 1))
 
 
-def _offset(norm: ExpertRMSNorm, m: int) -> torch.Tensor:
-    """The (1 + w) multiplier of expert m, fp32 [dim]."""
-    return 1.0 + norm.weight[m * norm.dim:(m + 1) * norm.dim]
-
-
 def _norm_block(x: torch.Tensor, scale: torch.Tensor, eps: float, inplace: bool = False) -> torch.Tensor:
     """ExpertRMSNorm._norm on fp32 rows: x * rsqrt(mean(x²) + eps) * scale; in place on x if asked."""
     rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -72,8 +67,10 @@ def rms_norm(norm: ExpertRMSNorm, h: torch.Tensor, split: ModalitySplit | None,
              dtype: torch.dtype) -> torch.Tensor:
     """norm(h).to(dtype) for fp32 h [L, D], without an fp32 [L, D] temporary or an expert cat."""
     out = torch.empty(h.shape, dtype=dtype, device=h.device)
+    f = norm.fetch(h.device)  # the norm's weight, read once (fetch step, happyhorse_core/fetch.py)
     for rows, m in blocks(split, norm.experts, h.shape[0], h.shape[-1], h.device):
-        out[rows] = _norm_block(h[rows].float(), _offset(norm, m), norm.eps)
+        out[rows] = _norm_block(h[rows].float(), norm.offset(f.weight, m), norm.eps)
+    norm.release(f)
     return out
 
 
@@ -81,10 +78,12 @@ def add_rms_norm_(h: torch.Tensor, delta: torch.Tensor, norm: ExpertRMSNorm, spl
                   dtype: torch.dtype) -> torch.Tensor:
     """h += delta (fp32 residual, delta of any float dtype) in place, then return rms_norm(h) in dtype."""
     out = torch.empty(h.shape, dtype=dtype, device=h.device)
+    f = norm.fetch(h.device)
     for rows, m in blocks(split, norm.experts, h.shape[0], h.shape[-1], h.device):
         hr = h[rows]
         hr += delta[rows].float()
-        out[rows] = _norm_block(hr, _offset(norm, m), norm.eps)
+        out[rows] = _norm_block(hr, norm.offset(f.weight, m), norm.eps)
+    norm.release(f)
     return out
 
 
@@ -106,13 +105,16 @@ def qk_norm_rope(qkvg: torch.Tensor, heads: tuple[int, int, int], q_norm: Expert
     L, width = qkvg.shape[0], (hq + hkv) * dh
     q = torch.empty(L, hq, dh, dtype=dtype, device=qkvg.device)
     k = torch.empty(L, hkv, dh, dtype=dtype, device=qkvg.device)
+    fq, fk = q_norm.fetch(qkvg.device), k_norm.fetch(qkvg.device)
     for rows, m in blocks(split, q_norm.experts, L, width, qkvg.device):
         qk = qkvg[rows, :width].to(torch.float32, copy=True).view(-1, hq + hkv, dh)  # owned fp32 temp
-        _norm_block(qk[:, :hq], _offset(q_norm, m), q_norm.eps, inplace=True)
-        _norm_block(qk[:, hq:], _offset(k_norm, m), k_norm.eps, inplace=True)
+        _norm_block(qk[:, :hq], q_norm.offset(fq.weight, m), q_norm.eps, inplace=True)
+        _norm_block(qk[:, hq:], k_norm.offset(fk.weight, m), k_norm.eps, inplace=True)
         apply_rope_(qk, rope[rows])
         q[rows] = qk[:, :hq]
         k[rows] = qk[:, hq:]
+    q_norm.release(fq)
+    k_norm.release(fk)
     return q, k
 
 
@@ -122,7 +124,7 @@ def gate_(out: torch.Tensor, gate: torch.Tensor, dtype: torch.dtype) -> torch.Te
     res = torch.empty(L, H * dh, dtype=dtype, device=out.device)
     for rows, _ in blocks(None, 1, L, H * dh, out.device):
         sig = torch.sigmoid(gate[rows].float()).unsqueeze(-1)  # [n, H, 1]
-        res[rows] = (out[rows].float() * sig).view(-1, H * dh)
+        res[rows] = (out[rows].float() * sig).reshape(-1, H * dh)  # a view when contiguous
     return res
 
 

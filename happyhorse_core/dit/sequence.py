@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
-from .config import PATCH, VIDEO_LATENT_CHANNELS
+from ..geometry import VIDEO_LATENT_CHANNELS
+from .config import PATCH
 from .modality import ModalitySplit
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..dit.config import PRESETS, DiTConfig
 from ..dit import SandwichDiT
 from ..dit.ops import Ops
+from ..weights.safetensors_io import write_safetensors
 
 TINY_VARIANTS = {"distill": "tiny", "base": "tiny", "sr_540p": "tiny_sr", "sr_1080p": "tiny_sr"}
 
@@ -50,5 +50,5 @@ def write_tiny_dit(path: str | Path, variant: str = "distill", seed: int = 0) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in tiny_dit(variant, seed).state_dict().items()}
-    save_file(sd, str(path), metadata={"happyhorse": f"tiny random {variant} DiT, seed {seed} (test weights)"})
+    write_safetensors(path, sd, metadata={"happyhorse": f"tiny random {variant} DiT, seed {seed} (test weights)"})
     return path

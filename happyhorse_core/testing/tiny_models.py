@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .tiny_dit import write_tiny_dit
+from ..weights.safetensors_io import write_safetensors
 
 # Names the shipped workflows reference (relative to models/<folder>/).
 DIT_FILES = {
@@ -43,7 +43,7 @@ def write_tiny_turbo_vaed(path: str | Path, seed: int = 4242) -> Path:
         sd[k] = (torch.randn(v.shape, generator=g) * std).to(v.dtype).contiguous()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={"happyhorse": "tiny random Turbo-VAED (test weights)"})
+    write_safetensors(path, sd, metadata={"happyhorse": "tiny random Turbo-VAED (test weights)"})
     return path
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors.torch import save_file
+
+from ..weights.safetensors_io import write_safetensors
 
 SEED = 20251127
 STORE_DTYPE = torch.float8_e5m2        # 1 byte per parameter, wide exponent range for tiny conv weights
@@ -175,10 +176,8 @@ def _write(layout: list[tuple[str, Shape]], path: str | os.PathLike, seed: int, 
     sd = {k: _init_value(k, s, gen).to(STORE_DTYPE) for k, s in layout}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file(sd, str(tmp), metadata={"happyhorse_test_fixture": kind, "seed": str(seed),
-                                      "layout_version": LAYOUT_VERSION})
-    os.replace(tmp, path)                                # never leave a half-written file under the name
+    write_safetensors(path, sd, metadata={"happyhorse_test_fixture": kind, "seed": str(seed),
+                                          "layout_version": LAYOUT_VERSION})
     return path
 
 

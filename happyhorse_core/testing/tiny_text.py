@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..text.encoder import T5GemmaEncoder, T5GemmaEncoderConfig
+from ..weights.safetensors_io import write_safetensors
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0..3, Gemma's order
 BYTE_TOKENS = tuple(f"<0x{i:02X}>" for i in range(256))  # ids 4..259, for byte fallback
@@ -136,6 +136,6 @@ def write_tiny_text_folder(folder: str | Path, *, hidden_size: int = 3584, num_l
     cfg = tiny_encoder_config(vocab, hidden_size, num_layers, sliding_window)
     model = random_encoder(cfg, seed)
     tensors = {f"model.encoder.{k}": v.to(dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(folder / "model.safetensors", tensors, metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(hf_config_dict(cfg, dtype), indent=2), encoding="utf-8")
     return cfg

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fetch import Embedding, Linear, WeightHost
+
 SLIDING, FULL = "sliding_attention", "full_attention"
 _ACTIVATIONS = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # HF name -> F.gelu approximate=
 MAX_TEXT_TOKENS = 640  # t5_gemma_target_length in every reference config
@@ -104,8 +106,12 @@ class T5GemmaEncoderConfig:
         return d
 
 
-class GemmaRMSNorm(nn.Module):
-    """RMSNorm whose weight is an offset: y = x / rms(x) * (1 + w), computed in fp32."""
+class GemmaRMSNorm(nn.Module, WeightHost):
+    """RMSNorm whose weight is an offset: y = x / rms(x) * (1 + w), computed in fp32.
+
+    The weight is read through the fetch step (happyhorse_core/fetch.py)."""
+
+    bias = None  # weight only (read by weight fetchers)
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -115,7 +121,10 @@ class GemmaRMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * (1.0 + self.weight.float())).type_as(x)
+        f = self.fetch(x.device)
+        out = (xf * (1.0 + f.weight.float())).type_as(x)
+        self.release(f)
+        return out
 
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
@@ -158,10 +167,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.cfg = cfg
         h, hkv, d, bias = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.attention_bias
-        self.q_proj = nn.Linear(cfg.hidden_size, h * d, bias=bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=bias)
-        self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=bias)
+        self.q_proj = Linear(cfg.hidden_size, h * d, bias=bias)
+        self.k_proj = Linear(cfg.hidden_size, hkv * d, bias=bias)
+        self.v_proj = Linear(cfg.hidden_size, hkv * d, bias=bias)
+        self.o_proj = Linear(h * d, cfg.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
                 ) -> torch.Tensor:
@@ -179,9 +188,9 @@ class SelfAttention(nn.Module):
 class GatedMLP(nn.Module):
     def __init__(self, cfg: T5GemmaEncoderConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.approximate = _ACTIVATIONS[cfg.hidden_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,20 +230,22 @@ class T5GemmaEncoder(nn.Module):
     def __init__(self, cfg: T5GemmaEncoderConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(EncoderLayer(cfg, t) for t in cfg.layer_types)
         self.norm = GemmaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     @torch.no_grad()
-    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids [B, n] (int) -> last hidden state [B, n, hidden_size] in the weight dtype.
+    def encode(self, input_ids: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """input_ids [B, n] (int) -> last hidden state [B, n, hidden_size] in the embedding's dtype.
 
-        Every token attends (the reference passes the tokenizer's all-ones attention mask).
+        Every token attends (the reference passes the tokenizer's all-ones attention mask). `device`
+        is where to compute (default: where the embedding table is); weights elsewhere are fetched
+        per layer when an adapter set a fetcher (partial loading, happyhorse_core/fetch.py).
         """
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must be [batch, tokens] with at least one token, got {tuple(input_ids.shape)}")
         cfg = self.config
-        ids = input_ids.to(self.embed_tokens.weight.device)
+        ids = input_ids.to(self.embed_tokens.weight.device if device is None else device)
         if int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size:
             raise ValueError(f"token ids must lie in 0..{cfg.vocab_size - 1}, got range "
                              f"{int(ids.min())}..{int(ids.max())}; tokenizer and encoder do not match")
@@ -278,10 +289,10 @@ def text_features(hidden: torch.Tensor, max_tokens: int = MAX_TEXT_TOKENS) -> Te
 
 
 def encode_prompt(encoder: T5GemmaEncoder, tokenizer: Any, prompt: str,
-                  max_tokens: int = MAX_TEXT_TOKENS) -> TextFeatures:
-    """Prompt string -> DiT text features. `tokenizer` needs `encode(str) -> list[int]`."""
+                  max_tokens: int = MAX_TEXT_TOKENS, device: torch.device | str | None = None) -> TextFeatures:
+    """Prompt string -> DiT text features. `tokenizer` needs `encode(str) -> list[int]`; `device` as in encode."""
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("the prompt produced no tokens; write a non-empty prompt")
     input_ids = torch.tensor([ids], dtype=torch.long)  # [1, n]
-    return text_features(encoder.encode(input_ids), max_tokens)
+    return text_features(encoder.encode(input_ids, device), max_tokens)

@@ -15,14 +15,13 @@ import argparse
 import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
-from safetensors.torch import save_file
 
 from ..decoders.turbo_loading import canonical_key_map
+from ..weights.safetensors_io import write_safetensors
 
 PREFIX = "decoder."
 
@@ -81,19 +80,6 @@ def decoder_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def write_safetensors_atomic(tensors: Mapping[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
-    """Write to a temp file next to `dst`, then rename over it (no half-written file on failure)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=str(dst.parent))
-    os.close(fd)
-    try:
-        save_file(dict(tensors), tmp, metadata=metadata)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert_checkpoint(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> dict[str, int]:
     """Convert `src` (.ckpt/.pt/.pth) to `dst` (.safetensors). Returns tensor counts kept/dropped."""
     src, dst = Path(src), Path(dst)
@@ -106,7 +92,8 @@ def convert_checkpoint(src: Union[str, os.PathLike], dst: Union[str, os.PathLike
     state = select_state_dict(_load_pickle(src), source=str(src))
     tensors = decoder_tensors(state)
     metadata = {"format": "pt", "source": src.name, "converter": "happyhorse_core.tools.convert_ckpt"}
-    write_safetensors_atomic(tensors, dst, metadata)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(dst, tensors, metadata)
     return {"kept": len(tensors), "dropped": len(state) - len(tensors)}
 
 

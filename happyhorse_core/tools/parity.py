@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..dit.config import config_from_reference, preset
 from ..dit import SandwichDiT
 from ..dit.ops import Ops
 from ..dit.sequence import output_rows, pack, unpack
+from ..weights.safetensors_io import write_safetensors
 
 MODEL_PREFIXES = ("adapter.", "block.", "final_")
 DEFAULT_TOL = {"output_fp32": {"atol": 1e-4, "rtol": 1e-4},
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = case_inputs(tensors)
     pred = {**run_case(model, inputs, torch.bfloat16), **run_case(model, inputs, torch.float32)}
     if args.out:
-        save_file({k: v.contiguous() for k, v in pred.items()}, args.out)
+        write_safetensors(args.out, {k: v.contiguous() for k, v in pred.items()})
     tol = {**DEFAULT_TOL, **meta.get("suggested_tolerances", {})}
     has_expected = any(k in tensors for k in pred)
     if not has_expected:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .safetensors_io import CheckpointError, CheckpointIndex
+from ..errors import CheckpointError
+from .safetensors_io import CheckpointIndex
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "module.", "dit.")
 DIT_ROOTS = ("adapter.", "block.layers.", "final_norm_", "final_linear_")

@@ -15,11 +15,9 @@ kept (a scaled e4m3fn file asked as plain "fp8_e4m3fn" keeps its scales, i.e. lo
 "fp8_e4m3fn_scaled"); other fp8 requests dequantize and re-quantize. Quanto int8 files are
 dequantized at load: int8 weights are never kept.
 
-Generic helpers for other loaders (the text encoder):
-- `open_checkpoint(path, subfolders)` / `iter_safetensors(path, key_filter)` (safetensors_io)
-- `strip_prefix(keys, prefixes, roots)`: the one wrapper prefix shared by all keys
-- `check_strict(expected, found, what, layout, ...)`: missing/unexpected keys -> CheckpointError
-- `cast_tensor(ckpt, recipe, dtype, scaled)`: read + dequantize + cast/quantize one tensor
+Files are opened by safetensors_io.open_checkpoint and checked by weights/checks.py (dtypes, keys
+and shapes, sampled NaN/Inf), as for the other loaders. `cast_tensor(ckpt, recipe, dtype,
+scaled)` (read + dequantize + cast/quantize one tensor) is shared with tools/convert_fp8.py.
 """
 from __future__ import annotations
 
@@ -28,17 +26,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
 
 from ..dit import fp8
 from ..dit import SandwichDiT
-from .layouts import LayoutPlan, Recipe, plan_layout, strip_prefix  # noqa: F401 (re-exported)
 from ..dit.ops import Ops
-from .safetensors_io import (ST_DTYPES, CheckpointError, CheckpointIndex, iter_safetensors,  # noqa: F401
-                             open_checkpoint)
+from ..errors import CheckpointError
+from .checks import assign_tensor, check_dtypes, check_keys_and_shapes
+from .layouts import LayoutPlan, Recipe, plan_layout
+from .safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint
 from .variants import apply_variant, infer_config, resolve_variant
 
 log = logging.getLogger("HappyHorse")
@@ -64,25 +62,7 @@ class Target:
     scaled: bool  # the owning module has a weight_scale buffer
 
 
-# -- generic helpers ---------------------------------------------------------------------------
-
-def check_strict(expected: Iterable[str], found: Iterable[str], *, what: str, layout: str,
-                 unexpected_names: Iterable[str] = (), extra_missing: Iterable[str] = (),
-                 allow_missing: Iterable[str] = ()) -> None:
-    """Raise CheckpointError listing counts and the first ten missing / unexpected keys."""
-    expected, found = set(expected), set(found)
-    missing = sorted(expected - found - set(allow_missing)) + sorted(set(extra_missing))
-    unexpected = sorted(found - expected) + sorted(set(unexpected_names))
-    if not missing and not unexpected:
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s), first: {missing[:10]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s), first: {unexpected[:10]}")
-    raise CheckpointError(f"{what} does not match the expected weights ({'; '.join(parts)}). Detected layout: "
-                          f"{layout}. Check that the file is complete and is the right model.")
-
+# -- one tensor ------------------------------------------------------------------------------------
 
 def cast_tensor(ckpt: CheckpointIndex, recipe: Recipe, dtype: torch.dtype, scaled: bool = False,
                 own: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -191,15 +171,14 @@ def prepare_dit(path: str | Path, *, variant: str | None = None, weight_dtype: s
     model = SandwichDiT(apply_variant(cfg, variant), ops, attn_backend)
     model.ops = dataclasses.replace(ops, device=None)
     targets = dit_targets(model)
+    check_dtypes({p.key: p.dtype for r in plan.recipes.values() for p in r.parts}, ckpt.root, "DiT",
+                 allowed=[p.key for r in plan.recipes.values() for p in r.parts if p.dtype == "I8" and p.scale_key])
     stray = [p.key for k, r in plan.recipes.items() if k not in targets for p in r.parts]  # by file key
-    check_strict(targets, set(plan.recipes) & set(targets), what=f"{ckpt.root}", layout=layout,
-                 allow_missing=OPTIONAL_KEYS + plan.incomplete, extra_missing=plan.missing_sources,
-                 unexpected_names=plan.unexpected + stray)
-    bad = [f"{k} {list(r.shape)} (expected {list(targets[k].shape)})" for k, r in plan.recipes.items()
-           if tuple(r.shape) != targets[k].shape]
-    if bad:
-        raise CheckpointError(f"{ckpt.root}: {len(bad)} tensor(s) have the wrong shape for the inferred "
-                              f"architecture, first: {bad[:10]}. Detected layout: {layout}.")
+    mapped = {k: r.shape for k, r in plan.recipes.items() if k in targets}
+    check_keys_and_shapes({k: t.shape for k, t in targets.items()}, mapped, source=ckpt.root,
+                          what="the expected weights", allow_missing=OPTIONAL_KEYS + plan.incomplete,
+                          extra_missing=plan.missing_sources, unexpected_names=plan.unexpected + stray,
+                          hint=f"Detected layout: {layout}. Check that the file is complete and is the right model.")
     for note in notes:
         log.info("HappyHorse: %s", note)
     report = LoadReport(str(ckpt.root), layout, variant, weight_dtype, fp8_scope, notes=notes)
@@ -216,17 +195,6 @@ def dit_targets(model: nn.Module) -> dict[str, Target]:
         scaled = getattr(owner, SCALE_BUFFER, None) is not None and name.endswith(".weight")
         out[name] = Target(t.dtype, tuple(t.shape), scaled)
     return out
-
-
-def assign_tensor(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
-    module_name, _, name = key.rpartition(".")
-    module = model.get_submodule(module_name) if module_name else model
-    if name in module._parameters:
-        module._parameters[name] = nn.Parameter(tensor, requires_grad=False)
-    elif name in module._buffers:
-        module._buffers[name] = tensor
-    else:
-        raise KeyError(key)
 
 
 def _finish(model: SandwichDiT, device: torch.device) -> None:

@@ -1,19 +1,24 @@
 """Safetensors files on disk: find them, check them, read one tensor at a time, write a stream.
 
-Shared by the DiT loader and the text-encoder loader, so it knows nothing about key names.
+The one way weights are read: the DiT, T5Gemma and Turbo-VAED loaders (and the converters) all
+open files here, so it knows nothing about key names. Errors are `errors.CheckpointError`.
 
 - `open_checkpoint(path)` accepts a single `.safetensors` file, an `*.index.json`, or a folder
   (HF `model.safetensors(.index.json)`, diffusers `diffusion_pytorch_model*.safetensors`, or a
   diffusers root whose weights sit in a subfolder such as `transformer/`), validates every
   file's header without reading tensor data and returns a `CheckpointIndex`:
   key -> (file, dtype, shape). Bad files (empty, truncated, corrupt header, git-lfs pointer,
-  pickle, GGUF, zstd shard, missing shard) raise errors that name the file and the fix.
+  pickle, GGUF, zstd shard, missing shard) raise errors that name the file and the fix. Header
+  entries must have a known dtype, non-negative integer shapes and offsets, and byte ranges that
+  tile the data section exactly (no overlap, gap or overrun), as the format requires.
 - `CheckpointIndex.read(key)` opens the file with `safe_open` (memory-mapped) for that one
   tensor and closes it again: mapped pages touched through an open handle count in the
   process RSS until the handle closes, so reopening per tensor keeps peak host memory at one
-  tensor instead of one whole shard (measured: 4 GB fp32 file -> +64 MB peak, not +4 GB).
+  tensor instead of one whole shard (bench/RESULTS_memory.md has the measurement).
 - `write_safetensors_stream(path, specs, produce, metadata)` writes tensors one by one from a
-  producer (no whole state dict in memory) to a temporary file renamed into place at the end.
+  producer (no whole state dict in memory) to a temporary file renamed into place at the end;
+  `write_safetensors(path, tensors, metadata)` does the same for a dict. Every safetensors file the
+  pack writes goes through these two.
 """
 from __future__ import annotations
 
@@ -22,10 +27,13 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
+
+from ..errors import CheckpointError
+from .checks import check_sampled_finite
 
 ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -40,10 +48,6 @@ INDEX_NAMES = ("model.safetensors.index.json", "diffusion_pytorch_model.safetens
 SINGLE_NAMES = ("model.safetensors", "diffusion_pytorch_model.safetensors")
 DEFAULT_SUBFOLDERS = ("transformer",)
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
-
-
-class CheckpointError(ValueError):
-    """A weights file that exists but cannot be used; the message says which file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,20 @@ class CheckpointIndex:
         return key in self.entries
 
     def read(self, key: str) -> torch.Tensor:
-        """One tensor, on the CPU, in its stored dtype (the file is mapped only for this call)."""
+        """One tensor, on the CPU, in its stored dtype (the file is mapped only for this call).
+
+        A strided sample of its elements is checked for NaN/Inf (checks.check_sampled_finite)."""
         info = self.entries[key]
         with safe_open(str(info.file), framework="pt", device="cpu") as f:
-            return f.get_tensor(key)
+            tensor = f.get_tensor(key)
+        check_sampled_finite(tensor, key, info.file)
+        return tensor
 
 
 # -- file checks ---------------------------------------------------------------------------
 
-def _fail_if_not_safetensors(path: Path) -> None:
+def refuse_unsafe_suffix(path: Path) -> None:
+    """Refuse a pickle (.ckpt/.pt/.pth/.bin/.pkl), GGUF or zstd file by its name, before opening it."""
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise CheckpointError(
@@ -112,7 +121,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    _fail_if_not_safetensors(path)
+    refuse_unsafe_suffix(path)
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): the download or copy was interrupted; download it again.")
@@ -148,76 +157,129 @@ def _fail_on_magic(path: Path, head: bytes, size: int) -> None:
         raise CheckpointError(f"{path} is a GGUF file with a .safetensors name; GGUF is not supported here.")
 
 
+def _bad_header(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path} has a corrupted safetensors header ({why}); the file is damaged or was written "
+                           "by a broken tool: download the file again.")
+
+
+def _is_count(v: object) -> bool:
+    """A JSON integer >= 0 (JSON floats such as 2.0 and booleans are refused, as the format requires)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _entry(path: Path, key: str, spec: object) -> tuple[TensorInfo, int, int]:
+    """One header entry checked: known dtype, non-negative integer shape and offsets that match it."""
+    if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= spec.keys():
+        raise _bad_header(path, f"bad entry for {key!r}")
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in ST_DTYPES:
+        raise CheckpointError(f"{path}: tensor {key!r} has dtype {dtype}, which HappyHorse cannot read "
+                              f"(known: {sorted(ST_DTYPES)}).")
+    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        raise _bad_header(path, f"shape of {key!r} is {shape!r}, not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+        raise _bad_header(path, f"data offsets of {key!r} are {offsets!r}, not two non-negative integers")
+    info = TensorInfo(path, dtype, tuple(shape))
+    start, end = offsets
+    if start > end or end - start != info.nbytes:
+        raise _bad_header(path, f"offsets of {key!r} do not match its shape {list(shape)} {dtype}")
+    return info, start, end
+
+
 def _entries(path: Path, header: dict, data_size: int) -> dict[str, TensorInfo]:
+    """Every entry checked, then the byte ranges: in order, without overlap or gap, inside the file."""
     out: dict[str, TensorInfo] = {}
-    end_max = 0
+    spans: list[tuple[int, int, str]] = []
     for key, spec in header.items():
-        try:
-            dtype, shape, (start, end) = spec["dtype"], tuple(int(s) for s in spec["shape"]), spec["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path} has a corrupted safetensors header (bad entry for {key!r}); "
-                                  "download the file again.") from None
-        if dtype not in ST_DTYPES:
-            raise CheckpointError(f"{path}: tensor {key!r} has dtype {dtype}, which HappyHorse cannot read "
-                                  f"(known: {sorted(ST_DTYPES)}).")
-        info = TensorInfo(path, dtype, shape)
-        if not 0 <= start <= end or end - start != info.nbytes:
-            raise CheckpointError(f"{path} has a corrupted safetensors header (offsets of {key!r} do not match its "
-                                  f"shape {list(shape)} {dtype}); download the file again.")
-        end_max = max(end_max, end)
-        out[key] = info
-    if end_max > data_size:
-        raise CheckpointError(f"{path} is truncated: the header declares {end_max} bytes of tensor data but only "
+        info, start, end = _entry(path, str(key), spec)
+        out[str(key)] = info
+        spans.append((start, end, str(key)))
+    spans.sort()
+    pos, prev = 0, None
+    for start, end, key in spans:
+        if start < pos:
+            raise _bad_header(path, f"the data of {key!r} overlaps the data of {prev!r}")
+        if start > pos:
+            raise _bad_header(path, f"{start - pos} bytes of unclaimed data before {key!r}")
+        pos, prev = end, key
+    if pos > data_size:
+        raise CheckpointError(f"{path} is truncated: the header declares {pos} bytes of tensor data but only "
                               f"{data_size} are present; the download was interrupted, download it again.")
+    if pos < data_size:
+        raise _bad_header(path, f"{data_size - pos} bytes after the last tensor that no tensor claims")
     return out
 
 
 # -- resolving a path into files -------------------------------------------------------------
 
-def open_checkpoint(path: str | os.PathLike, subfolders: Iterable[str] = DEFAULT_SUBFOLDERS) -> CheckpointIndex:
+KeyFilter = Callable[[str], bool]
+
+
+def open_checkpoint(path: str | os.PathLike, subfolders: Iterable[str] = DEFAULT_SUBFOLDERS, *,
+                    wanted: KeyFilter | None = None, hint: str = "") -> CheckpointIndex:
     """Resolve a file, index or folder into a validated CheckpointIndex (see module docstring).
 
     `subfolders`: where to look inside a diffusers root (e.g. ("text_encoder",) for T5Gemma).
+    `wanted`: keep only the keys it accepts; shards of an index that hold none of them are neither
+        required nor opened (the T5Gemma encoder never needs the decoder's shards).
+    `hint`: the next step appended to "no weights found" errors (e.g. which hub repo to download).
     """
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"weights not found: {root}")
     if root.is_dir():
-        return _open_folder(root, tuple(subfolders))
+        return _open_folder(root, tuple(subfolders), wanted, hint)
     if root.name.endswith(".index.json"):
-        return _open_index(root, root)
-    entries, meta = read_header(root)
-    return CheckpointIndex(root, "single file", entries, meta)
+        return _open_index(root, root, wanted)
+    return _open_file(root, root, "single file", wanted)
 
 
-def _open_folder(folder: Path, subfolders: tuple[str, ...]) -> CheckpointIndex:
+def _open_file(file: Path, root: Path, layout: str, wanted: KeyFilter | None) -> CheckpointIndex:
+    entries, meta = read_header(file)
+    if wanted is not None:
+        entries = {k: v for k, v in entries.items() if wanted(k)}
+    return CheckpointIndex(root, layout, entries, meta)
+
+
+def _open_folder(folder: Path, subfolders: tuple[str, ...], wanted: KeyFilter | None, hint: str) -> CheckpointIndex:
     for name in INDEX_NAMES:
         if (folder / name).is_file():
-            return _open_index(folder / name, folder)
+            return _open_index(folder / name, folder, wanted)
     for name in SINGLE_NAMES:
         if (folder / name).is_file():
-            entries, meta = read_header(folder / name)
-            return CheckpointIndex(folder, f"folder with {name}", entries, meta)
+            return _open_file(folder / name, folder, f"folder with {name}", wanted)
     for sub in subfolders:
         if (folder / sub).is_dir():
-            ckpt = _open_folder(folder / sub, ())
+            ckpt = _open_folder(folder / sub, (), wanted, hint)
             ckpt.root, ckpt.layout = folder, f"diffusers folder ({sub}/: {ckpt.layout})"
             return ckpt
     found = sorted(folder.glob("*.safetensors"))
     if len(found) == 1:
-        entries, meta = read_header(found[0])
-        return CheckpointIndex(folder, f"folder with one file ({found[0].name})", entries, meta)
+        return _open_file(found[0], folder, f"folder with one file ({found[0].name})", wanted)
     if found:
         raise CheckpointError(f"{folder} holds {len(found)} .safetensors files but no model.safetensors.index.json "
                               f"to say how they fit together ({', '.join(p.name for p in found[:5])}); "
                               "point HappyHorse at one file, or restore the index file.")
-    others = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES + (".gguf", ".zst"))
-    hint = f" It holds {', '.join(others[:5])}, which cannot be loaded (see the docs)." if others else ""
     raise FileNotFoundError(f"no .safetensors weights in {folder} (looked for {', '.join(INDEX_NAMES + SINGLE_NAMES)}"
-                            f"{', ' + '/, '.join(subfolders) + '/' if subfolders else ''}).{hint}")
+                            f"{', ' + '/, '.join(subfolders) + '/' if subfolders else ''}).{_unloadable(folder)} "
+                            f"{hint or 'Put the .safetensors weights into that folder.'}")
 
 
-def _open_index(index_path: Path, root: Path) -> CheckpointIndex:
+def _unloadable(folder: Path) -> str:
+    """A sentence naming the files of `folder` that look like weights but are never loaded, or ''."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    others = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".gguf", ".zst"))
+    out = ""
+    if pickles:
+        out += (f" It holds {', '.join(pickles[:5])}: pickle checkpoints, which HappyHorse never loads because a "
+                "pickle can run code.")
+    if others:
+        out += f" It holds {', '.join(others[:5])}, which cannot be loaded (GGUF / zstd-compressed)."
+    return out
+
+
+def _read_index(index_path: Path) -> dict[str, str]:
+    """The index's weight_map (key -> shard file name), each shard a plain file name in the same folder."""
     try:
         index = json.loads(index_path.read_text())
         weight_map = index["weight_map"]
@@ -225,6 +287,17 @@ def _open_index(index_path: Path, root: Path) -> CheckpointIndex:
             raise TypeError("weight_map is not an object")
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index_path} is not a valid safetensors index ({e}); download it again.") from None
+    bad = [s for s in weight_map.values() if not isinstance(s, str) or Path(s).name != s or s in ("", ".", "..")]
+    if bad:
+        raise CheckpointError(f"{index_path} names shard {bad[0]!r}, which is not a file name in the same folder; "
+                              "the index is damaged or hostile: download it again.")
+    return weight_map
+
+
+def _open_index(index_path: Path, root: Path, wanted: KeyFilter | None) -> CheckpointIndex:
+    weight_map = _read_index(index_path)
+    if wanted is not None:
+        weight_map = {k: s for k, s in weight_map.items() if wanted(k)}
     folder = index_path.parent
     shards = sorted(set(weight_map.values()))
     for shard in shards:
@@ -243,6 +316,8 @@ def _open_index(index_path: Path, root: Path) -> CheckpointIndex:
     if wrong:
         raise CheckpointError(f"{index_path} lists {len(wrong)} tensors that are not in the shard it names "
                               f"(first: {wrong[:3]}); the index and shards come from different downloads.")
+    if wanted is not None:
+        entries = {k: v for k, v in entries.items() if wanted(k)}
     n = len(shards)
     return CheckpointIndex(root, f"sharded ({index_path.name}, {n} shard{'s' * (n != 1)})", entries, meta)
 
@@ -296,3 +371,10 @@ def write_safetensors_stream(path: str | os.PathLike, specs: list[tuple[str, tor
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> Path:
+    """Write a whole dict of tensors atomically (through write_safetensors_stream)."""
+    specs = [(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
+    return write_safetensors_stream(path, specs, lambda key: tensors[key], metadata)

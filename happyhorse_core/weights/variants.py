@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..dit.config import VARIANTS, DiTConfig
-from .safetensors_io import CheckpointError
+from ..errors import CheckpointError
 
 REQUIRED_FOR_SHAPES = ("adapter.video_embedder.weight", "adapter.audio_embedder.weight",
                        "adapter.text_embedder.weight")

@@ -1,0 +1,122 @@
+"""Binds the core's weight-fetch step (happyhorse_core/fetch.py) to ComfyUI's low-VRAM protocol.
+
+ComfyUI 0.3.75's ModelPatcher.load (comfy/model_patcher.py `_load_list` / `load`) lists every module
+whose parameters are all its own; when the model does not fit the budget it leaves the largest
+modules that carry `comfy_cast_weights` on the offload device, sets `comfy_cast_weights = True` and
+gives them `weight_function` / `bias_function` lists (LoRA patches as `LowVramPatch`, weight
+wrappers). A listed module WITHOUT the flag that does not fit simply stays on the CPU, unannounced.
+`enable_partial_load(model)` gives every WeightHost of a pack model the attributes ComfyUI looks for
+and a `ComfyFetcher`, so such modules are fetched to the compute device per call instead.
+
+`ComfyFetcher.fetch(module, device)`:
+* flag off, no functions, weight already on `device`: the module's own tensors (no copy);
+* otherwise `comfy.ops.cast_bias_weight(module, dtype=<storage dtype>, device=device,
+  offloadable=True)`: a byte copy on ComfyUI's offload stream, so an unpatched weight is
+  bit-identical to a fully loaded one;
+* with weight functions (LoRA under partial load) the cast is done in fp32, the functions run in
+  fp32 and the result is rounded to the storage dtype with the key's seed
+  (`comfy.float.stochastic_rounding(w, dtype, seed=string_to_seed(key))`), which is what a full
+  load does in `ModelPatcher.patch_weight_to_device` -- so patched weights also match a full load.
+  The functions see the WHOLE stacked expert weight; the layer slices experts afterwards.
+`release` calls `comfy.ops.uncast_bias_weight` (lets the offload stream reuse the buffer).
+
+Cancel: our layers do not call comfy.ops.run_every_op, so a forward pre-hook on every transformer
+block checks ComfyUI's interrupt flag (`add_interrupt_hooks`).
+
+Limits: scaled-fp8 weights (`weight_scale`) get no convert_weight/set_weight, so a LoRA on a scaled
+fp8 DiT is not supported by this adapter (ComfyUI would patch the raw fp8 values): `enable_partial_load`
+returns the names of such modules so a caller can refuse patches on them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from happyhorse_core.fetch import Fetched, WeightHost, iter_hosts
+
+
+
+class ComfyFetcher:
+    """WeightFetcher speaking comfy.ops' cast_bias_weight / uncast_bias_weight (see module docstring)."""
+
+    def fetch(self, m: WeightHost, device: torch.device) -> Fetched:
+        scale = getattr(m, "weight_scale", None)
+        bias = getattr(m, "bias", None)
+        functions = bool(m.weight_function) or bool(m.bias_function)
+        on_device = m.weight.device == device and (bias is None or bias.device == device)
+        if not m.comfy_cast_weights and not functions and on_device:
+            return Fetched(m.weight, bias, scale, None)
+        import comfy.ops
+        storage = m.weight.dtype
+        patched = bool(m.weight_function)
+        dtype = torch.float32 if patched else storage
+        bias_dtype = None if bias is None else bias.dtype
+        w, b, stream = comfy.ops.cast_bias_weight(m, dtype=dtype, device=device, bias_dtype=bias_dtype,
+                                                  offloadable=True)
+        if patched and w.dtype != storage:
+            w = _round_like_full_load(w, storage, m.weight_function)
+        if scale is not None and scale.device != device:
+            scale = scale.to(device)
+        return Fetched(w, b, scale, ("comfy", stream))
+
+    def release(self, m: WeightHost, fetched: Fetched) -> None:
+        import comfy.ops
+        comfy.ops.uncast_bias_weight(m, fetched.weight, fetched.bias, fetched.token[1])
+
+
+def _round_like_full_load(w: torch.Tensor, storage: torch.dtype, functions: list) -> torch.Tensor:
+    """fp32 patched weight -> storage dtype, rounded as ModelPatcher.patch_weight_to_device rounds it."""
+    import comfy.float
+    from comfy.model_patcher import string_to_seed
+    key = next((getattr(f, "key", None) for f in functions if getattr(f, "key", None)), None)
+    seed = string_to_seed(key) if key is not None else 0
+    return comfy.float.stochastic_rounding(w, storage, seed=seed)
+
+
+_FETCHER = ComfyFetcher()
+
+
+def enable_partial_load(model: nn.Module) -> list[str]:
+    """Give every WeightHost in `model` ComfyUI's cast attributes and the ComfyFetcher (idempotent).
+
+    Returns the names of scaled-fp8 modules (no LoRA support under this adapter, see module docstring).
+    """
+    scaled = []
+    for name, m in iter_hosts(model):
+        if "comfy_cast_weights" not in m.__dict__:
+            m.comfy_cast_weights = False
+        if "weight_function" not in m.__dict__:
+            m.weight_function = []
+        if "bias_function" not in m.__dict__:
+            m.bias_function = []
+        if not hasattr(m, "bias"):
+            m.bias = None
+        m.weight_fetcher = _FETCHER
+        if getattr(m, "weight_scale", None) is not None:
+            scaled.append(name)
+    return scaled
+
+
+def disable_partial_load(model: nn.Module) -> None:
+    """Undo enable_partial_load: own tensors again (call only when the model is fully loaded or on the CPU)."""
+    for _, m in iter_hosts(model):
+        m.__dict__.pop("weight_fetcher", None)
+        for attr in ("comfy_cast_weights", "weight_function", "bias_function"):
+            m.__dict__.pop(attr, None)
+
+
+def add_interrupt_hooks(layers: nn.ModuleList) -> list[Any]:
+    """Forward pre-hooks raising ComfyUI's interrupt at every block (our layers skip run_every_op)."""
+    def check(_module, _args):
+        if torch.compiler.is_compiling():
+            return
+        import comfy.model_management as mm
+        mm.throw_exception_if_processing_interrupted()
+    return [layer.register_forward_pre_hook(check) for layer in layers]
+
+
+def offloaded_modules(model: nn.Module) -> list[str]:
+    """Names of WeightHosts ComfyUI left on the offload device (comfy_cast_weights set by the patcher)."""
+    return [name for name, m in iter_hosts(model) if m.__dict__.get("comfy_cast_weights")]
