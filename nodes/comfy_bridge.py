@@ -19,7 +19,7 @@ import torch
 
 VIDEO_LATENT_CHANNELS = 48      # Wan2.2 VAE latents
 AUDIO_LATENT_CHANNELS = 64      # Stable Audio (Oobleck) VAE latents
-MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras")
 HAPPYHORSE_SUBFOLDER = "happyhorse"   # models/diffusion_models/happyhorse/ holds the pack's DiT files
 
 
@@ -49,6 +49,16 @@ def list_models(folder: str) -> list[str]:
     import folder_paths
     _check_folder(folder)
     return sorted(folder_paths.get_filename_list(folder))
+
+
+def list_loras() -> list[str]:
+    """LoRA files in models/loras (relative names)."""
+    return list_models("loras")
+
+
+def lora_path(name: str) -> str:
+    """Absolute real path of a models/loras file (same checks as model_path)."""
+    return model_path("loras", name)
 
 
 def list_happyhorse_models() -> list[str]:

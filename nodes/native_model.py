@@ -38,6 +38,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.patcher_extension as pe
 import comfy.supported_models_base
+import comfy.utils
 
 from happyhorse_core.dit.sequence import pack, unpack
 from happyhorse_core.sampling.latents import video_from_model, video_to_model
@@ -212,13 +213,51 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     return executor(*args, **kwargs)
 
 
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class FetchTimePatch(comfy.model_patcher.LowVramPatch):
+    """A weight patch (LoRA) applied when the layer fetches its weight, not merged into the stored one."""
+
+
+class HHModelPatcher(comfy.model_patcher.ModelPatcher):
+    """ModelPatcher that never merges patches into fp8 weights.
+
+    ComfyUI merges a LoRA into a fully loaded weight once, in place. For fp8 storage that bakes the
+    patch into the fp8 codes; here the stored fp8 tensor stays as loaded and the patch joins the
+    layer's `weight_function`, so the weight-fetch step (nodes/comfy_ops.py) applies it to the WHOLE
+    stacked weight in fp32 on every fetch and rounds it like a full load does (same seed), before
+    the layer slices experts. bf16/fp32 weights are merged as usual. `clone()` keeps the class."""
+
+    def patch_weight_to_device(self, key, device_to=None, inplace_update=False):
+        if key in self.patches:
+            weight, set_func, convert_func = comfy.model_patcher.get_key_weight(self.model, key)
+            if weight is not None and weight.dtype in FP8_DTYPES:
+                module = comfy.utils.get_attr(self.model, key.rsplit(".", 1)[0])
+                if not any(isinstance(f, FetchTimePatch) and f.key == key for f in module.weight_function):
+                    module.weight_function.insert(0, FetchTimePatch(key, self.patches, convert_func, set_func))
+                return
+        return super().patch_weight_to_device(key, device_to=device_to, inplace_update=inplace_update)
+
+    def unpatch_model(self, device_to=None, unpatch_weights=True):
+        if unpatch_weights:
+            for m in self.model.modules():
+                functions = m.__dict__.get("weight_function")
+                if functions:
+                    m.weight_function = [f for f in functions if not isinstance(f, FetchTimePatch)]
+        return super().unpatch_model(device_to=device_to, unpatch_weights=unpatch_weights)
+
+
 def build_patcher(dit: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     """The one ModelPatcher of a loaded DiT: a MODEL for core nodes, and what the easy-path sampler
-    loads (`load_models_gpu`) before running `patcher.model.diffusion_model`."""
+    loads (`load_models_gpu`) before running `patcher.model.diffusion_model`. The DiT's weight hosts
+    get ComfyUI's low-VRAM attributes (partial loading, fetch-time patches)."""
+    from .comfy_ops import enable_partial_load
+    enable_partial_load(dit)
     offload = mm.unet_offload_device()
     model = HHBaseModel(dit, device=offload)
     model.eval()
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=offload)
+    patcher = HHModelPatcher(model, load_device=mm.get_torch_device(), offload_device=offload)
     patcher.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
     return patcher
 

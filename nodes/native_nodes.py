@@ -257,4 +257,40 @@ class Noise(io.ComfyNode):
         return io.NodeOutput(HHNoise(noise_seed))
 
 
-NODES = [ToModel, ConditioningSplit, PackAVLatent, SplitAVLatent, Guider, Sigmas, NativeSampler, Noise]
+class LoraLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from . import comfy_bridge as cb
+        return io.Schema(
+            node_id="HappyHorseLoraLoader",
+            display_name="HappyHorse LoRA Loader",
+            category=NATIVE,
+            description=("Adds a LoRA from models/loras to the HappyHorse MODEL. Reads what core LoraLoaderModelOnly "
+                         "reads (PEFT lora_A/lora_B with a diffusion_model. prefix, kohya lora_up/lora_down/alpha) "
+                         "plus PEFT keys without the prefix and per-expert keys (<layer>.<proj>.video/audio/text) "
+                         "that patch only that expert's rows of a sandwich layer. A file that matches no weight "
+                         "is an error."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("lora_name", options=cb.list_loras() or ["no files found"],
+                               tooltip="A .safetensors LoRA in models/loras."),
+                io.Float.Input("strength_model", default=1.0, min=-100.0, max=100.0, step=0.01,
+                               tooltip="Multiplies the LoRA's update (1.0 = as trained; 0 = off)."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_name, strength_model) -> io.NodeOutput:
+        import comfy.utils
+
+        from . import comfy_bridge as cb
+        from .native_lora import apply_lora
+        if strength_model == 0:
+            return io.NodeOutput(model)
+        path = cb.lora_path(lora_name)
+        lora = comfy.utils.load_torch_file(path, safe_load=True)
+        return io.NodeOutput(apply_lora(model, lora, strength_model, lora_name))
+
+
+NODES = [ToModel, LoraLoader, ConditioningSplit, PackAVLatent, SplitAVLatent, Guider, Sigmas, NativeSampler, Noise]

@@ -245,6 +245,164 @@ def joint_latent_required():
         raise AssertionError("a video-only latent was accepted")
 
 
+# ----------------------------------------------------------------------------- LoRA
+native_lora = importlib.import_module("hh_pack.nodes.native_lora")
+comfy_ops = importlib.import_module("hh_pack.nodes.comfy_ops")
+from happyhorse_core.testing.tiny_lora import EXPERTS, linear_targets, tiny_lora  # noqa: E402
+
+LORA_TARGETS = ["block.layers.0.attention.linear_qkv", "block.layers.0.mlp.down_proj",
+                "block.layers.2.attention.linear_proj", "block.layers.7.mlp.up_gate_proj"]
+STRENGTH = 0.7
+
+
+def fresh_dit(weight_dtype="bf16"):
+    """The tiny distill DiT (seed 3, fp32 compute) in bf16 or fp8 (all layers) storage, with its own patcher."""
+    from happyhorse_core.dit import SandwichDiT
+    from happyhorse_core.dit.ops import Ops
+    from happyhorse_core.testing.tiny_dit import init_random_, tiny_config
+    dit = init_random_(SandwichDiT(tiny_config(), Ops(weight_dtype=weight_dtype, fp8_scope="all",
+                                                      compute_dtype=torch.float32)), 3).eval()
+    return dit, native_model.build_patcher(dit)
+
+
+def merge_reference(dit, lora_sd, strength, form, expert="video"):
+    """W' = round_storage(W.float() + (s·alpha/r)·(B @ A)) per target, written into `dit` (the 'merged' model)."""
+    import comfy.float
+    from comfy.model_patcher import string_to_seed
+    sd = dit.state_dict()
+    for name, (experts, out, _) in linear_targets().items():
+        names = {"peft": (f"diffusion_model.{name}.lora_A.weight", f"diffusion_model.{name}.lora_B.weight", None),
+                 "peft_bare": (f"{name}.lora_A.weight", f"{name}.lora_B.weight", None),
+                 "expert": (f"{name}.{expert}.lora_A.weight", f"{name}.{expert}.lora_B.weight", None)}.get(form)
+        if form == "kohya":
+            k = "lora_unet_" + name.replace(".", "_")
+            names = (f"{k}.lora_down.weight", f"{k}.lora_up.weight", f"{k}.alpha")
+        a_key, b_key, alpha_key = names
+        if a_key not in lora_sd:
+            continue
+        a, b = lora_sd[a_key].float(), lora_sd[b_key].float()
+        alpha = float(lora_sd[alpha_key]) / a.shape[0] if alpha_key in lora_sd else 1.0
+        w = sd[f"{name}.weight"]
+        full = w.float()
+        rows = full[EXPERTS.index(expert) * out:(EXPERTS.index(expert) + 1) * out] if form == "expert" else full
+        rows += ((strength * alpha) * torch.mm(b, a)).type(torch.float32)
+        w.copy_(comfy.float.stochastic_rounding(full, w.dtype, seed=string_to_seed(f"diffusion_model.{name}.weight")))
+    return dit
+
+
+def lora_run(patcher, lora_sd, form, core=False):
+    import comfy.sd
+    if core:
+        lora_patcher = comfy.sd.load_lora_for_models(patcher, None, lora_sd, STRENGTH, 0)[0]
+    else:
+        lora_patcher = native_lora.apply_lora(patcher, lora_sd, STRENGTH, f"tiny_{form}.safetensors")
+    text = make_text(patcher.model.diffusion_model.config.text_in_channels)
+    try:
+        return native_path(lora_patcher, text, "distilled", SEED), lora_patcher
+    finally:
+        mm.unload_all_models()
+
+
+def lora_equals_merged(form, core=False, weight_dtype="bf16", **lora_kw):
+    dit, patcher = fresh_dit(weight_dtype)
+    before = {k: v.clone() for k, v in dit.state_dict().items()}
+    lora_sd = tiny_lora(LORA_TARGETS if form != "expert" else LORA_TARGETS[:1], form, **lora_kw)
+    (nv, na), _ = lora_run(patcher, lora_sd, form, core)
+    ref = merge_reference(fresh_dit(weight_dtype)[0], lora_sd, STRENGTH, form, lora_kw.get("expert", "video"))
+    text = make_text(dit.config.text_in_channels)
+    ev, ea = easy_path(ref, text, "distilled", SEED)
+    assert_same(nv, ev, f"{form} LoRA video")
+    assert_same(na, ea, f"{form} LoRA audio")
+    plain, _ = easy_path(dit, text, "distilled", SEED)
+    assert not torch.equal(plain, nv), "the LoRA changed nothing"
+    for k, v in dit.state_dict().items():  # unpatched after unload (fp8: never patched in place)
+        assert torch.equal(v, before[k]), k
+
+
+@check
+def lora_peft_core_loader():
+    lora_equals_merged("peft", core=True)
+
+
+@check
+def lora_kohya_alpha_core_loader():
+    lora_equals_merged("kohya", core=True, alpha=1.0)
+
+
+@check
+def lora_peft_bare_keys():
+    lora_equals_merged("peft_bare")
+
+
+@check
+def lora_fp8_patched_at_fetch_time():
+    dit, patcher = fresh_dit("fp8_e4m3fn")
+    lora_sd = tiny_lora(LORA_TARGETS, "peft")
+    lora_patcher = native_lora.apply_lora(patcher, lora_sd, STRENGTH, "tiny_fp8.safetensors")
+    before = dit.block.layers[0].attention.linear_qkv.weight.clone()
+    mm.load_models_gpu([lora_patcher])
+    layer = dit.block.layers[0].attention.linear_qkv
+    assert layer.weight.dtype == torch.float8_e4m3fn and torch.equal(layer.weight.view(torch.uint8),
+                                                                     before.view(torch.uint8)), "fp8 weight was rewritten"
+    assert any(isinstance(f, native_model.FetchTimePatch) for f in layer.weight_function), layer.weight_function
+    mm.unload_all_models()
+    assert not layer.weight_function, "fetch-time patch left behind after unload"
+    lora_equals_merged("peft", weight_dtype="fp8_e4m3fn")
+
+
+@check
+def lora_partial_load_equals_merged():
+    dit, patcher = fresh_dit()
+    lora_sd = tiny_lora(LORA_TARGETS, "peft")
+    lora_patcher = native_lora.apply_lora(patcher, lora_sd, STRENGTH, "tiny.safetensors")
+    lora_patcher.load(torch.device("cpu"), lowvram_model_memory=1, full_load=False)
+    try:
+        assert comfy_ops.offloaded_modules(dit), "nothing was offloaded"
+        text = make_text(dit.config.text_in_channels)
+        pv, pa = easy_path(dit, text, "distilled", SEED)
+    finally:
+        lora_patcher.unpatch_model(torch.device("cpu"))
+    ref = merge_reference(fresh_dit()[0], lora_sd, STRENGTH, "peft")
+    ev, ea = easy_path(ref, make_text(dit.config.text_in_channels), "distilled", SEED)
+    assert_same(pv, ev, "partial-load LoRA video")
+    assert_same(pa, ea, "partial-load LoRA audio")
+
+
+@check
+def lora_one_expert_changes_only_its_rows():
+    for expert in ("audio", "text"):
+        dit, patcher = fresh_dit()
+        target = "block.layers.0.attention.linear_qkv"
+        experts, out, _ = linear_targets()[target]
+        before = dit.state_dict()[f"{target}.weight"].clone()
+        lora_sd = tiny_lora([target], "expert", expert=expert)
+        lora_patcher = native_lora.apply_lora(patcher, lora_sd, STRENGTH, "tiny_expert.safetensors")
+        mm.load_models_gpu([lora_patcher])
+        after = dit.state_dict()[f"{target}.weight"].clone()
+        mm.unload_all_models()
+        m = EXPERTS.index(expert)
+        inside = slice(m * out, (m + 1) * out)
+        changed = (after != before).any(dim=1)
+        assert changed[inside].any(), f"{expert} rows unchanged"
+        outside = torch.ones(experts * out, dtype=torch.bool)
+        outside[inside] = False
+        assert not changed[outside].any(), f"rows outside the {expert} expert changed"
+    lora_equals_merged("expert", expert="audio")
+
+
+@check
+def lora_matching_nothing_is_an_error():
+    _, patcher = fresh_dit()
+    bogus = {"transformer.blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 8),
+             "transformer.blocks.0.attn.to_q.lora_B.weight": torch.zeros(8, 2)}
+    try:
+        native_lora.apply_lora(patcher, bogus, 1.0, "someone_elses_lora.safetensors")
+    except ValueError as e:
+        assert "someone_elses_lora.safetensors" in str(e), e
+    else:
+        raise AssertionError("a LoRA matching no key was accepted")
+
+
 def main() -> None:
     results = {}
     for name, fn in CHECKS.items():

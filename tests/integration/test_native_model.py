@@ -18,7 +18,9 @@ SCRIPT = Path(__file__).resolve().parent / "native_checks.py"
 CHECKS = ["model_is_flow_base_model", "model_sampling_sd3_changes_shift", "sigmas_match_pack_schedules",
           "parity_distilled", "parity_distilled_batch2", "parity_base_cfg", "parity_i2v_distilled",
           "parity_i2v_base", "parity_voice_distilled", "parity_voice_base", "stock_nodes_run",
-          "joint_latent_required"]
+          "joint_latent_required", "lora_peft_core_loader", "lora_kohya_alpha_core_loader", "lora_peft_bare_keys",
+          "lora_fp8_patched_at_fetch_time", "lora_partial_load_equals_merged", "lora_one_expert_changes_only_its_rows",
+          "lora_matching_nothing_is_an_error"]
 
 
 @pytest.fixture(scope="module")
