@@ -257,6 +257,7 @@ def upscale_chain() -> Workflow:
 
 
 WORKFLOWS = [t2v_distilled, i2v, base_cfg, t2v_sr1080, low_vram, lipsync_audio, upscale_chain]
+WORKFLOWS.append(__import__("workflow_specs_native").native_core)  # native MODEL path (own module)
 
 
 def all_workflows() -> list[Workflow]:

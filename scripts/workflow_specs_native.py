@@ -32,7 +32,7 @@ def native_core() -> Workflow:
         Node("noise", "HappyHorseNoise", 2, {"noise_seed": 42}),
         Node("sample", "SamplerCustomAdvanced", 3,
              links={"noise": ("noise", "NOISE"), "guider": ("guider", "GUIDER"), "sampler": ("hh_sampler", "SAMPLER"),
-                    "sigmas": ("sigmas", "SIGMAS"), "latent_image": ("av", "LATENT")}),
+                    "sigmas": ("sigmas", "SIGMAS"), "latent_image": ("av", "latent")}),
         Node("split", "HappyHorseSplitAVLatent", 3, links={"latent": ("sample", "output")}),
         *decoders(4, video_src=("split", "video_latent"), audio_src=("split", "audio_latent")),
         *save_nodes(5, "hh_native"),

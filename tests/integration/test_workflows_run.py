@@ -46,6 +46,7 @@ RUNS = {
     "hh_base_cfg": Run((192, 128), 1, {**SMALL, "HappyHorseSampler": {"steps": 2}}),
     "hh_low_vram": Run((192, 128), 1, {**SMALL, "HappyHorseBlockSwap": {"blocks_on_device": 4}}),  # tiny: 8 blocks
     "hh_lipsync_audio": Run((192, 128), 1, SMALL),
+    "hh_native_core": Run((192, 128), 1, SMALL),  # MODEL + core LoRA loader + SamplerCustomAdvanced
     # the SR size depends only on the target class and the aspect: a 64x64 base and the 540p target give
     # 512x512 (1080p from 448x256 = 1920x1088 took 221 s on 2 busy cores)
     "hh_t2v_sr1080": Run((512, 512), 1, {"HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64,

@@ -21,13 +21,15 @@ if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))  # workflow_specs / build_workflows live there
 from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_ENCODER_FILE, TURBO_VAED_FILE,  # noqa: E402
                                          WAN22_VAE_FILE, write_tiny_models)
+from happyhorse_core.testing.tiny_lora import TINY_LORA_FILE, write_tiny_lora  # noqa: E402
 from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
 from workflow_specs import FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
 FPS = 25
 FRAME_S = 1 / FPS
 LOADER_FILE_WIDGETS = {"HappyHorseModelLoader": "model_name", "HappyHorseTextEncoderLoader": "encoder_name",
-                       "HappyHorseTurboVAEDLoader": "vae_name", "VAELoader": "vae_name"}
+                       "HappyHorseTurboVAEDLoader": "vae_name", "VAELoader": "vae_name",
+                       "LoraLoaderModelOnly": "lora_name", "HappyHorseLoraLoader": "lora_name"}
 
 # realistic name in the shipped workflows -> tiny file placed in the server's models tree
 TINY_NAMES = {
@@ -38,6 +40,7 @@ TINY_NAMES = {
     FILES["turbo_vaed"].name: TURBO_VAED_FILE,
     FILES["sao_vae"].name: SAO_VAE_FILE,
     FILES["wan22_vae"].name: WAN22_VAE_FILE,
+    FILES["lora"].name: TINY_LORA_FILE,
 }
 
 
@@ -47,6 +50,8 @@ def install_tiny_models(models_dir: Path) -> None:
     if not stamp.is_file():
         write_tiny_models(models_dir, native_vaes=False)
         stamp.write_text("tiny random weights for the workflow tests\n")
+    if not (models_dir / "loras" / TINY_LORA_FILE).is_file():
+        write_tiny_lora(models_dir / "loras" / TINY_LORA_FILE)
     native = cached_vae_files(CACHE / "tiny_native")
     place_file(native["wan22"], models_dir / "vae" / WAN22_VAE_FILE)
     place_file(native["stable_audio"], models_dir / "vae" / SAO_VAE_FILE)
