@@ -89,7 +89,7 @@ def easy_path(dit, text, mode, seed, batch=1, image=None, voice=None, guidance=N
 
 
 def native_path(patcher, text, mode, seed, batch=1, image=None, voice=None, scales=(5.0, 2.0, 5.0), switch=500,
-                noise=None, sampler=None):
+                noise=None, sampler=None, sigmas=None):
     """SamplerCustomAdvanced with the pack's native nodes; returns raw (video, audio) LATENT tensors."""
     pair = types_mod.PromptPair(positive=text.positive, negative=text.negative, prompt="p")
     pos, neg = out(native_nodes.ConditioningSplit.execute(pair))
@@ -100,7 +100,8 @@ def native_path(patcher, text, mode, seed, batch=1, image=None, voice=None, scal
     if mode == "distilled":
         scales = (1.0, 1.0, 1.0)
     guider = out(native_nodes.Guider.execute(patcher, pos, *scales, switch, negative=neg))[0]
-    sigmas = out(native_nodes.Sigmas.execute(patcher, mode, 0))[0]
+    if sigmas is None:
+        sigmas = out(native_nodes.Sigmas.execute(patcher, mode, 0))[0]
     sampler = sampler or out(native_nodes.NativeSampler.execute(mode))[0]
     noise = noise or out(native_nodes.Noise.execute(seed))[0]
     result = out(ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent))[0]
@@ -221,12 +222,11 @@ def stock_nodes_run():
     text = make_text(dit.config.text_in_channels)
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", 4).cpu()
     lcm = comfy.samplers.sampler_object("lcm")
-    v, a = native_path(patcher, text, "distilled", SEED, noise=ncs.Noise_RandomNoise(SEED), sampler=lcm)
+    v, a = native_path(patcher, text, "distilled", SEED, noise=ncs.Noise_RandomNoise(SEED), sampler=lcm, sigmas=sigmas)
     assert v.shape == (1, 48, T, H, W) and a.shape == (1, 64, F)
     assert torch.isfinite(v).all() and torch.isfinite(a).all()
     ev, _ = easy_path(dit, text, "distilled", SEED)
     assert not torch.allclose(v, ev, atol=1e-3), "stock lcm + RandomNoise cannot equal the pack's sampler"
-    del sigmas
 
 
 @check
@@ -243,6 +243,46 @@ def joint_latent_required():
         assert "HappyHorse Pack AV Latent" in str(e), e
     else:
         raise AssertionError("a video-only latent was accepted")
+
+
+# ----------------------------------------------------------------------------- core MODEL nodes
+@check
+def easycache_runs_and_skips():
+    """Core EasyCache wraps our forward (packed [B, 1, N] in and out): it runs and skips steps."""
+    from comfy_extras.nodes_easycache import EasyCacheNode
+    dit, patcher = fresh_dit()
+    cached = out(EasyCacheNode.execute(patcher, 3.0, 0.0, 1.0, False))[0]
+    text = make_text(dit.config.text_in_channels)
+    cv, ca = native_path(cached, text, "distilled", SEED)
+    pv, _ = native_path(patcher, text, "distilled", SEED)
+    mm.unload_all_models()
+    assert cv.shape == pv.shape and torch.isfinite(cv).all() and torch.isfinite(ca).all()
+    assert not torch.equal(cv, pv), "EasyCache skipped no step at reuse_threshold 3.0"
+
+
+@check
+def torch_compile_model_per_block():
+    """Core TorchCompileModel (inductor, CPU): each layer compiles as its own graph, no recompile for a
+    third prompt length, and the clip stays within fp32 rounding of the eager one."""
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    dit, patcher = fresh_dit()
+    compiled = out(TorchCompileModel.execute(patcher, "inductor"))[0]
+    cfg = dit.config
+    g = torch.Generator().manual_seed(5)
+    runs = []
+    for n in (6, 4, 9):  # prompt lengths
+        text = TextConditioning(positive=torch.randn(n, cfg.text_in_channels, generator=g))
+        graphs = counters["stats"]["unique_graphs"]
+        cv, _ = native_path(compiled, text, "distilled", SEED)
+        runs.append(counters["stats"]["unique_graphs"] - graphs)
+        ev, _ = easy_path(dit, text, "distilled", SEED)
+        err = (cv - ev).abs().max().item()
+        assert err <= 1e-4 * max(1.0, ev.abs().max().item()), f"compiled vs eager max |diff| {err:.3e}"
+    mm.unload_all_models()
+    assert runs[0] > 0, "nothing was compiled"
+    assert runs[2] == 0, f"new graphs per prompt length: {runs}"
 
 
 # ----------------------------------------------------------------------------- LoRA
