@@ -252,8 +252,10 @@ def build_patcher(dit: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     """The one ModelPatcher of a loaded DiT: a MODEL for core nodes, and what the easy-path sampler
     loads (`load_models_gpu`) before running `patcher.model.diffusion_model`. The DiT's weight hosts
     get ComfyUI's low-VRAM attributes (partial loading, fetch-time patches)."""
-    from .comfy_ops import enable_partial_load
+    from .comfy_ops import add_interrupt_hooks, enable_partial_load
     enable_partial_load(dit)
+    if not getattr(dit, "_hh_interrupt_hooks", None):  # Cancel between blocks (our layers skip run_every_op)
+        dit._hh_interrupt_hooks = add_interrupt_hooks(dit.block.layers)
     offload = mm.unet_offload_device()
     model = HHBaseModel(dit, device=offload)
     model.eval()
