@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from happyhorse_core.dit.config import DiTConfig  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
+from happyhorse_core.dit.align import align_gemms_  # noqa: E402
 from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.dit.sequence import pack  # noqa: E402
 
@@ -43,6 +44,7 @@ def build(args) -> tuple[SandwichDiT, DiTConfig]:
         for p in model.parameters():
             std = 0.05 if p.ndim == 1 else p.shape[1] ** -0.5
             p.copy_((torch.randn(p.shape, generator=g) * std).to(p.dtype))
+    align_gemms_(model)  # as the loader does (zero-padded MLP width / qkv rows)
     return model.eval(), cfg
 
 

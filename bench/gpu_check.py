@@ -1,342 +1,329 @@
-"""Full-size speed check on one GPU (H100 80 GB): seconds per step, total and peak memory.
+"""Full-size speed check on one GPU: the whole matrix against the reference's numbers.
 
-    bash bench/gpu_check.sh [--budget-s 420] [--skip-compile] [--text-tokens 256]
-    python bench/gpu_check.py --dry-run           # CPU: print the plan and what is available
-    python bench/gpu_check.py --tiny --device cpu  # CPU: the same code path on tiny models
+    bash bench/gpu_check.sh [--budget-s 430] [--only eager,fp8,compiled,decode,micro,e2e]
+    python bench/gpu_check.py --dry-run            # no CUDA needed: the plan and what is installed
+    python bench/gpu_check.py --tiny --device cpu  # the same code path on tiny models (CPU)
 
-Builds the full-size distilled DiT (40 layers, hidden 5120) with random weights: the module tree
-is made on the meta device and materialised directly on the GPU, then filled with random values
-there (bf16 block linears, fp32 norms/embedders/heads), so no host copy of 30 GB is ever made.
-The 1080p SR DiT shares those weights (same shapes; v1 coordinates, windowed attention in 32 of
-40 layers). Runs, in order, while the time budget lasts:
+Random weights at full size (distilled DiT, 40 layers, hidden 5120, built on the device; the
+1080p SR DiT runs the same weights with its own coordinates and windowed layers), the loader's
+GEMM alignment applied. Rows, each with peak GPU memory, in this order while the budget lasts:
 
-  1. SDPA, eager: 8-step distilled sampling of a 448x256 5 s clip, then Turbo-VAED decode
-     (real structure, random bf16 weights), then one 1080p SR step;
-  2. flash-attn, eager (if flash_attn / flash_attn_interface imports): the same;
-  3. SDPA + torch.compile of the blocks: sampling (first step = compile); the SR step compiled
-     too only with --compile-sr (its windowed-attention graphs take minutes to compile);
-  4. fp8 weight storage (scaled e4m3fn in the shared layers, through torch._scaled_mm where
-     this tree's Ops has `fp8_matmul`, else upcast per matmul): sampling.
+  eager      bf16, SDPA (or flash-attn under `auto`): 256p 5 s 8 steps, 1080p SR steps
+  micro      down_proj K alignment, windowed attention (flex / banded / old per-frame cat),
+             attention backends (sdpa / flash / sage when installed)
+  decode     Turbo-VAED 1080p 5 s: bf16, bf16 + channels_last, (+ compile if time is left)
+  fp8        fp8_e4m3fn_fast (shared layers, torch._scaled_mm): 256p 8 steps, SR steps
+  compiled   bf16 + per-block compile: first (compiling) 256p run, then a timed run; SR steps
+  e2e        one measured 1080p run of the fastest config: 256p + 5 SR steps + decode
 
-Block swap (`happyhorse_core.dit.offload.BlockSwap`, when the tree has it) is measured as its own
-run between 2 and 3: the same sampling with half the blocks (20 of 40) streamed from pinned host
-memory.
-The SR step runs without it: the 80 GB card holds the 30 GB of bf16 weights and its activations.
-Reference figures to compare with (README of the reference, H100): 256p 5 s = 1.6 s DiT + 0.4 s
-decode; 1080p SR = 31.0 s for 5 steps. Measured results: bench/RESULTS.md §6.
-The last line is a JSON summary; with --out DIR it is also written to DIR/gpu_check.json.
+Every row's `e2e_1080p_s` is also the sum of its measured stages (256p + 5 x SR step + decode).
+Reference (daVinci-MagiHuman README, H100): 256p DiT 1.6 s, 1080p SR 31.0 s / 5 steps = 6.2 s,
+1080p decode 5.8 s, 1080p end to end 38.4 s. Results go to
+bench/results/gpu_check_<gpu>_<date>.json (keys dit_256p_8steps_s, sr_1080p_step_s,
+decode_1080p_s, e2e_1080p_s = the best row; `rows` has everything); then run
+`python bench/perf_table.py --write` to refresh the README table.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import datetime as dt
 import importlib.util
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from happyhorse_core.dit.config import PRESETS, DiTConfig  # noqa: E402
-from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from happyhorse_core.decoders import TurboVAEDConfig  # noqa: E402
+from happyhorse_core.decoders.turbo_speed import DecodeSpeed  # noqa: E402
 from happyhorse_core.dit import SandwichDiT  # noqa: E402
+from happyhorse_core.dit.align import padded_width  # noqa: E402
+from happyhorse_core.dit.config import PRESETS  # noqa: E402
+from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.geometry import ClipGeometry  # noqa: E402
-from happyhorse_core.dit.ops import FP8_DTYPES, Ops  # noqa: E402
-from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.dit.rope import rope_bands  # noqa: E402
-from happyhorse_core.sampling.super_resolution import SROptions, super_resolve  # noqa: E402
+from happyhorse_core.sampling.pipeline import TextConditioning  # noqa: E402
 
-BASE_SIZE, SECONDS = (448, 256), 5
+REFERENCE = {"dit_256p_8steps_s": 1.6, "sr_1080p_step_s": 6.2, "decode_1080p_s": 5.8, "e2e_1080p_s": 38.4}
+TARGETS = {"dit_256p_8steps_s": 1.0, "sr_1080p_step_s": 4.6, "sr_1080p_step_s_fp8": 3.0, "e2e_1080p_s": 25.0,
+           "first_compiled_step_256p_s": 60.0}
+KEYS = tuple(REFERENCE)
+ROWS = ("eager", "micro", "decode", "fp8", "compiled", "e2e")
+SR_STEPS_E2E = 5
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def flash_available() -> str | None:
-    for name in ("flash_attn_interface", "flash_attn"):
-        try:
-            importlib.import_module(name)
-            return name
-        except Exception:  # missing, or a CUDA extension built for another torch
-            continue
-    return None
+def installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
-def configs(tiny: bool) -> tuple[DiTConfig, DiTConfig, TurboVAEDConfig]:
+def geometry(tiny: bool) -> tuple[ClipGeometry, ClipGeometry]:
+    base = ClipGeometry(128, 64, 1) if tiny else ClipGeometry(448, 256, 5)
+    return base, base.sr_geometry((256, 128) if tiny else (1920, 1088))
+
+
+def configs(tiny: bool):
     if tiny:
-        return PRESETS["tiny"], PRESETS["tiny_sr"].replace(**_sr_shape(PRESETS["tiny"])), TurboVAEDConfig.tiny()
+        base = PRESETS["tiny"]
+        return base, base.replace(coords_style="v1", local_attn_layers=(0, 1, 2, 4, 5, 6)), TurboVAEDConfig.tiny()
     return PRESETS["distill"], PRESETS["sr_1080p"], TurboVAEDConfig()
-
-
-def _sr_shape(cfg: DiTConfig) -> dict:
-    """The SR DiT must have the base DiT's shapes to share its weights."""
-    return {k: getattr(cfg, k) for k in ("num_layers", "hidden_size", "head_dim", "num_heads_kv", "mm_layers",
-                                         "gelu7_layers")} | {"local_attn_layers": (0, 1, 2, 4, 5, 6)}
-
-
-def build_dit(cfg: DiTConfig, device: torch.device, weight_dtype: str = "bf16", seed: int = 0,
-              fp8_matmul: bool = False) -> SandwichDiT:
-    """Meta skeleton -> empty tensors on `device` -> random init on `device` (no host copy)."""
-    extra = {"fp8_matmul": True} if fp8_matmul else {}
-    model = SandwichDiT(cfg, Ops(device="meta", weight_dtype=weight_dtype, **extra)).to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("rope.bands"):
-                t.copy_(rope_bands(cfg.rope_bands, device=device))
-            elif name.endswith("weight_scale"):
-                t.fill_(1.0)
-            elif t.ndim == 1:
-                t.normal_(0.0, 0.02 if name.endswith("bias") else 0.1, generator=gen)
-            else:
-                fill = torch.empty(t.shape, dtype=torch.bfloat16 if t.element_size() == 1 else t.dtype, device=device)
-                fill.normal_(0.0, t.shape[1] ** -0.5, generator=gen)
-                t.copy_(fill.to(t.dtype))
-                del fill
-    return model.eval()
-
-
-def share_weights(sr_cfg: DiTConfig, base: SandwichDiT) -> SandwichDiT:
-    """An SR-config DiT whose parameters are the base model's tensors (no extra memory)."""
-    sr = SandwichDiT(sr_cfg, Ops(device="meta"))
-    sr.load_state_dict(base.state_dict(), strict=True, assign=True)
-    return sr.eval()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_gb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
-
-
-def timed_hooks(device: torch.device) -> tuple[Hooks, list[float]]:
-    times, last = [], [0.0]
-
-    def before() -> None:  # wired as the "interrupt" hook, which runs at the start of every step
-        sync(device)
-        last[0] = time.perf_counter()
-
-    def after(done: int, total: int) -> None:
-        sync(device)
-        times.append(round(time.perf_counter() - last[0], 3))
-
-    return Hooks(progress=after, interrupt=before), times
-
-
-def sample(model: SandwichDiT, text: TextConditioning, geo: ClipGeometry, device: torch.device) -> tuple[dict, tuple]:
-    hooks, steps = timed_hooks(device)
-    reset_peak(device)
-    t0 = time.perf_counter()
-    video, audio = generate(model, text, latent_frames=geo.latent_frames, latent_h=geo.latent_h,
-                            latent_w=geo.latent_w, audio_frames=geo.audio_frames, opts=SamplingOptions(seed=1),
-                            hooks=hooks, device=device)
-    total = time.perf_counter() - t0
-    steady = sorted(steps[1:])[len(steps[1:]) // 2] if len(steps) > 1 else steps[0]
-    return {"steps": len(steps), "step_s": steps, "first_step_s": steps[0], "median_later_step_s": steady,
-            "total_s": round(total, 3), "peak_gb": peak_gb(device)}, (video, audio)
-
-
-def sr_step(model: SandwichDiT, video, audio, text: TextConditioning, geo: ClipGeometry, device) -> dict:
-    sr_geo = geo.sr_geometry((1920, 1088)) if geo.width >= 448 else geo.sr_geometry((geo.width * 2, geo.height * 2))
-    hooks, steps = timed_hooks(device)
-    reset_peak(device)
-    t0 = time.perf_counter()
-    super_resolve(model, video, audio, text, latent_h=sr_geo.latent_h, latent_w=sr_geo.latent_w,
-                  generator=torch.Generator().manual_seed(2), opts=SROptions(steps=1), hooks=hooks, device=device)
-    return {"size": f"{sr_geo.width}x{sr_geo.height}", "tokens": sr_geo.video_tokens + geo.audio_frames
-            + text.positive.shape[0], "step_s": steps[0], "total_s": round(time.perf_counter() - t0, 3),
-            "peak_gb": peak_gb(device)}
-
-
-def decode(cfg: TurboVAEDConfig, video: torch.Tensor, device: torch.device) -> dict:
-    vaed = TurboVAED(cfg).to(device=device, dtype=torch.bfloat16).eval()
-    gen = torch.Generator(device=device).manual_seed(3)
-    with torch.no_grad():
-        for p in vaed.parameters():
-            p.normal_(0.0, 0.1 if p.ndim == 1 else p[0].numel() ** -0.5, generator=gen)
-    vaed.decode(video[:, :, :1].to(device))  # warm-up
-    reset_peak(device)
-    sync(device)
-    t0 = time.perf_counter()
-    frames = vaed.decode(video.to(device))
-    sync(device)
-    return {"frames": list(frames.shape), "total_s": round(time.perf_counter() - t0, 3), "peak_gb": peak_gb(device)}
-
-
-def bare_gemm_s(cfg: DiTConfig, counts: tuple[int, int, int], device: torch.device, repeats: int = 3) -> float:
-    """Best time of the forward's matmuls alone (block linears per expert slice, QK^T and PV), bf16."""
-    from dit_step import gemm_plan  # bench/ is on sys.path when this file runs as a script
-    made: dict = {}
-
-    def rand(*shape):
-        if shape not in made:
-            made[shape] = torch.randn(shape, device=device, dtype=torch.bfloat16)
-        return made[shape]
-
-    ops = []
-    for item in gemm_plan(cfg, counts):
-        if item[0] == "attn":
-            _, L, H, D = item
-            ops += [(rand(H, L, D), rand(H, D, L)), (rand(H, L, L), rand(H, L, D))]
-        else:
-            ops.append((rand(item[0], item[1]), rand(item[1], item[2])))
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first pass is a warm-up
-        sync(device)
-        t0 = time.perf_counter()
-        for a, b in ops:
-            torch.matmul(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    del made, ops
-    return round(best, 4)
 
 
 def plan(args, device: torch.device) -> dict:
     base_cfg, sr_cfg, _ = configs(args.tiny)
-    geo = ClipGeometry(*BASE_SIZE, SECONDS) if not args.tiny else ClipGeometry(128, 64, 1)
-    n = args.text_tokens if not args.tiny else 7
+    geo, sr_geo = geometry(args.tiny)
+    n = 7 if args.tiny else args.text_tokens
     meta = SandwichDiT(base_cfg, Ops(device="meta"))
-    params = sum(p.numel() for p in meta.parameters())
     weight_gb = sum(p.numel() * p.element_size() for p in meta.parameters()) / 2**30
-    tokens = geo.video_tokens + geo.audio_frames + n
-    sr_geo = geo.sr_geometry((1920, 1088)) if not args.tiny else geo.sr_geometry((256, 128))
-    return {"device": str(device), "torch": torch.__version__, "params_m": round(params / 1e6, 1),
-            "bf16_weights_gb": round(weight_gb, 1), "base_tokens": tokens,
+    return {"format": "gpu_check/2", "device": str(device), "torch": torch.__version__,
+            "bf16_weights_gb": round(weight_gb, 1), "base_tokens": geo.video_tokens + geo.audio_frames + n,
             "sr_tokens": sr_geo.video_tokens + geo.audio_frames + n, "sr_size": f"{sr_geo.width}x{sr_geo.height}",
-            "flash_module": flash_available(), "fp8_in_tree": "fp8_e4m3fn" in FP8_DTYPES,
-            "block_swap": importlib.util.find_spec("happyhorse_core.dit.offload") is not None,
-            "runs": ["sdpa", "flash" if flash_available() else "flash (skipped: not importable)",
-                     "block_swap" if importlib.util.find_spec("happyhorse_core.dit.offload") else "block_swap (no module)",
-                     "compile" if not args.skip_compile else "compile (skipped)", "fp8 storage"]}
+            "swiglu_width": f"{base_cfg.swiglu7_intermediate} -> {padded_width(base_cfg.swiglu7_intermediate)}",
+            "installed": {m: installed(m) for m in ("flash_attn", "flash_attn_interface", "sageattention", "triton")},
+            "rows": [r for r in ROWS if r in args.only], "budget_s": args.budget_s, "reference": REFERENCE,
+            "targets": TARGETS}
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+    def allows(self, need_s: float, what: str, out: dict, key: str) -> bool:
+        if self.left() >= need_s:
+            return True
+        out[key] = f"skipped: time budget ({self.left():.0f} s left, ~{need_s:.0f} s needed for {what})"
+        return False
+
+
+def guarded(out: dict, key: str, fn):
+    """out[key] = fn(), or the error in one line (the other rows keep going)."""
+    try:
+        out[key] = fn()
+    except torch.OutOfMemoryError as e:
+        out[key] = f"out of GPU memory: {str(e).splitlines()[0]}"
+    except Exception as e:
+        out[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    log(f"[{key}] {json.dumps(out[key])[:1500]}")
+    return out[key]
+
+
+def dit_row(name: str, model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget: Budget, warm_runs: int) -> dict:
+    """256p 8 steps (after `warm_runs` untimed runs) and SR steps for one model configuration."""
+    import gpu_rows as gr
+    row: dict = {"config": name}
+    gr.set_structure(model, base_cfg)
+    for _ in range(warm_runs):  # first-call work (cuBLAS/cuDNN init, compile) is reported, not counted
+        t, _ = gr.timed(lambda: gr.sample(model, text, geo, device, steps=1), device)
+        row.setdefault("warmup_s", []).append(t)
+    res, (video, audio) = gr.sample(model, text, geo, device)
+    row.update(dit_256p_8steps_s=res["total_s"], dit_256p_step_s=res["step_s"], dit_peak_gb=res["peak_gb"])
+    need = 3.5 * 10 if not model.compiled else 200
+    if budget.allows(need, f"{name} SR steps", row, "sr_1080p_step_s"):
+        gr.set_structure(model, sr_cfg)
+        sr = gr.sr_steps(model, video, audio, text, sr_geo, device, steps=2)
+        row.update(sr_1080p_step_s=sr["steady_step_s"], sr_1080p_first_step_s=sr["step_s"][0],
+                   sr_peak_gb=sr["peak_gb"])
+        gr.set_structure(model, base_cfg)
+    return row
 
 
 def run_matrix(args, device: torch.device, summary: dict) -> None:
+    import gpu_rows as gr
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    budget = Budget(args.budget_s)
     base_cfg, sr_cfg, vaed_cfg = configs(args.tiny)
-    geo = ClipGeometry(*BASE_SIZE, SECONDS) if not args.tiny else ClipGeometry(128, 64, 1)
-    g = torch.Generator().manual_seed(4)
-    n = args.text_tokens if not args.tiny else 7
-    text = TextConditioning(torch.randn(n, base_cfg.text_in_channels, generator=g))
-    start = time.perf_counter()
-    left = lambda: args.budget_s - (time.perf_counter() - start)  # noqa: E731
-    t0 = time.perf_counter()
-    base = build_dit(base_cfg, device)
-    sync(device)
-    summary["build_s"] = round(time.perf_counter() - t0, 1)
-    summary["weights_gb"] = round(torch.cuda.memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
-    sr = share_weights(sr_cfg, base)
-    entries = [("sdpa", "sdpa", False), ("flash", "flash", False), ("block_swap", "sdpa", False),
-               ("compile", "sdpa", True)]
-    for name, backend, compiled in entries:
-        if name == "block_swap":
-            summary[name] = swap_run(base, text, geo, device, left, blocks_on_device=base_cfg.num_layers // 2)
-            log(f"[{name}] {json.dumps(summary[name])}")
-            continue
-        if backend == "flash" and not flash_available():
-            summary[name] = "skipped: flash_attn / flash_attn_interface not importable"
-            continue
-        if compiled and args.skip_compile:
-            summary[name] = "skipped: --skip-compile"
-            continue
-        if left() < (150 if compiled else 30):
-            summary[name] = f"skipped: time budget ({left():.0f} s left)"
-            continue
-        summary[name] = one_run(name, base, sr, backend, compiled, text, geo, vaed_cfg, device, left, args.compile_sr)
-        log(f"[{name}] {json.dumps(summary[name])}")
-    del base, sr
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    summary["fp8"] = fp8_run(base_cfg, text, geo, device, left) if "fp8_e4m3fn" in FP8_DTYPES else "not in this tree"
-    log(f"[fp8] {json.dumps(summary['fp8'])}")
+    geo, sr_geo = geometry(args.tiny)
+    n = 7 if args.tiny else args.text_tokens
+    text = TextConditioning(torch.randn(n, base_cfg.text_in_channels, generator=torch.Generator().manual_seed(4)))
+    rows: list[dict] = summary.setdefault("rows", [])
+    model = None
+    if "eager" in args.only or "micro" in args.only:
+        summary["build_s"], model = gr.timed(lambda: gr.build_dit(base_cfg, device), device)
+        model.attn_backend = "auto"
+    if "eager" in args.only:
+        rows.append(_row(lambda: dit_row("eager bf16", model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget,
+                                         1), "eager bf16"))
+    if "micro" in args.only and budget.allows(30, "micro checks", summary, "micro"):
+        micro: dict = {}
+        guarded(micro, "gemm_alignment", lambda: gr.gemm_alignment(
+            device, m=summary["base_tokens"], k=base_cfg.swiglu7_intermediate, n=base_cfg.hidden_size))
+        frames, tpf = sr_geo.latent_frames, sr_geo.video_tokens // sr_geo.latent_frames
+        guarded(micro, "local_attention_1080p", lambda: gr.local_attention_methods(
+            device, frames, tpf, summary["sr_tokens"] - sr_geo.video_tokens,
+            heads=(base_cfg.num_heads_q, base_cfg.num_heads_kv), d=base_cfg.head_dim))
+        guarded(micro, "attention_backends_256p", lambda: gr.attention_backends(
+            device, summary["base_tokens"], heads=(base_cfg.num_heads_q, base_cfg.num_heads_kv), d=base_cfg.head_dim))
+        summary["micro"] = micro
+    del model
+    free()
+    decode_s = decode_rows(args, device, vaed_cfg, sr_geo, budget, summary)
+    if "fp8" in args.only and budget.allows(60, "fp8 fast row", summary, "fp8_row"):
+        rows.append(_row(lambda: fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget), "fp8 fast"))
+    if "compiled" in args.only and budget.allows(120, "compiled row", summary, "compiled_row"):
+        rows.append(_row(lambda: compiled_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget), "compiled bf16"))
+    finish(summary, rows, decode_s)
+    if "e2e" in args.only:
+        e2e_run(args, summary, base_cfg, sr_cfg, vaed_cfg, text, geo, sr_geo, device, budget)
 
 
-def one_run(name, base, sr, backend, compiled, text, geo, vaed_cfg, device, left, compile_sr=False) -> dict:
+def _row(fn, name: str) -> dict:
     out: dict = {}
-    for m in (base, sr):
-        m.attn_backend = backend
-    if compiled:
-        base.compile_blocks()
-    try:
-        out["sample_256p"], (video, audio) = sample(base, text, geo, device)
-        if name == "sdpa":
-            counts = (geo.video_tokens, geo.audio_frames, text.positive.shape[0])
-            out["bare_gemm_s"] = bare = bare_gemm_s(base.config, counts, device)
-            out["ratio_step_to_bare"] = round(out["sample_256p"]["median_later_step_s"] / bare, 3)
-            out["decode_256p"] = decode(vaed_cfg, video, device)
-        if compiled and not compile_sr:
-            out["sr_1080p_step"] = "skipped: compiling the windowed-attention SR graphs takes minutes (--compile-sr)"
-        elif left() < (200 if compiled else 20):
-            out["sr_1080p_step"] = f"skipped: time budget ({left():.0f} s left)"
-        else:
-            if compiled:
-                sr.compile_blocks()
-            out["sr_1080p_step"] = sr_step(sr, video, audio, text, geo, device)
-    except torch.OutOfMemoryError as e:
-        out["error"] = f"out of GPU memory: {str(e).splitlines()[0]}"
-    except Exception as e:  # keep the other runs going; report what broke
-        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return out
+    res = guarded(out, name, fn)
+    free()
+    return res if isinstance(res, dict) else {"config": name, "error": res}
 
 
-def swap_run(base: SandwichDiT, text, geo, device, left, blocks_on_device: int) -> dict | str:
-    """256p sampling with block swap (half the blocks resident), then every block back on the device."""
-    if importlib.util.find_spec("happyhorse_core.dit.offload") is None:
-        return "skipped: happyhorse_core.dit.offload is not in this tree"
-    if left() < 60:
-        return f"skipped: time budget ({left():.0f} s left)"
-    from happyhorse_core.dit.offload import BlockSwap
-    base.attn_backend = "sdpa"
-    try:
-        t0 = time.perf_counter()
-        swap = BlockSwap(base, blocks_on_device, device, pin_memory=True)
-        out = {"blocks_on_device": blocks_on_device, "setup_s": round(time.perf_counter() - t0, 1),
-               "summary": swap.summary()}
-        try:
-            out["sample_256p"], _ = sample(base, text, geo, device)
-        finally:
-            swap.remove()
-            base.to(device)
-        return out
-    except Exception as e:
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+def free() -> None:
+    """Drop compiled graphs and cached blocks between rows (a 30 GB model must not linger)."""
+    import gc
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def fp8_run(cfg: DiTConfig, text, geo, device, left) -> dict | str:
-    if left() < 60:
-        return f"skipped: time budget ({left():.0f} s left)"
-    fast = "fp8_matmul" in {f.name for f in dataclasses.fields(Ops)}
-    try:
-        model = build_dit(cfg, device, weight_dtype="fp8_e4m3fn_scaled" if fast else "fp8_e4m3fn", seed=5,
-                          fp8_matmul=fast)
-        res, _ = sample(model, text, geo, device)
-        how = "torch._scaled_mm where shapes allow, else upcast" if fast else "upcast to bf16 per matmul"
-        return {"weight_dtype": f"fp8 e4m3fn{' scaled' if fast else ''} (shared layers), {how}", "sample_256p": res}
-    except Exception as e:
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+def fp8_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget) -> dict:
+    import gpu_rows as gr
+    model = gr.build_dit(base_cfg, device, weight_dtype="fp8_e4m3fn_fast", seed=5)
+    model.attn_backend = "auto"
+    from happyhorse_core.dit import fp8
+    row = dit_row("fp8_e4m3fn_fast", model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget, 1)
+    row["scaled_mm"] = ("rowwise" if fp8.rowwise_supported(device) else "per-tensor") \
+        if fp8.scaled_mm_supported(device) else "not supported here: upcast per matmul"
+    row["scaled_mm_fell_back"] = "scaled_mm" in fp8._warned
+    del model
+    return row
+
+
+def compiled_row(base_cfg, sr_cfg, text, geo, sr_geo, device, budget) -> dict:
+    import gpu_rows as gr
+    from happyhorse_core.dit.compile import CompileOptions, enable_compile
+    model = gr.build_dit(base_cfg, device)
+    model.attn_backend = "auto"
+    enable_compile(model, CompileOptions(cache_dir=str(ROOT / ".cache" / "torch_compile")))
+    row = dit_row("compiled bf16", model, base_cfg, sr_cfg, text, geo, sr_geo, device, budget, 1)
+    row["first_compiled_step_256p_s"] = row.get("warmup_s", [None])[0]
+    del model
+    return row
+
+
+def decode_rows(args, device, vaed_cfg, sr_geo, budget, summary) -> float | None:
+    import gpu_rows as gr
+    if "decode" not in args.only:
+        return None
+    latent = torch.randn(1, 48, sr_geo.latent_frames, sr_geo.latent_h, sr_geo.latent_w,
+                         generator=torch.Generator().manual_seed(6))
+    variants = [DecodeSpeed(torch.bfloat16), DecodeSpeed(torch.bfloat16, channels_last=True),
+                DecodeSpeed(torch.bfloat16, channels_last=True, compile=True)]
+    out: dict = {}
+    for speed in variants:
+        if not budget.allows(120 if speed.compile else 25, f"decode {speed.describe()}", out, speed.describe()):
+            continue
+        guarded(out, speed.describe(), lambda: gr.decode(gr.random_vaed(vaed_cfg, device, speed), latent, device))
+    summary["decode_1080p"] = out
+    times = [v["s"] for v in out.values() if isinstance(v, dict)]
+    return min(times) if times else None
+
+
+def finish(summary: dict, rows: list[dict], decode_s: float | None) -> None:
+    """Per-row sums and ratios; the top-level keys are the best row's numbers."""
+    for row in rows:
+        if decode_s is not None:
+            row["decode_1080p_s"] = decode_s
+        if all(isinstance(row.get(k), (int, float)) for k in ("dit_256p_8steps_s", "sr_1080p_step_s")) \
+                and decode_s is not None:
+            row["e2e_1080p_s"] = round(row["dit_256p_8steps_s"] + SR_STEPS_E2E * row["sr_1080p_step_s"] + decode_s, 2)
+            row["e2e_method"] = "sum of measured stages"
+        row["ratio_to_reference"] = {k: round(row[k] / REFERENCE[k], 3) for k in KEYS
+                                     if isinstance(row.get(k), (int, float))}
+    for key in KEYS:
+        best = [(r[key], r["config"]) for r in rows if isinstance(r.get(key), (int, float))]
+        summary[key], summary[f"{key}_config"] = min(best) if best else (None, None)
+    summary["targets_met"] = targets_met(summary, rows)
+
+
+def targets_met(summary: dict, rows: list[dict]) -> dict:
+    fp8_sr = [r["sr_1080p_step_s"] for r in rows if "fp8" in r["config"] and isinstance(r.get("sr_1080p_step_s"),
+                                                                                          (int, float))]
+    bf16_sr = [r["sr_1080p_step_s"] for r in rows if "fp8" not in r["config"]
+               and isinstance(r.get("sr_1080p_step_s"), (int, float))]
+    first = [r.get("first_compiled_step_256p_s") for r in rows if r.get("first_compiled_step_256p_s")]
+
+    def check(values, target):
+        return None if not values else min(values) <= target
+
+    return {"dit_256p_8steps_s<=1.0": check([summary["dit_256p_8steps_s"]] if summary["dit_256p_8steps_s"] else [],
+                                            TARGETS["dit_256p_8steps_s"]),
+            "sr_1080p_step_s<=4.6 (bf16)": check(bf16_sr, TARGETS["sr_1080p_step_s"]),
+            "sr_1080p_step_s<=3.0 (fp8)": check(fp8_sr, TARGETS["sr_1080p_step_s_fp8"]),
+            "e2e_1080p_s<=25": check([summary["e2e_1080p_s"]] if summary["e2e_1080p_s"] else [],
+                                     TARGETS["e2e_1080p_s"]),
+            "first_compiled_step_256p_s<=60": check(first, TARGETS["first_compiled_step_256p_s"])}
+
+
+def e2e_run(args, summary, base_cfg, sr_cfg, vaed_cfg, text, geo, sr_geo, device, budget) -> None:
+    """One real 1080p run (256p 8 steps + 5 SR steps + decode) with eager bf16 and the fastest decode."""
+    import gpu_rows as gr
+    if not budget.allows(90, "measured e2e", summary, "e2e_measured"):
+        return
+
+    def run() -> dict:
+        model = gr.build_dit(base_cfg, device)
+        model.attn_backend = "auto"
+        gr.sample(model, text, geo, device, steps=1)  # warm-up
+        decoder = gr.random_vaed(vaed_cfg, device, DecodeSpeed(torch.bfloat16, channels_last=True))
+        decoder.decode(torch.zeros(1, 48, 2, sr_geo.latent_h, sr_geo.latent_w, device=device))
+        gr.reset_peak(device)
+
+        def whole():
+            gr.set_structure(model, base_cfg)
+            _, (video, audio) = gr.sample(model, text, geo, device)
+            gr.set_structure(model, sr_cfg)
+            from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
+            v, _ = super_resolve(model, video, audio, text, latent_h=sr_geo.latent_h, latent_w=sr_geo.latent_w,
+                                 generator=torch.Generator().manual_seed(2), opts=SROptions(steps=SR_STEPS_E2E),
+                                 device=device)
+            return decoder.decode(v.to(device))
+
+        seconds, _ = gr.timed(whole, device)
+        return {"config": "eager bf16, decode bf16+channels_last", "e2e_1080p_s": seconds,
+                "peak_gb": gr.peak_gb(device)}
+
+    guarded(summary, "e2e_measured", run)
+
+
+def result_path(summary: dict, out_dir: Path) -> Path:
+    gpu = re.sub(r"[^a-z0-9]+", "_", summary.get("gpu", "cpu").lower()).strip("_")
+    gpu = re.sub(r"^nvidia_", "", gpu)
+    return out_dir / f"gpu_check_{gpu}_{summary['date']}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit (works without a GPU)")
-    ap.add_argument("--tiny", action="store_true", help="tiny models and a 128x64 1 s clip (code-path check)")
+    ap.add_argument("--tiny", action="store_true", help="tiny models and clips (code-path check)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny only)")
-    ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting new runs after this many seconds")
-    ap.add_argument("--skip-compile", action="store_true")
-    ap.add_argument("--compile-sr", action="store_true", help="also compile the SR DiT (5 graph kinds, minutes)")
+    ap.add_argument("--budget-s", type=float, default=430.0, help="start nothing that would end after this")
+    ap.add_argument("--only", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     ap.add_argument("--text-tokens", type=int, default=256)
-    ap.add_argument("--out", help="also write the JSON summary to OUT/gpu_check.json")
+    ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"), help="where the results file goes")
     args = ap.parse_args(argv)
+    args.only = [r for r in args.only.split(",") if r]
+    if bad := [r for r in args.only if r not in ROWS]:
+        ap.error(f"unknown rows {bad}; choose from {ROWS}")
     device = torch.device(args.device)
     summary = plan(args, device)
     log("plan: " + json.dumps(summary))
@@ -344,19 +331,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if device.type == "cuda" and not torch.cuda.is_available():
         log("gpu_check: no CUDA device is visible to torch " + torch.__version__ + ". This check needs one NVIDIA "
-            "GPU with at least 70 GB (an H100 80 GB); run --dry-run for the plan, or --tiny --device cpu.")
+            "GPU with at least 70 GB (H100 80 GB / H200); run --dry-run for the plan, or --tiny --device cpu.")
         return 2
     if device.type == "cpu" and not args.tiny:
         log("gpu_check: the full-size model on CPU is not a useful measurement; use --tiny --device cpu")
         return 2
-    if device.type == "cuda":
-        summary["gpu"] = torch.cuda.get_device_name(device)
+    summary["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu_tiny"
+    summary["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M")
     run_matrix(args, device, summary)
-    line = json.dumps(summary)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "gpu_check.json").write_text(line + "\n")
-    log(line)
+    path = result_path(summary, Path(args.out_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    log(f"written: {path}")
+    log(json.dumps({k: summary.get(k) for k in (*KEYS, "targets_met")}))
     return 0
 
 

@@ -293,3 +293,35 @@ class ClipGeometry:
         size = (long_px, short) if self.width >= self.height else (short, long_px)
         _check_limits(*size)
         return size
+
+
+def video_matched_samples(audio_frames: int) -> int:
+    """44.1 kHz samples lasting exactly as long as the decoded video of a clip with `audio_frames` latents.
+
+    F audio latents belong to T = (F - 1)//4 + 1 latent frames, which decode to 4(T - 1) + 1 video
+    frames at 25 fps; the audio of the same clip lasts F/25 s, i.e. up to 0.16 s longer. Cutting each
+    clip's waveform to this length keeps a batch joined into one file in sync clip by clip.
+    """
+    if audio_frames < 1:
+        raise ValueError(f"an audio latent needs at least 1 frame, got {audio_frames}")
+    video_frames = VAE_STRIDE_T * ((audio_frames - 1) // VAE_STRIDE_T) + 1
+    return video_frames * AUDIO_OUTPUT_RATE // FPS
+
+
+MAX_BATCH_SECONDS = 60  # clips x seconds per run (16 x 3 s, 4 x 15 s)
+MAX_DECODED_BYTES = 24 * 2**30  # the decoded batch as a float32 IMAGE [frames, H, W, 3] in system RAM
+
+
+def check_batch(batch_size: int, geometry: "ClipGeometry") -> None:
+    """batch_size x clip length is bounded before any latent exists: a batch is sampled clip after clip
+    but decoded into ONE IMAGE batch in system RAM, so its size must stay reasonable."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    seconds = batch_size * geometry.seconds
+    frames = batch_size * geometry.decoded_frames
+    gib = frames * geometry.width * geometry.height * 3 * 4 / 2**30
+    if seconds > MAX_BATCH_SECONDS or gib * 2**30 > MAX_DECODED_BYTES:
+        raise ValueError(f"batch_size {batch_size} x {geometry.seconds} s at {geometry.width}x{geometry.height} is "
+                         f"{seconds} s of video ({frames} frames, {gib:.1f} GiB once decoded); one run may hold at "
+                         f"most {MAX_BATCH_SECONDS} s and {MAX_DECODED_BYTES // 2**30} GiB: lower batch_size or "
+                         "seconds, or queue several runs")

@@ -5,7 +5,9 @@ widget value fails fast with our message instead of a shape error deep inside th
 """
 from __future__ import annotations
 
+import re
 import warnings
+from typing import Callable, Optional
 
 import torch
 
@@ -91,18 +93,48 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"image has {c} channels; give an RGB, RGBA or grayscale image (convert it first)")
 
 
-def parse_dialogue(speaker: str, language: str, line: str, more: str) -> list[DialogueLine]:
-    """The first utterance from separate fields, then one `speaker | Language | line` per extra line."""
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the multiline widget writes; NOT str.splitlines()
+_SEPARATORS = {"\u2028": "U+2028 LINE SEPARATOR", "\u2029": "U+2029 PARAGRAPH SEPARATOR"}
+
+
+def check_one_line(text: str, where: str) -> None:
+    """ValueError when `text` (one utterance) holds a Unicode line or paragraph separator."""
+    for ch, name in _SEPARATORS.items():
+        if ch in text:
+            raise ValueError(f"{where} contains a {name} (pasted from a web page or document) inside the "
+                             "utterance; replace it with a space, or press Enter to start a new dialogue line")
+
+
+def parse_dialogue(speaker: str, language: str, line: str, more: str,
+                   warn: Optional[Callable[[str], None]] = None) -> list[DialogueLine]:
+    """The first utterance from separate fields, then one `speaker | Language | line` per extra line.
+
+    Lines are split at newlines only (str.splitlines() would also split at U+2028/U+2029 and other
+    separators, cutting an utterance in two); those separators inside a line are refused with a
+    message. At most MAX_DIALOGUE_LINES utterances are kept (the model reads 640 tokens of prompt);
+    `warn(message)` is told when more were given.
+    """
+    from .text.bounds import MAX_DIALOGUE_LINES, dialogue_cap_message
+
     out = []
     if line.strip():
+        check_one_line(line, "the dialogue line")
         out.append(DialogueLine(speaker.strip() or "Speaker", language, line.strip()))
-    for n, raw in enumerate(more.splitlines(), start=1):
+    total = len(out)
+    for n, raw in enumerate(_LINE_BREAK.split(more), start=1):
         if not raw.strip():
             continue
+        total += 1
+        if total > MAX_DIALOGUE_LINES:
+            continue  # counted for the warning, never parsed or encoded
+        check_one_line(raw, f"more_dialogue line {n}")
         parts = [p.strip() for p in raw.split("|")]
         if len(parts) != 3:
-            raise ValueError(f"more_dialogue line {n} must read 'speaker | Language | line', got {raw!r}")
+            raise ValueError(f"more_dialogue line {n} must read 'speaker | Language | line', got "
+                             f"{raw[:80]!r}{' ...' if len(raw) > 80 else ''}")
         out.append(DialogueLine(*parts))
+    if total > MAX_DIALOGUE_LINES and warn is not None:
+        warn(dialogue_cap_message(total))
     return out
 
 
@@ -111,5 +143,24 @@ def sr_latent_hw(base_h: int, base_w: int, target: str) -> tuple[int, int]:
     if base_h < 2 or base_w < 2 or base_h % 2 or base_w % 2:
         raise ValueError(f"the base video latent is {base_h}x{base_w}; HappyHorse latents have even sizes of at "
                          "least 2 (pixels multiples of 32): connect the HappyHorse Sampler's video latent")
-    sr = ClipGeometry(base_w * 16, base_h * 16, 1).sr_geometry(target)  # seconds do not matter for sizes
+    try:
+        sr = ClipGeometry(base_w * 16, base_h * 16, 1).sr_geometry(target)  # seconds do not matter for sizes
+    except ValueError as exc:
+        raise ValueError(f"the {target} super-resolution size is derived from the base video latent "
+                         f"{base_h}x{base_w} ({base_w * 16}x{base_h * 16} px, keeping its aspect) and is not "
+                         f"usable: {exc}. Feed Super-Resolution the 256p video latent of the HappyHorse Sampler "
+                         "(an aspect between 1:4 and 4:1)") from None
     return sr.latent_h, sr.latent_w
+
+
+def check_guidance_widgets(mode: str, **scales: float) -> None:
+    """Base-mode CFG scales, by widget name, must be finite numbers >= 0 (an API workflow can send NaN,
+    which passes ComfyUI's min/max check). Distilled sampling runs no CFG and never reads them."""
+    if mode != "base":
+        return
+    for widget, value in scales.items():
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or value != value or value in (float("inf"), float("-inf")) or value < 0:
+            raise ValueError(f"the sampler's {widget} is {value!r}; base mode needs a finite guidance scale "
+                             f"(1.0-20.0, default 5.0 for video_cfg/audio_cfg, 2.0 for video_cfg_late): set the "
+                             "widget to a number")

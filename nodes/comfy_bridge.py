@@ -1,9 +1,11 @@
 """The pack's ONE comfy-aware helper module: everything the node files need from ComfyUI goes through here.
 
-Why: happyhorse_core never imports comfy; node files stay thin and import this module lazily (inside
-execute()), so it is the single place to adapt when ComfyUI's internals move. comfy /
-folder_paths are imported inside each function, so the pure helpers (tensor layout conversions,
-path checks against given roots) also work -- and are unit-tested -- without ComfyUI.
+Why: happyhorse_core never imports comfy; node files stay thin and import from this module, so it
+is the single place to adapt when ComfyUI's internals move. comfy / folder_paths are imported
+inside each function, and `io` / `ComfyExtension` (the V3 node API, needed at class-definition
+time) are resolved on first attribute access (module `__getattr__`), so the pure helpers (tensor
+layout conversions, path checks against given roots) also import -- and are unit-tested --
+without ComfyUI.
 
 Layouts (ComfyUI side <-> core side):
   IMAGE  [T, H, W, 3] float 0..1        <-> frames [1, 3, T, H, W] float 0..1
@@ -17,10 +19,21 @@ from typing import Any, Callable, Optional
 
 import torch
 
-VIDEO_LATENT_CHANNELS = 48      # Wan2.2 VAE latents
-AUDIO_LATENT_CHANNELS = 64      # Stable Audio (Oobleck) VAE latents
+from ..happyhorse_core.geometry import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS
+
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras")
 HAPPYHORSE_SUBFOLDER = "happyhorse"   # models/diffusion_models/happyhorse/ holds the pack's DiT files
+
+
+_V3_NAMES = ("io", "ComfyExtension")
+
+
+def __getattr__(name: str) -> Any:
+    """`io` and `ComfyExtension` from comfy_api.latest, imported when a node module first asks for them."""
+    if name in _V3_NAMES:
+        import comfy_api.latest as v3
+        return getattr(v3, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- devices
@@ -40,6 +53,28 @@ def intermediate_device() -> torch.device:
     """Where node outputs (IMAGE, LATENT, AUDIO tensors) should live."""
     import comfy.model_management as mm
     return mm.intermediate_device()
+
+
+def attention_choice(requested: str, sage_flag: Optional[bool] = None, flash_flag: Optional[bool] = None) -> str:
+    """The pack's plain attention choice for the core: an explicit widget choice wins; `auto` follows
+    ComfyUI's --use-sage-attention / --use-flash-attention (read from comfy.model_management unless
+    the flags are given), else stays `auto` (flash-attn if installed for bf16, else SDPA)."""
+    if requested != "auto":
+        return requested
+    if sage_flag is None or flash_flag is None:
+        import comfy.model_management as mm
+        sage_flag = bool(getattr(mm, "sage_attention_enabled", lambda: False)())
+        flash_flag = bool(getattr(mm, "flash_attention_enabled", lambda: False)())
+    return "sage" if sage_flag else "flash" if flash_flag else "auto"
+
+
+def compile_cache_dir() -> str:
+    """A persistent folder for torch.compile's on-disk caches: ComfyUI's user directory, so compiled
+    HappyHorse graphs survive restarts (inductor/triton caches otherwise live under /tmp)."""
+    import folder_paths
+    path = os.path.join(folder_paths.get_user_directory(), "happyhorse", "torch_compile_cache")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 # ----------------------------------------------------------------------------- model files
@@ -96,6 +131,11 @@ def resolve_in_roots(name: str, roots: list[str], folder: str = "models") -> str
             raise ValueError(f"{candidate} is a link to {real}, outside the {folder} folders {real_roots}: "
                              f"move the file into models/{folder}/ (or add its folder in extra_model_paths.yaml)")
         return real
+    from ..happyhorse_core.paths import broken_link_message
+    for root in roots:
+        broken = broken_link_message(os.path.join(root, *parts))
+        if broken:
+            raise FileNotFoundError(f"{broken} (in the {folder} folder {root})")
     raise FileNotFoundError(f"{name!r} not found in the {folder} folders {list(roots)}: put the file there "
                             "and refresh the node list (press R in the UI)")
 
@@ -229,7 +269,90 @@ def wrap_model(module: torch.nn.Module, size_bytes: Optional[int] = None):
                                             offload_device=offload_device(), size=size)
 
 
+def unload_patcher(patcher) -> None:
+    """Take one ModelPatcher out of ComfyUI's loaded models (weights back to the offload device)."""
+    import comfy.model_management as mm
+    for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+        if mm.current_loaded_models[i].model is patcher:
+            mm.current_loaded_models.pop(i).model_unload()
+
+
 def load_models(patchers: list, memory_required: int = 0) -> None:
     """Ask ComfyUI to make room for and load these patchers onto torch_device()."""
     import comfy.model_management as mm
     mm.load_models_gpu(patchers, memory_required=memory_required)
+
+
+def free_memory(size_bytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to evict models until `size_bytes` are free on `device`."""
+    import comfy.model_management as mm
+    mm.free_memory(size_bytes, device)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory ComfyUI reports free on `device` (its own cache included)."""
+    import comfy.model_management as mm
+    return mm.get_free_memory(device)
+
+
+def unload_all_models() -> None:
+    """What ComfyUI itself does after an out-of-memory error: unload every model, empty the cache."""
+    import comfy.model_management as mm
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+
+
+def wan22_rgb_factors() -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """ComfyUI's Wan2.2 latent -> RGB preview projection: factors [48, 3] and bias [3] (or None)."""
+    import comfy.latent_formats
+    fmt = comfy.latent_formats.Wan22()
+    bias = getattr(fmt, "latent_rgb_factors_bias", None)
+    return (torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32),
+            None if bias is None else torch.tensor(bias, dtype=torch.float32))
+
+
+def resize_image(rgb: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """IMAGE [B, H, W, 3] -> [B, height, width, 3]: ComfyUI's lanczos resize with a center crop, in 0..1."""
+    import comfy.utils
+    out = comfy.utils.common_upscale(rgb.movedim(-1, 1), width, height, "lanczos", "center")
+    return out.movedim(1, -1).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- video files, user folder, text
+def video_from_bytes(data: bytes):
+    """An encoded video file (e.g. a downloaded mp4) -> ComfyUI VIDEO, read from memory; SaveVideo copies
+    its streams without re-encoding."""
+    import io as _io
+
+    from comfy_api.latest import InputImpl
+    return InputImpl.VideoFromFile(_io.BytesIO(data))
+
+
+def video_to_mp4_bytes(video) -> bytes:
+    """A ComfyUI VIDEO -> H.264 mp4 bytes, in memory (streams copied when they already are mp4/H.264)."""
+    import io as _io
+
+    from comfy_api.latest import Types
+    buf = _io.BytesIO()
+    video.save_to(buf, format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
+    return buf.getvalue()
+
+
+def user_directory() -> str:
+    """ComfyUI's user folder (ComfyUI/user, or --user-directory / <base-directory>/user)."""
+    import folder_paths
+    return folder_paths.get_user_directory()
+
+
+def temp_directory() -> str:
+    import folder_paths
+    return folder_paths.get_temp_directory()
+
+
+def progress_text(node_id: Optional[str], text: str) -> None:
+    """Show a line of text on the node (ComfyUI's progress text); silently nothing without a server."""
+    try:
+        from server import PromptServer
+        PromptServer.instance.send_progress_text(text, node_id)
+    except (ImportError, AttributeError):
+        pass

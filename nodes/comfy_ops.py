@@ -20,8 +20,8 @@ and a `ComfyFetcher`, so such modules are fetched to the compute device per call
   The functions see the WHOLE stacked expert weight; the layer slices experts afterwards.
 `release` calls `comfy.ops.uncast_bias_weight` (lets the offload stream reuse the buffer).
 
-Cancel: our layers do not call comfy.ops.run_every_op, so a forward pre-hook on every transformer
-block checks ComfyUI's interrupt flag (`add_interrupt_hooks`).
+Cancel: our layers do not call comfy.ops.run_every_op (ComfyUI's per-op interrupt check); the
+sampler's per-step interrupt hook is what stops a run.
 
 Limits: scaled-fp8 weights (`weight_scale`) get no convert_weight/set_weight, so a LoRA on a scaled
 fp8 DiT is not supported by this adapter (ComfyUI would patch the raw fp8 values): `enable_partial_load`
@@ -29,13 +29,10 @@ returns the names of such modules so a caller can refuse patches on them.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from happyhorse_core.fetch import Fetched, WeightHost, iter_hosts
-
+from ..happyhorse_core.fetch import Fetched, iter_hosts, WeightHost
 
 
 class ComfyFetcher:
@@ -97,24 +94,6 @@ def enable_partial_load(model: nn.Module) -> list[str]:
         if getattr(m, "weight_scale", None) is not None:
             scaled.append(name)
     return scaled
-
-
-def disable_partial_load(model: nn.Module) -> None:
-    """Undo enable_partial_load: own tensors again (call only when the model is fully loaded or on the CPU)."""
-    for _, m in iter_hosts(model):
-        m.__dict__.pop("weight_fetcher", None)
-        for attr in ("comfy_cast_weights", "weight_function", "bias_function"):
-            m.__dict__.pop(attr, None)
-
-
-def add_interrupt_hooks(layers: nn.ModuleList) -> list[Any]:
-    """Forward pre-hooks raising ComfyUI's interrupt at every block (our layers skip run_every_op)."""
-    def check(_module, _args):
-        if torch.compiler.is_compiling():
-            return
-        import comfy.model_management as mm
-        mm.throw_exception_if_processing_interrupted()
-    return [layer.register_forward_pre_hook(check) for layer in layers]
 
 
 def offloaded_modules(model: nn.Module) -> list[str]:

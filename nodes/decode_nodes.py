@@ -3,13 +3,21 @@
 The native Wan2.2 VAE Decode also works on our video latent. Audio must go through HappyHorse
 Decode Audio: the model's audio latents run at 25 frames/s, i.e. the Stable Audio VAE output is
 51.2 kHz audio (MODEL_SPEC §7.3), re-timed here to 44.1 kHz so that CreateVideo at 25 fps and
-SaveVideo give an mp4 whose sound and picture last the same.
+SaveVideo give an mp4 whose sound and picture last the same. Each clip's waveform is cut to its
+video's length (4(T-1)+1 frames at 25 fps) so that a batch joined into one file stays in sync.
 """
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.errors import CheckpointError
+from ..happyhorse_core.geometry import video_matched_samples
+from ..happyhorse_core.media.audio import to_output_rate
+from ..happyhorse_core.sampling.latents import video_to_model
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import oom_advice
 from .types import CATEGORY, HHTurboVAED
 
 
@@ -33,18 +41,15 @@ class DecodeVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
-        from happyhorse_core.sampling.latents import video_to_model
-
-        from . import comfy_bridge as cb
-        from .runtime import oom_advice
         video = cb.latent_samples(video_latent, "video")
-        decoder = turbo_vaed["decoder"]
-        cb.load_models([turbo_vaed["patcher"]])
+        decoder = turbo_vaed.decoder
         device = cb.torch_device()  # a partial load may leave some convs in RAM: they are fetched per call
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
         images = []
         with oom_advice("HappyHorse Decode Video"), torch.no_grad():
+            cb.load_models([turbo_vaed.patcher])
             for b in range(video.shape[0]):
+                cb.interrupt_check()
                 z = video_to_model(video[b:b + 1]).to(device)
                 out = decoder.decode(z, progress=lambda d, t: bar(d, t), interrupt=cb.interrupt_check,
                                      output_device=cb.intermediate_device(), device=device)
@@ -61,8 +66,9 @@ class DecodeAudio(io.ComfyNode):
             display_name="HappyHorse Decode Audio",
             category=f"{CATEGORY}/decode",
             description=("Decodes the audio latent with the native Stable Audio Open VAE and re-times it from the "
-                         "model's 51.2 kHz (25 latent frames/s x 2048) to 44.1 kHz, so audio and video both last "
-                         "(25*s+1)/25 s. Use this instead of the native VAE Decode Audio for HappyHorse latents."),
+                         "model's 51.2 kHz (25 latent frames/s x 2048) to 44.1 kHz; each clip's sound is cut to "
+                         "its picture (4T-3 frames at 25 fps), so a batch joined into one file stays in sync. Use "
+                         "this instead of the native VAE Decode Audio for HappyHorse latents."),
             inputs=[
                 io.Latent.Input("audio_latent"),
                 io.Vae.Input("vae", tooltip="The Stable Audio Open VAE (VAE Loader)."),
@@ -72,14 +78,20 @@ class DecodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_latent, vae) -> io.NodeOutput:
-        from happyhorse_core.media.audio import to_output_rate
-
-        from . import comfy_bridge as cb
-        samples = cb.latent_samples(audio_latent, "audio")
+        samples = cb.latent_samples(audio_latent, "audio")  # [B, 64, F]
+        if not bool(torch.isfinite(samples).all()):
+            raise ValueError("the audio latent contains NaN/Inf values; check the node that produced it")
+        cb.interrupt_check()
         wave = vae.decode(samples).movedim(-1, 1).float()  # [B, C, 2048 * F] at a nominal 51.2 kHz
         if wave.ndim != 3:
             raise ValueError(f"the VAE decoded to shape {list(wave.shape)}; connect the Stable Audio Open VAE")
+        if not bool(torch.isfinite(wave).all()):  # never a "successful" silent or broken track
+            raise CheckpointError("the VAE decoded NaN/Inf audio from a finite latent: its weights are damaged or "
+                                  "it is not the Stable Audio Open VAE; load the Stable Audio Open VAE file again")
+        cb.interrupt_check()
         wave = to_output_rate(wave.cpu(), dim=-1)  # FFT re-timing 441/512 -> 44.1 kHz
+        # each clip as long as its video (4(T-1)+1 frames), so a batch joined into one file stays in sync
+        wave = wave[..., :video_matched_samples(samples.shape[2])]
         return io.NodeOutput({"waveform": wave.contiguous(), "sample_rate": 44100})
 
 

@@ -5,28 +5,38 @@ our video latent). The Wan2.2 mean/std normalisation into model space happens in
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, ClipGeometry,
+                                        RESOLUTION_SHORT_SIDE, check_batch)
+from ..happyhorse_core.media.audio import prepare_voice_track
+from ..happyhorse_core.media.read import center_crop_to_aspect
+from ..happyhorse_core.media.shrink import shrink_early, shrink_factor
+from ..happyhorse_core.text.bounds import check_unicode, truncation_message
+from ..happyhorse_core.text.encoder import encode_prompt
+from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES
+from ..happyhorse_core.validation import parse_dialogue, start_image
+
+from . import comfy_bridge as cb, ram_plan
+from .comfy_bridge import io
+from .node_warnings import warn_all
+from .runtime import oom_advice
 from .types import CATEGORY, HHConditioning, HHTextEncoder, PromptPair
 
 log = logging.getLogger("HappyHorse")
 
-AUDIO_HOP = 2048  # Stable Audio VAE samples per latent frame
-NOMINAL_RATE = 51200  # the model's audio timing: 25 latent frames per second (MODEL_SPEC §7.3)
-
 
 def _languages() -> list[str]:
-    from happyhorse_core.text.prompts import LANGUAGES
     return list(LANGUAGES)
 
 
 class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.text.prompts import DEFAULT_NEGATIVE_PROMPT
         return io.Schema(
             node_id="HappyHorseTextEncode",
             display_name="HappyHorse Text Encode",
@@ -53,43 +63,75 @@ class TextEncode(io.ComfyNode):
                                 tooltip="Used by base-model CFG (and SR CFG); ignored by the distilled model."),
             ],
             outputs=[HHConditioning.Output(display_name="conditioning")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, text_encoder, prompt, speaker, language, line, more_dialogue, background_sound,
                 negative_prompt) -> io.NodeOutput:
-        from happyhorse_core.text.prompts import build_prompt
-        from happyhorse_core.validation import parse_dialogue
+        node_id = cls.hidden.unique_id
+        notes: list[str] = []
+        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue, warn=notes.append),
+                            background_sound)
+        negative = negative_prompt if negative_prompt.strip() else "low quality"
+        check_unicode(negative, "negative prompt")  # fail here, not later in the sampler
+        neg = None
+        with _encoder_ready(text_encoder):
+            pos = _encode(text_encoder, full, "prompt", node_id, notes)
+            if text_encoder.release_after_encoding:  # it leaves RAM now: encode the negative while it is here
+                neg = _encode(text_encoder, negative, "negative prompt", node_id, notes).features
+        if text_encoder.release_after_encoding:
+            ram_plan.release(text_encoder, cb.unload_patcher, why="release_after_encoding")
+        warn_all(node_id, notes)
+        # otherwise encoded only if a consumer runs CFG (base mode, SR with cfg): PromptPair.negative_features
+        source = None if neg is not None else functools.partial(_encode_negative, text_encoder, negative)
+        return io.NodeOutput(PromptPair(positive=pos.features, negative=neg, prompt=full,
+                                        truncated=pos.truncated, negative_source=source))
 
-        from . import comfy_bridge as cb
-        full = build_prompt(prompt, parse_dialogue(speaker, language, line, more_dialogue), background_sound)
-        if text_encoder.patcher is not None:
-            cb.load_models([text_encoder.patcher])
-        pos = _encode(text_encoder, full, "prompt")
-        neg = _encode(text_encoder, negative_prompt if negative_prompt.strip() else "low quality", "negative prompt")
-        return io.NodeOutput(PromptPair(positive=pos.features, negative=neg.features, prompt=full,
-                                        truncated=pos.truncated))
+
+@contextlib.contextmanager
+def _encoder_ready(stack):
+    """The text encoder in RAM (read again if the RAM plan released it) and placed by ComfyUI."""
+    with oom_advice("the HappyHorse prompt node (T5Gemma text encoder)"):
+        ram_plan.ensure_loaded(stack, rewrap=cb.wrap_model, unload=cb.unload_patcher)
+        if stack.patcher is not None:
+            cb.load_models([stack.patcher])
+        yield
+
+
+def _encode_negative(stack, text: str, node_id=None) -> torch.Tensor:
+    """The negative prompt's rows, encoded when a consumer first needs them (warnings go to that node)."""
+    notes: list[str] = []
+    with _encoder_ready(stack):
+        feats = _encode(stack, text, "negative prompt", node_id, notes)
+    warn_all(node_id, notes)
+    return feats.features
 
 
 @torch.no_grad()
-def _encode(stack, text: str, what: str):
-    from happyhorse_core.text.encoder import text_features
-    ids = stack.tokenizer.encode(text)
-    if not ids:
-        raise ValueError(f"the {what} produced no tokens; write some text")
-    from . import comfy_bridge as cb
+def _encode(stack, text: str, what: str, node_id, notes: list):
+    """Tokens counted and cut to 640 first, then the encoder, layer by layer with Cancel and progress."""
     # compute where ComfyUI loads the encoder (a partial load leaves some layers in RAM: they are fetched)
     device = cb.torch_device() if stack.patcher is not None else next(stack.encoder.parameters()).device
-    feats = text_features(stack.encoder.encode(torch.tensor([ids]), device))
+    layers = len(stack.encoder.layers)
+    bar = cb.ComfyProgress(layers, node_id=node_id)
+    done = [0]
+
+    def between_layers():  # Cancel lands within one layer; the bar shows the encode moving
+        cb.interrupt_check()
+        bar(done[0], layers)
+        done[0] += 1
+
+    feats = encode_prompt(stack.encoder, stack.tokenizer, text, device=device, what=what, interrupt=between_layers)
+    bar(layers, layers)
     if feats.truncated:
-        log.warning("HappyHorse: the %s has %d tokens; only the first 640 are used. Shorten it.", what, len(ids))
+        notes.append(truncation_message(what, feats.tokens))
     return feats._replace(features=feats.features.cpu())
 
 
 class EmptyLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from happyhorse_core.geometry import ASPECTS, RESOLUTION_SHORT_SIDE
         return io.Schema(
             node_id="HappyHorseEmptyLatent",
             display_name="HappyHorse Empty Latent",
@@ -117,13 +159,11 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, aspect, resolution, width, height, seconds, batch_size) -> io.NodeOutput:
-        from happyhorse_core.geometry import ClipGeometry
-
-        from . import comfy_bridge as cb
         if resolution == "custom":
             geo = ClipGeometry.from_request(width, height, seconds)
         else:
             geo = ClipGeometry.from_preset(aspect, resolution, seconds)
+        check_batch(batch_size, geo)
         dev = cb.intermediate_device()
         video = torch.zeros((batch_size, *geo.video_latent_shape[1:]), device=dev)
         audio = torch.zeros((batch_size, 64, geo.audio_frames), device=dev)
@@ -150,15 +190,15 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        import comfy.utils
-
-        from happyhorse_core.validation import start_image
-
-        from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video")
         h, w = video.shape[3] * 16, video.shape[4] * 16
         rgb = start_image(image)  # [1, H, W, 3]; warns when given a batch
-        rgb = comfy.utils.common_upscale(rgb.movedim(-1, 1), w, h, "lanczos", "center").movedim(1, -1).clamp(0, 1)
+        chw = rgb[0].movedim(-1, 0)  # [3, H, W], a view
+        crop = center_crop_to_aspect(chw, w, h)  # a view
+        if shrink_factor(crop.shape[1], crop.shape[2], h, w) > 1:  # >= 4x the clip: box-shrink it first, so that
+            rgb = shrink_early(crop, w, h, interrupt=cb.interrupt_check).movedim(0, -1)[None]  # work follows the clip
+        rgb = cb.resize_image(rgb, w, h)  # [1, h*16, w*16, 3], lanczos + center crop
+        cb.interrupt_check()
         latent = vae.encode(rgb)  # [1, C, 1, h, w]
         if latent.ndim != 5 or latent.shape[1] != 48:
             raise ValueError(f"the VAE gave a latent of shape {list(latent.shape)}; connect the Wan2.2 VAE "
@@ -186,12 +226,11 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent) -> io.NodeOutput:
-        from happyhorse_core.media.audio import prepare_voice_track
-
-        from . import comfy_bridge as cb
         frames = cb.latent_samples(audio_latent, "audio").shape[2]
         wave, rate = cb.audio_to_waveform(audio)
+        cb.interrupt_check()
         prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)
+        cb.interrupt_check()
         if prep.trimmed:
             log.warning("HappyHorse: voice track (%.2f s) is longer than the clip; the end is cut",
                         prep.source_duration_s)

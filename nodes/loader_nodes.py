@@ -8,13 +8,22 @@ from __future__ import annotations
 import logging
 import os
 
-from comfy_api.latest import io
+import torch
 
-from happyhorse_core.dit.attention import BACKENDS
-from happyhorse_core.dit.config import VARIANTS
-from happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
+from ..happyhorse_core.decoders.turbo_loading import load_turbo_vaed
+from ..happyhorse_core.dit.attention import BACKENDS
+from ..happyhorse_core.dit.config import VARIANTS
+from ..happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
+from ..happyhorse_core.text.loading import load_encoder, load_text_stack
+from ..happyhorse_core.weights.loading import load_dit
 
-from .types import CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT, LoadedTextEncoder
+from . import comfy_bridge as cb
+from . import ram_plan
+from .comfy_bridge import io
+from .native_model import build_patcher
+from .runtime import oom_advice
+from .types import (BlockSwapConfig, CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
+                    LoadedTextEncoder, LoadedTurboVAED)
 
 log = logging.getLogger("HappyHorse")
 
@@ -41,6 +50,13 @@ def text_encoder_target(path: str) -> str:
     return path
 
 
+def disk_bytes(path: str) -> int:
+    """Bytes of the .safetensors file(s) at `path` (a file, or a folder's files): the RAM a load needs at most."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(".safetensors"))
+    return os.path.getsize(path) if os.path.isfile(path) else 0
+
+
 def _options(choices: list[str], fallback: str) -> list[str]:
     return choices or [fallback]
 
@@ -48,10 +64,9 @@ def _options(choices: list[str], fallback: str) -> list[str]:
 class ModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseModelLoader",
-            display_name="HappyHorse Model Loader",
+            display_name="HappyHorse Model Loader (MagiHuman DiT)",
             category=f"{CATEGORY}/loaders",
             description=("Loads a HappyHorse / daVinci-MagiHuman DiT (15B) from models/diffusion_models "
                          "(or its happyhorse/ subfolder): a single .safetensors file, or any shard of a sharded "
@@ -67,13 +82,16 @@ class ModelLoader(io.ComfyNode):
                 io.Combo.Input("weight_dtype", options=DTYPE_CHOICES, default="bf16",
                                tooltip="Storage of the block weights. bf16 = 30.6 GB; fp8 on the 32 shared layers "
                                        "= ~20.6 GB; fp8 on all layers = ~15.3 GB. fp8 is upcast per matmul, so it "
-                                       "works on any GPU and on CPU."),
+                                       "works on any GPU and on CPU. fp8_e4m3fn_fast = scaled fp8 whose matmuls "
+                                       "run on fp8 tensor cores (RTX 40xx / L40 / H100 and newer; elsewhere "
+                                       "the same as fp8_e4m3fn_scaled): faster, slightly less exact."),
                 io.Combo.Input("fp8_scope", options=list(FP8_SCOPES), default="shared",
                                tooltip="shared = fp8 only for layers 4-35 (the 8 modality-specific layers stay "
                                        "bf16, best quality); all = every block linear in fp8."),
                 io.Combo.Input("attention", options=ATTENTION_CHOICES, default="auto",
-                               tooltip="auto = flash-attn if installed on a CUDA GPU, else PyTorch SDPA. A backend "
-                                       "that cannot run falls back to SDPA with one warning."),
+                               tooltip="auto = follows ComfyUI's --use-sage-attention / --use-flash-attention; "
+                                       "otherwise flash-attn if installed on a CUDA GPU, else PyTorch SDPA. A "
+                                       "backend that cannot run falls back to SDPA with one warning."),
                 HHBlockSwap.Input("block_swap", optional=True,
                                   tooltip="Optional block-swap settings (HappyHorse Block Swap node)."),
             ],
@@ -82,19 +100,22 @@ class ModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, variant, weight_dtype, fp8_scope, attention, block_swap=None) -> io.NodeOutput:
-        from happyhorse_core.weights.loading import load_dit
-
-        from . import comfy_bridge as cb
         path = checkpoint_target(cb.model_path("diffusion_models", model_name))
-        model = load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
-                         fp8_scope=fp8_scope, device=cb.offload_device(), attn_backend=attention)
+
+        def load():
+            return load_dit(path, variant=None if variant == "auto" else variant, weight_dtype=weight_dtype,
+                            fp8_scope=fp8_scope, device=cb.offload_device(),
+                            attn_backend=cb.attention_choice(attention), interrupt=cb.interrupt_check)
+
+        with oom_advice("HappyHorse Model Loader"):
+            ram_plan.make_room(disk_bytes(path), unload=cb.unload_patcher)  # RAM plan: one idle DiT at a time
+            model = load()
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
         if not block_swap:  # one ModelPatcher per module: the native MODEL's, also used by the easy path
-            from .native_model import build_patcher
             loaded.patcher = build_patcher(model)
-        return io.NodeOutput(loaded)
+        return io.NodeOutput(ram_plan.track(loaded, load))
 
 
 class BlockSwapSettings(io.ComfyNode):
@@ -125,14 +146,13 @@ class BlockSwapSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, blocks_on_device, pin_memory, auto=False) -> io.NodeOutput:
-        return io.NodeOutput({"blocks_on_device": int(blocks_on_device), "pin_memory": bool(pin_memory),
-                              "auto": bool(auto)})
+        return io.NodeOutput(BlockSwapConfig(blocks_on_device=int(blocks_on_device), pin_memory=bool(pin_memory),
+                                             auto=bool(auto)))
 
 
 class TextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseTextEncoderLoader",
             display_name="HappyHorse Text Encoder Loader (T5Gemma)",
@@ -143,34 +163,42 @@ class TextEncoderLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
                                tooltip="A file of the T5Gemma folder in models/text_encoders."),
-                io.Combo.Input("weight_dtype", options=["bf16", "fp32"], default="bf16",
-                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks)."),
+                io.Combo.Input("weight_dtype", options=["bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"],
+                               default="bf16",
+                               tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks); fp8 "
+                                       "stores the layer linears in fp8 (~10.2 GB, upcast per matmul, any GPU), "
+                                       "scaled = with a per-tensor scale (closer to bf16). Cards under 24 GB: fp8; "
+                                       "what does not fit stays in RAM and is streamed per layer."),
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
                                tooltip="default = the GPU while encoding (ComfyUI evicts it afterwards when "
-                                       "memory is needed); cpu = never on the GPU (for cards under ~24 GB; "
+                                       "memory is needed; layers that do not fit stay in RAM and are copied "
+                                       "in per use); cpu = never on the GPU (for cards under ~24 GB; "
                                        "encoding a prompt then takes tens of seconds)."),
+                io.Boolean.Input("release_after_encoding", default=False,
+                                 tooltip="Free the encoder's RAM (and VRAM) as soon as the prompt is encoded; it is "
+                                         "read from disk again when a prompt changes. For machines with 32-64 GB "
+                                         "of RAM running two DiTs (super-resolution)."),
             ],
             outputs=[HHTextEncoder.Output(display_name="text_encoder")],
         )
 
     @classmethod
-    def execute(cls, encoder_name, weight_dtype, device="default") -> io.NodeOutput:
-        import torch
-
-        from happyhorse_core.text.loading import load_text_stack
-
-        from . import comfy_bridge as cb
+    def execute(cls, encoder_name, weight_dtype, device="default", release_after_encoding=False) -> io.NodeOutput:
         path = text_encoder_target(cb.model_path("text_encoders", encoder_name))
-        dtype = torch.bfloat16 if weight_dtype == "bf16" else torch.float32
-        encoder, tokenizer = load_text_stack(path, dtype=dtype, device="cpu")
+        with oom_advice("HappyHorse Text Encoder Loader"):
+            ram_plan.make_room(disk_bytes(path) // 2, unload=cb.unload_patcher)  # the encoder half of the files
+            encoder, tokenizer = load_text_stack(path, device="cpu", weight_dtype=weight_dtype,
+                                                 interrupt=cb.interrupt_check)
         patcher = cb.wrap_model(encoder) if device == "default" else None  # None: stays on the CPU
-        return io.NodeOutput(LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher))
+        loaded = LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=path, patcher=patcher,
+                                   release_after_encoding=bool(release_after_encoding))
+        return io.NodeOutput(ram_plan.track(
+            loaded, lambda: load_encoder(path, device="cpu", weight_dtype=weight_dtype, require_tokenizer=False)))
 
 
 class TurboVAEDLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseTurboVAEDLoader",
             display_name="HappyHorse Turbo-VAED Loader",
@@ -187,12 +215,10 @@ class TurboVAEDLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name) -> io.NodeOutput:
-        from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
-
-        from . import comfy_bridge as cb
         path = cb.model_path("vae", vae_name)
-        decoder = load_turbo_vaed(path, device="cpu")
-        return io.NodeOutput({"decoder": decoder, "path": path, "patcher": cb.wrap_model(decoder)})
+        with oom_advice("HappyHorse Turbo-VAED Loader"):
+            decoder = load_turbo_vaed(path, device="cpu", interrupt=cb.interrupt_check)
+        return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 
 NODES = [ModelLoader, BlockSwapSettings, TextEncoderLoader, TurboVAEDLoader]

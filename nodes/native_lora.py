@@ -22,10 +22,7 @@ from __future__ import annotations
 import logging
 import os
 
-import comfy.lora
-import comfy.lora_convert
-
-from happyhorse_core.dit.ops import ExpertLinear
+from ..happyhorse_core.dit.ops import ExpertLinear
 
 from .native_model import require_happyhorse
 
@@ -37,6 +34,7 @@ PREFIX = "diffusion_model."
 
 def lora_key_map(model) -> dict:
     """LoRA target name -> model key (or (key, (dim, start, length)) for one expert's rows)."""
+    import comfy.lora
     key_map = comfy.lora.model_lora_keys_unet(model, {})
     for name, m in model.diffusion_model.named_modules():
         weight = m.__dict__.get("_parameters", {}).get("weight")
@@ -61,6 +59,8 @@ def scaled_fp8_keys(model) -> set[str]:
 
 def load_patches(patcher, lora_sd: dict, lora_name: str) -> dict:
     """ComfyUI patches for this LoRA on a HappyHorse MODEL; ValueError (naming the file) if none match."""
+    import comfy.lora
+    import comfy.lora_convert
     model = require_happyhorse(patcher, "HappyHorse LoRA Loader")
     lora = comfy.lora_convert.convert_lora(lora_sd)
     patches = comfy.lora.load_lora(lora, lora_key_map(model))
@@ -75,6 +75,12 @@ def load_patches(patcher, lora_sd: dict, lora_name: str) -> dict:
         raise ValueError(f"LoRA {lora_name}: the model was loaded with weight_dtype fp8_e4m3fn_scaled, whose per-tensor "
                          "scales LoRA patches cannot follow; load it with fp8_e4m3fn (or bf16) to use a LoRA")
     return patches
+
+
+def read_lora_file(path: str) -> dict:
+    """A LoRA file's tensors (safetensors memory-mapped, or a weights-only torch file), via ComfyUI's reader."""
+    import comfy.utils
+    return comfy.utils.load_torch_file(path, safe_load=True)
 
 
 def apply_lora(patcher, lora_sd: dict, strength: float, lora_name: str):

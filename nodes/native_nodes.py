@@ -9,8 +9,14 @@ both give the same latents.
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
+from ..happyhorse_core.validation import check_clip_latents
+
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .native_lora import apply_lora, read_lora_file
+from .native_model import is_happyhorse, require_happyhorse
+from .native_sampling import HHNoise, hh_sigmas, make_guider, make_sampler, model_shift, nested, part_mask
 from .types import CATEGORY, HHConditioning, HHModel
 
 NATIVE = f"{CATEGORY}/native"
@@ -32,7 +38,6 @@ class ToModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model) -> io.NodeOutput:
-        from .native_model import is_happyhorse
         if model.block_swap:
             raise ValueError("HappyHorse To MODEL: remove the HappyHorse Block Swap input of the model loader; on "
                              "the native path ComfyUI's own offloading (--lowvram / --novram) places the weights")
@@ -86,11 +91,6 @@ class PackAVLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, video_latent, audio_latent, first_frame=None, voice_latent=None) -> io.NodeOutput:
-        import comfy.nested_tensor
-
-        from happyhorse_core.validation import check_clip_latents
-
-        from . import comfy_bridge as cb
         video = cb.latent_samples(video_latent, "video").float().clone()
         audio = cb.latent_samples(audio_latent, "audio").float().clone()
         check_clip_latents(video, audio)
@@ -111,20 +111,17 @@ class PackAVLatent(io.ComfyNode):
                                  "the voice latent with HappyHorse Voice Reference at the clip's length")
             audio[:] = voice.to(audio.device)
             a_mask[:] = 0.0
-        out = {"samples": comfy.nested_tensor.NestedTensor([video, audio])}
+        out = {"samples": nested([video, audio])}
         if first_frame is not None or voice_latent is not None or "noise_mask" in video_latent \
                 or "noise_mask" in audio_latent:
-            out["noise_mask"] = comfy.nested_tensor.NestedTensor([v_mask, a_mask])
+            out["noise_mask"] = nested([v_mask, a_mask])
         return io.NodeOutput(out)
 
 
 def _part_mask(latent: dict, shape: tuple) -> torch.Tensor:
     """The part's own noise mask at `shape` ([B, 1, ...]) or ones."""
     mask = latent.get("noise_mask")
-    if mask is None:
-        return torch.ones(shape)
-    import comfy.utils
-    return comfy.utils.reshape_mask(mask.float(), shape).clone()
+    return torch.ones(shape) if mask is None else part_mask(mask, shape)
 
 
 class SplitAVLatent(io.ComfyNode):
@@ -142,7 +139,6 @@ class SplitAVLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent) -> io.NodeOutput:
-        from . import comfy_bridge as cb
         samples = latent.get("samples") if isinstance(latent, dict) else None
         if not getattr(samples, "is_nested", False) or len(samples.unbind()) != 2:
             raise ValueError("HappyHorse Split AV Latent needs the joint [video, audio] LATENT ('output' of "
@@ -181,10 +177,8 @@ class Guider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, video_cfg, video_cfg_late, audio_cfg, switch_timestep,
                 negative=None) -> io.NodeOutput:
-        from .native_model import require_happyhorse
-        from .native_sampling import HHGuider
         require_happyhorse(model, "HappyHorse Guider")
-        guider = HHGuider(model)
+        guider = make_guider(model)
         guider.set_cfg(video_cfg, video_cfg_late, audio_cfg, switch_timestep)
         if guider.uses_cfg and not negative:
             raise ValueError("HappyHorse Guider: CFG scales other than 1.0 need the negative conditioning; connect "
@@ -213,7 +207,6 @@ class Sigmas(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, schedule, steps) -> io.NodeOutput:
-        from .native_sampling import hh_sigmas, model_shift
         return io.NodeOutput(hh_sigmas(schedule, steps, model_shift(model)))
 
 
@@ -233,8 +226,7 @@ class NativeSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, mode) -> io.NodeOutput:
-        from .native_sampling import HHSampler
-        return io.NodeOutput(HHSampler(mode))
+        return io.NodeOutput(make_sampler(mode))
 
 
 class Noise(io.ComfyNode):
@@ -253,14 +245,12 @@ class Noise(io.ComfyNode):
 
     @classmethod
     def execute(cls, noise_seed) -> io.NodeOutput:
-        from .native_sampling import HHNoise
         return io.NodeOutput(HHNoise(noise_seed))
 
 
 class LoraLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from . import comfy_bridge as cb
         return io.Schema(
             node_id="HappyHorseLoraLoader",
             display_name="HappyHorse LoRA Loader",
@@ -282,14 +272,10 @@ class LoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength_model) -> io.NodeOutput:
-        import comfy.utils
-
-        from . import comfy_bridge as cb
-        from .native_lora import apply_lora
         if strength_model == 0:
             return io.NodeOutput(model)
         path = cb.lora_path(lora_name)
-        lora = comfy.utils.load_torch_file(path, safe_load=True)
+        lora = read_lora_file(path)
         return io.NodeOutput(apply_lora(model, lora, strength_model, lora_name))
 
 

@@ -9,11 +9,20 @@ afterwards, so the two mechanisms never move the same weights.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import traceback
 
 import torch
 
-from . import comfy_bridge as cb
+from ..happyhorse_core.dit.compile import apply_compile
+from ..happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device
+from ..happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap
+from ..happyhorse_core.sampling.latents import video_from_model
+from ..happyhorse_core.sampling.pipeline import Hooks
+
+from . import comfy_bridge as cb, ram_plan
+from .native_model import build_patcher
 
 log = logging.getLogger("HappyHorse")
 
@@ -24,18 +33,15 @@ OOM_ADVICE = ("Out of GPU memory in {where}. Try, in this order: weight_dtype fp
 
 def auto_blocks(model, device, run) -> int:
     """Block swap `auto`: resident blocks from the free VRAM now minus the run's activations (logged)."""
-    from happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device
-    from happyhorse_core.dit.offload import module_bytes
     layers = model.block.layers
     if device.type == "cpu":
         log.info("HappyHorse: block swap auto: computing on the CPU, all %d blocks stay in RAM", len(layers))
         return len(layers)
-    import comfy.model_management as mm
     sizes = [module_bytes(layer) for layer in layers]
     other = module_bytes(model) - sum(sizes)
     act = activation_bytes(model.config, run)
-    mm.free_memory(sum(sizes) + other + act, device)  # evict other models first, as far as needed
-    choice = auto_blocks_on_device(sizes, other, mm.get_free_memory(device), act)
+    cb.free_memory(sum(sizes) + other + act, device)  # evict other models first, as far as needed
+    choice = auto_blocks_on_device(sizes, other, cb.free_bytes(device), act)
     log.info("HappyHorse: %s (%d tokens%s)", choice.reason, run.tokens, ", CFG" if run.cfg else "")
     return choice.blocks_on_device
 
@@ -45,25 +51,25 @@ def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
+    ram_plan.before_use(loaded, rewrap=build_patcher, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
+    apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager
     swap_cfg = loaded.block_swap
     if not swap_cfg:
         cb.load_models([loaded.patcher])
         yield device
         return
-    from happyhorse_core.dit.offload import BlockSwap, plan_block_swap
     layers = loaded.model.block.layers
-    if swap_cfg.get("auto"):
+    if swap_cfg.auto:
         if run is None:
             raise ValueError("block swap auto needs the clip's token counts; this node does not pass them")
         n = auto_blocks(loaded.model, device, run)
     else:
-        n = min(int(swap_cfg["blocks_on_device"]), len(layers))  # N >= block count: everything resident
+        n = min(swap_cfg.blocks_on_device, len(layers))  # N >= block count: everything resident
     plan = plan_block_swap(layers, n)
     if device.type != "cpu":
-        import comfy.model_management as mm
-        mm.free_memory(plan.peak_bytes, device)
-    swap = BlockSwap(loaded.model, n, device, pin_memory=swap_cfg.get("pin_memory", False))
+        cb.free_memory(plan.peak_bytes, device)
+    swap = BlockSwap(loaded.model, n, device, pin_memory=swap_cfg.pin_memory)
     try:
         yield device
     finally:
@@ -72,54 +78,103 @@ def placed(loaded, run=None):
         loaded.model.to(cb.offload_device())
 
 
+# Messages of memory failures that are not torch.OutOfMemoryError (lower case, substring match).
+_GPU_MEMORY_MESSAGES = ("out of memory", "cuda error: out of memory", "cublas_status_alloc_failed",
+                        "hip out of memory", "mps backend out of memory", "allocation failed")
+_HOST_MEMORY_MESSAGES = ("defaultcpuallocator: can't allocate memory", "not enough memory",
+                         "cannot allocate memory", "std::bad_alloc")
+_DEVICE_MESSAGES = ("expected all tensors to be on the same device", "is not on the expected device",
+                    "expected device", "device mismatch")
+DEVICE_ADVICE = ("A model's weights and its inputs were on different devices in {where} (a partial or "
+                 "interrupted load). Click 'Unload models' (or 'Free model and node cache') and queue the prompt "
+                 "again; if it repeats, report it with the console log. ")
+RAM_ADVICE = ("Out of system memory (RAM) in {where}. Try, in this order: weight_dtype fp8_e4m3fn_scaled on the "
+              "model and text encoder loaders; close other programs or add swap space; run the text encoder and "
+              "super-resolution in separate queue runs. ")
+
+
+def memory_failure(e: BaseException) -> str | None:
+    """'gpu', 'ram' or 'device' when `e` is a memory/placement failure, else None."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return "gpu"
+    if isinstance(e, MemoryError):
+        return "ram"
+    if not isinstance(e, RuntimeError):
+        return None
+    msg = str(e).lower()
+    if any(m in msg for m in _HOST_MEMORY_MESSAGES):
+        return "ram"
+    if any(m in msg for m in _GPU_MEMORY_MESSAGES):
+        return "gpu"
+    if any(m in msg for m in _DEVICE_MESSAGES):
+        return "device"
+    return None
+
+
+def advice(kind: str, where: str) -> str:
+    """The pack's advice for a memory failure of `kind` (memory_failure) in `where`."""
+    gpu = OOM_ADVICE.format(where=where)
+    if kind == "ram":
+        return RAM_ADVICE.format(where=where) + "On the GPU side: " + gpu
+    if kind == "device":
+        return DEVICE_ADVICE.format(where=where) + gpu
+    return gpu
+
+
+def release_after_failure(*models) -> None:
+    """Free what a failed run held: offload the given LoadedDiTs, unload every ComfyUI model, empty caches."""
+    for m in models:
+        if m is not None:
+            try:
+                m.model.to(cb.offload_device())
+            except Exception as exc:  # a half-moved model must not hide the advice
+                log.warning("HappyHorse: could not offload %s after a memory failure: %s", type(m.model).__name__, exc)
+    gc.collect()
+    cb.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
+
+
 @contextlib.contextmanager
 def oom_advice(where: str, *models):
-    """Turn a CUDA out-of-memory error into advice; offload the given LoadedDiTs first."""
+    """Turn an out-of-memory error (GPU or RAM), an allocation failure or a device mismatch into the pack's
+    advice (a RuntimeError chained to the original); frees what the failed run held so the next prompt runs."""
     try:
         yield
-    except torch.OutOfMemoryError as e:
-        import traceback
-
-        import comfy.model_management as mm
+    except (RuntimeError, MemoryError) as e:
+        kind = memory_failure(e)
+        if kind is None:
+            raise
         traceback.clear_frames(e.__traceback__)  # drop the failed forward's activations first
-        for m in models:
-            if m is not None:
-                m.model.to(cb.offload_device())
-        mm.unload_all_models()  # what ComfyUI itself does on OOM, which our RuntimeError bypasses
-        mm.soft_empty_cache()
-        raise RuntimeError(OOM_ADVICE.format(where=where)) from e
+        release_after_failure(*models)
+        raise RuntimeError(advice(kind, where)) from e
 
 
 def latent_preview(video_model_space: torch.Tensor):
     """Cheap RGB preview of latent frame 0: Wan2.2 latent -> RGB projection ([H, W, 3] in 0..1)."""
-    import comfy.latent_formats
-    from happyhorse_core.sampling.latents import video_from_model
-    fmt = comfy.latent_formats.Wan22()
+    factors, bias = cb.wan22_rgb_factors()  # [48, 3], [3] or None
     raw = video_from_model(video_model_space[:, :, 0])  # [1, 48, h, w]
-    factors = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32)  # [48, 3]
     rgb = torch.einsum("bchw,cr->bhwr", raw.float().cpu(), factors)
-    bias = getattr(fmt, "latent_rgb_factors_bias", None)
     if bias is not None:
-        rgb = rgb + torch.tensor(bias, dtype=torch.float32)
+        rgb = rgb + bias
     return ((rgb[0] + 1.0) / 2.0).clamp(0, 1)
 
 
 def hooks_for(node_id, total: int, preview: bool = True):
     """happyhorse_core Hooks wired to the node's progress bar, preview and Cancel."""
-    from happyhorse_core.sampling.pipeline import Hooks
     bar = cb.ComfyProgress(total, node_id=node_id)
-    state = {"x0": None}
+    state = {"x0": None, "preview_failed": False}
 
     def on_preview(step, x0):
         state["x0"] = x0
 
     def on_progress(done, total_):
         img = None
-        if preview and state["x0"] is not None:
+        if preview and state["x0"] is not None and not state["preview_failed"]:
             try:
                 img = latent_preview(state["x0"])
-            except Exception as e:  # a preview must never fail the run
-                log.debug("HappyHorse: preview skipped (%s)", e)
+            except Exception as e:  # a preview must never fail the run: say so once, then run without it
+                state["preview_failed"] = True
+                log.warning("HappyHorse: latent preview failed (%s: %s); sampling continues without previews",
+                            type(e).__name__, e)
         bar(done, total_, img)
 
     return Hooks(progress=on_progress, interrupt=cb.interrupt_check, preview=on_preview)

@@ -4,10 +4,16 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
 
-from happyhorse_core.sampling.pipeline import MODES
+from ..happyhorse_core.dit.memory_plan import RunShape
+from ..happyhorse_core.sampling.guidance import GuidanceConfig
+from ..happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
+from ..happyhorse_core.sampling.pipeline import generate, MODES, SamplingOptions, TextConditioning
+from ..happyhorse_core.validation import check_clip_latents, check_guidance_widgets
 
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import hooks_for, oom_advice, placed
 from .types import CATEGORY, HHConditioning, HHModel
 
 log = logging.getLogger("HappyHorse")
@@ -18,7 +24,7 @@ class Sampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HappyHorseSampler",
-            display_name="HappyHorse Sampler",
+            display_name="HappyHorse Sampler (MagiHuman)",
             category=f"{CATEGORY}/sampling",
             description=("Generates video and synchronized audio. distilled = the distill checkpoint, 8 steps, no "
                          "CFG (fast); base = the base checkpoint, 32 steps with CFG (video 5.0 while t > 500 then "
@@ -51,24 +57,18 @@ class Sampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, video_latent, audio_latent, seed, mode, steps, video_cfg, video_cfg_late,
                 audio_cfg, first_frame=None, voice_latent=None) -> io.NodeOutput:
-        from happyhorse_core.sampling.guidance import GuidanceConfig
-        from happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
-        from happyhorse_core.validation import check_clip_latents
-
-        from . import comfy_bridge as cb
-        from .runtime import hooks_for, oom_advice, placed
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
         if model.variant.startswith("sr_"):
             raise ValueError("this is a super-resolution model; load the distill or base checkpoint for the "
                              "sampler and use the SR model in HappyHorse Super-Resolution")
-        guidance = GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
-        text = TextConditioning(conditioning.positive, conditioning.negative)
+        check_guidance_widgets(mode, video_cfg=video_cfg, video_cfg_late=video_cfg_late, audio_cfg=audio_cfg)
+        guidance = (GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
+                    if mode == "base" else GuidanceConfig())  # distilled: no CFG, the widgets are unused
+        text = TextConditioning(conditioning.positive, _negative(conditioning, mode == "base", cls.hidden.unique_id))
         image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
         voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
-        from happyhorse_core.dit.memory_plan import RunShape
         run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
                                     max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=mode == "base")
         outs_v, outs_a = [], []
@@ -83,6 +83,15 @@ class Sampler(io.ComfyNode):
                 outs_a.append(audio_from_model(a))
         dev = cb.intermediate_device()
         return io.NodeOutput(cb.video_latent(torch.cat(outs_v).to(dev)), cb.audio_latent(torch.cat(outs_a).to(dev)))
+
+
+def _negative(conditioning, needed: bool, node_id):
+    """The negative prompt's rows when CFG needs them (encoded now, on first use), else None."""
+    if not needed:
+        return None
+    if hasattr(conditioning, "negative_features"):
+        return conditioning.negative_features(node_id)
+    return conditioning.negative
 
 
 NODES = [Sampler]

@@ -7,10 +7,11 @@ and the Turbo-VAED decoder.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
-from comfy_api.latest import io
+
+from .comfy_bridge import io
 
 HHModel = io.Custom("HAPPYHORSE_MODEL")
 HHTextEncoder = io.Custom("HAPPYHORSE_TEXT_ENCODER")
@@ -29,7 +30,29 @@ class LoadedDiT:
     variant: str  # base / distill / sr_540p / sr_1080p
     path: str
     patcher: Any = None  # comfy ModelPatcher wrapping `model` (memory accounting)
-    block_swap: Optional[dict] = None  # {"blocks_on_device": N, "pin_memory": bool} or None
+    block_swap: Optional["BlockSwapConfig"] = None  # from a HappyHorse Block Swap node, or None
+    released: bool = False  # RAM plan (nodes/ram_plan.py): weights dropped, read again on next use
+    reload: Any = None  # () -> model, set by ram_plan.track
+    nbytes: int = 0
+    compile: Optional[dict] = None  # happyhorse_core.dit.compile.CompileOptions fields, or None (eager)
+
+
+@dataclass(frozen=True)
+class BlockSwapConfig:
+    """What a HappyHorse Block Swap node asks for: N of the 40 blocks resident on the GPU."""
+
+    blocks_on_device: int
+    pin_memory: bool = False
+    auto: bool = False  # pick N from the clip's token counts and the free memory (runtime.auto_blocks)
+
+
+@dataclass
+class LoadedTurboVAED:
+    """A loaded Turbo-VAED decoder and its ComfyUI ModelPatcher (memory accounting)."""
+
+    decoder: torch.nn.Module  # happyhorse_core TurboVAED
+    path: str
+    patcher: Any = None
 
 
 @dataclass
@@ -38,14 +61,33 @@ class LoadedTextEncoder:
     tokenizer: Any  # happyhorse_core T5GemmaTokenizer
     path: str
     patcher: Any = None
+    release_after_encoding: bool = False  # RAM plan: free the encoder once the prompt is encoded
+    released: bool = False
+    reload: Any = None
+    nbytes: int = 0
 
 
 @dataclass
 class PromptPair:
-    """Encoded positive and negative prompts, fp32 rows (padding never included)."""
+    """Encoded positive and negative prompts, fp32 rows (padding never included).
+
+    The negative prompt is encoded only when a consumer needs it (base-mode CFG, SR with CFG):
+    `negative_features()` runs `negative_source` once and keeps the result; distilled sampling
+    never pays for it.
+    """
 
     positive: torch.Tensor  # [n, 3584]
-    negative: torch.Tensor  # [m, 3584]
+    negative: Optional[torch.Tensor]  # [m, 3584]; None until negative_features() is called
     prompt: str
     truncated: bool = False
     extra: dict = field(default_factory=dict)
+    negative_source: Optional[Callable[[Optional[str]], torch.Tensor]] = None  # (node_id) -> [m, 3584]
+
+    def negative_features(self, node_id: Optional[str] = None) -> torch.Tensor:
+        """The negative prompt's rows, encoded now if they were not yet (warnings go to node `node_id`)."""
+        if self.negative is None:
+            if self.negative_source is None:
+                raise ValueError("this conditioning has no negative prompt; connect HappyHorse Text Encode")
+            self.negative = self.negative_source(node_id)
+            self.negative_source = None  # drop the reference to the text encoder
+        return self.negative

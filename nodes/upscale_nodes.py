@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
-from happyhorse_core.sampling.super_resolution import SR_TARGETS
+from ..happyhorse_core.dit.memory_plan import RunShape
+from ..happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
+from ..happyhorse_core.sampling.noise import make_generator
+from ..happyhorse_core.sampling.pipeline import TextConditioning
+from ..happyhorse_core.sampling.super_resolution import SR_TARGETS, SROptions, super_resolve
+from ..happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
+from . import comfy_bridge as cb
+from .comfy_bridge import io
+from .runtime import hooks_for, oom_advice, placed
+from .sampler_nodes import _negative
 from .types import CATEGORY, HHConditioning, HHModel
 
 
@@ -43,14 +51,6 @@ class SuperResolution(io.ComfyNode):
     @classmethod
     def execute(cls, sr_model, conditioning, video_latent, audio_latent, resolution, seed, steps, cfg,
                 first_frame=None) -> io.NodeOutput:
-        from happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
-        from happyhorse_core.sampling.noise import make_generator
-        from happyhorse_core.sampling.pipeline import TextConditioning
-        from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
-        from happyhorse_core.validation import check_clip_latents, sr_latent_hw
-
-        from . import comfy_bridge as cb
-        from .runtime import hooks_for, oom_advice, placed
         video = cb.latent_samples(video_latent, "video")
         audio = cb.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
@@ -64,8 +64,7 @@ class SuperResolution(io.ComfyNode):
             if tuple(image.shape[3:]) != (lh, lw):
                 raise ValueError(f"first_frame latent is {list(image.shape[3:])} but the SR latent is [{lh}, {lw}]; "
                                  "encode the image at the SR size")
-        text = TextConditioning(conditioning.positive, conditioning.negative)
-        from happyhorse_core.dit.memory_plan import RunShape
+        text = TextConditioning(conditioning.positive, _negative(conditioning, cfg, cls.hidden.unique_id))
         run = RunShape.from_latents(video.shape[2], lh, lw, audio.shape[2],
                                     max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=cfg)
         outs = []

@@ -170,8 +170,9 @@ def _execution_order(ids: list[int], edges: list[tuple[int, int]]) -> dict[int, 
 
 def build(wf: Workflow, object_info: dict) -> dict:
     """The UI-format workflow dict for one description."""
-    text = note_text(wf)
-    note = Node("note", "Note", 0, width=NOTE_WIDTH)
+    text = wf.note_text() if hasattr(wf, "note_text") else note_text(wf)   # hosted workflows bring their own
+    note_type = getattr(wf, "note_type", "Note")
+    note = Node("note", note_type, 0, width=NOTE_WIDTH)
     specs = [note, *wf.nodes]
     keys = [n.key for n in specs]
     if len(set(keys)) != len(keys):
@@ -190,9 +191,10 @@ def build(wf: Workflow, object_info: dict) -> dict:
             links.append(_connect(wf, nodes, infos, n, inp_name, src_key, out_name, len(links) + 1))
     order = _execution_order(list(ids.values()), [(link[1], link[3]) for link in links])
 
-    out_nodes = [{"id": ids["note"], "type": "Note", "pos": list(pos["note"]), "size": [NOTE_WIDTH, items[0][2]],
+    out_nodes = [{"id": ids["note"], "type": note_type, "pos": list(pos["note"]), "size": [NOTE_WIDTH, items[0][2]],
                   "flags": {}, "order": order[ids["note"]], "mode": 0, "inputs": [], "outputs": [],
-                  "properties": {}, "widgets_values": [text], "title": "Read me: files and folders", **NOTE_COLORS}]
+                  "properties": {}, "widgets_values": [text],
+                  "title": getattr(wf, "note_title", "Read me: files and folders"), **NOTE_COLORS}]
     for n, w, h in items[1:]:
         node = nodes[n.key]
         node.update(pos=list(pos[n.key]), size=[w, h], order=order[node["id"]])

@@ -211,13 +211,16 @@ def low_vram() -> Workflow:
         "instead of 30.6 GB) and block swap 'auto' keeps as many of the 40 blocks on the GPU as the free VRAM "
         "holds after this clip's activations; the rest stream from system RAM (the console log says how many "
         "and why). Turn auto off and set blocks_on_device by hand if you still run out of memory (slower, "
-        "same result). Peak (computed estimate, not measured): VRAM = free VRAM used fully, ~8 GB minimum at "
-        "256p; system RAM ~22 GB for the DiT + ~19 GB for the text encoder while it encodes. The text "
-        "encoder runs on the CPU (device cpu: tens of seconds per prompt, no 18.5 GB on the GPU). Loading is "
+        "same result). The T5Gemma encoder is stored in scaled fp8 (~10.2 GB instead of 18.5 GB); what does "
+        "not fit on the GPU stays in RAM and is copied in per layer, and it is released from RAM as soon as "
+        "the prompt is encoded. Peak (computed estimate, not measured): VRAM = what the card has free, "
+        "at least ~8 GB at 256p; system RAM ~21 GB for the DiT plus ~10 GB for the text encoder while it "
+        "encodes (32 GB machines: close other programs). Loading is "
         "faster from a file converted once: python -m happyhorse_core.tools.convert_fp8 <distill folder> "
         "magihuman_distill_fp8.safetensors --dtype fp8_e4m3fn_scaled --scope shared",
         ["distill", "text_encoder", "turbo_vaed", "sao_vae"],
-        [swap, model, *text_nodes(device="cpu"), empty_latent(), sampler(2), *decoders(3),
+        [swap, model, *text_nodes(weight_dtype="fp8_e4m3fn_scaled", release_after_encoding=True), empty_latent(),
+         sampler(2), *decoders(3),
          *save_nodes(4, "hh_low_vram")],
         groups=STANDARD_GROUPS)
 
@@ -261,7 +264,8 @@ WORKFLOWS.append(__import__("workflow_specs_native").native_core)  # native MODE
 
 
 def all_workflows() -> list[Workflow]:
-    return [make() for make in WORKFLOWS]
+    from workflow_specs_api import API_WORKFLOWS  # hosted HappyHorse 1.0 (scripts/workflow_specs_api.py)
+    return [make() for make in WORKFLOWS + API_WORKFLOWS]
 
 
 def note_text(wf: Workflow) -> str:

@@ -9,7 +9,6 @@ proves nothing: a TorchDispatchMode records every op whose operands mix a CPU te
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import runpy
 import sys
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 _LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
 _LAUNCH["_declare_torchvision_ops"]()
 sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.append(str(REPO))  # happyhorse_core (after ComfyUI, whose own `nodes` module must win)
+sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
 import comfy.cli_args  # noqa: E402
 
 comfy.cli_args.args.cpu = True
@@ -32,20 +31,18 @@ import comfy.model_patcher  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
-from happyhorse_core.fetch import iter_hosts  # noqa: E402
-from happyhorse_core.testing.tiny_dit import tiny_dit  # noqa: E402
-from happyhorse_core.testing.tiny_text import random_encoder, tiny_encoder_config  # noqa: E402
+from pack_import import pack_module  # noqa: E402
+
+# the core through the pack, so that the models and the adapter share one copy of its classes
+iter_hosts = pack_module("happyhorse_core.fetch").iter_hosts
+tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
+_tiny_text = pack_module("happyhorse_core.testing.tiny_text")
+random_encoder, tiny_encoder_config = _tiny_text.random_encoder, _tiny_text.tiny_encoder_config
 
 
 def _load_pack_module(name: str):
-    """A module of the pack's nodes/ package under another name (ComfyUI's `nodes` owns that name here)."""
-    if "hh_nodes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("hh_nodes", REPO / "nodes" / "__init__.py",
-                                                      submodule_search_locations=[str(REPO / "nodes")])
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["hh_nodes"] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"hh_nodes.{name}")
+    """A module of the pack's nodes/ package (ComfyUI's own `nodes` module owns that name here)."""
+    return pack_module(f"nodes.{name}")
 
 
 comfy_ops = _load_pack_module("comfy_ops")
@@ -179,9 +176,9 @@ def bf16_dit():
 
 
 def fp8_dit():
-    from happyhorse_core.dit import SandwichDiT
-    from happyhorse_core.dit.ops import Ops
-    from happyhorse_core.testing.tiny_dit import tiny_config
+    SandwichDiT = pack_module("happyhorse_core.dit").SandwichDiT
+    Ops = pack_module("happyhorse_core.dit.ops").Ops
+    tiny_config = pack_module("happyhorse_core.testing.tiny_dit").tiny_config
     model = SandwichDiT(tiny_config("distill"), Ops(weight_dtype="fp8_e4m3fn", fp8_scope="all"))
     model.load_state_dict(tiny_dit().state_dict())
     return model.eval()

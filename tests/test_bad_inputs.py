@@ -31,12 +31,13 @@ from happyhorse_core import validation
 from happyhorse_core.media.audio import prepare_voice_track
 from happyhorse_core.dit.config import PRESETS
 from happyhorse_core.decoders.turbo_loading import load_turbo_vaed
-from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning, validate_steps
+from happyhorse_core.geometry import ClipGeometry, SizeRoundedWarning, check_batch, validate_steps
 from happyhorse_core.errors import CheckpointError
 from happyhorse_core.weights.loading import load_dit
 from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate
 from happyhorse_core.sampling.super_resolution import SROptions, sr_latent_size, super_resolve
 from happyhorse_core.text import build_prompt, encode_prompt, load_text_stack
+from happyhorse_core.text.bounds import MAX_DIALOGUE_LINES
 from happyhorse_core.text.prompts import DialogueLine
 from happyhorse_core.testing.tiny_text import write_tiny_text_folder
 from happyhorse_core.testing.tiny_dit import tiny_dit, write_tiny_dit
@@ -299,6 +300,93 @@ def _long_prompt(sh: Shared, _tmp: Path):
     return encode_prompt(encoder, tokenizer, prompt)
 
 
+# -- hostile and huge inputs (issue 13) ---------------------------------------------------------------------------
+
+def _huge_prompt(sh: Shared, _tmp: Path):
+    encoder, tokenizer = sh.text_stack
+    return encode_prompt(encoder, tokenizer, "a quiet harbour at dawn, " * 2000)  # 50 000 characters
+
+
+def _check_huge_prompt(feats) -> None:
+    assert feats.truncated and feats.features.shape == (640, 64) and feats.tokens.total > 5000
+
+
+def _many_dialogue_lines(sh: Shared, _tmp: Path):
+    said: list[str] = []
+    more = "\n".join(f"Man {i} | English | line {i}" for i in range(5000))
+    return validation.parse_dialogue("A woman", "English", "Hello.", more, warn=said.append), said
+
+
+def _check_capped_dialogue(result) -> None:
+    lines, said = result
+    assert len(lines) == MAX_DIALOGUE_LINES
+    assert said == [f"the dialogue has 5001 lines; only the first {MAX_DIALOGUE_LINES} are used (the model reads "
+                    "at most 640 tokens of prompt). Split the scene into several clips."]
+
+
+def _broken_tokenizer_json(sh: Shared, tmp: Path) -> Path:
+    folder = _copy_text_folder(sh, tmp, ("config.json", "model.safetensors", "tokenizer_config.json"))
+    (folder / "tokenizer.json").write_text("{1: 2}")
+    return folder
+
+
+def _tokenizer_config_list(sh: Shared, tmp: Path) -> Path:
+    folder = _copy_text_folder(sh, tmp, ("config.json", "model.safetensors", "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text("[1, 2]")
+    return folder
+
+
+def _dangling(tmp: Path, name: str) -> Path:
+    link = tmp / name
+    link.symlink_to(tmp / "moved_away" / name)
+    return link
+
+
+def _looping(tmp: Path, name: str) -> Path:
+    link = tmp / name
+    link.symlink_to(link)
+    return link
+
+
+def _tokenizer_link_broken(sh: Shared, tmp: Path) -> Path:
+    folder = _copy_text_folder(sh, tmp, ("config.json", "model.safetensors", "tokenizer_config.json"))
+    _dangling(folder, "tokenizer.json")
+    return folder
+
+
+def _model_path_in_roots(tmp: Path, make) -> str:
+    from pack_import import pack_module
+    resolve_in_roots = pack_module("nodes.comfy_bridge").resolve_in_roots
+    make(tmp, "hh.safetensors")
+    return resolve_in_roots("hh.safetensors", [str(tmp)], "diffusion_models")
+
+
+class _NaNWeights:
+    """A tiny distill DiT with one NaN weight, as if loaded from `nan_dit.safetensors`."""
+
+    @staticmethod
+    def run(sh: Shared, _tmp: Path):
+        from types import SimpleNamespace
+        model = tiny_dit("distill", seed=0, compute_dtype=torch.float32)
+        with torch.no_grad():
+            next(p for n, p in model.named_parameters() if n.startswith("block.layers.0")).fill_(float("nan"))
+        model.load_report = SimpleNamespace(source="/models/diffusion_models/nan_dit.safetensors")
+        return generate(model, _text(), latent_frames=2, latent_h=2, latent_w=2, audio_frames=5,
+                        opts=SamplingOptions(steps=3))
+
+
+def _turbo_vaed_nan(sh: Shared, tmp: Path):
+    decoder = load_turbo_vaed(write_tiny_turbo_vaed(tmp / "turbo_nan.safetensors"), dtype=torch.float32)
+    with torch.no_grad():
+        decoder.decoder.conv_in.conv.weight.fill_(float("nan"))
+    return decoder.decode(torch.zeros(1, 48, 2, 2, 2))
+
+
+def _turbo_vaed_nan_latent(sh: Shared, tmp: Path):
+    decoder = load_turbo_vaed(write_tiny_turbo_vaed(tmp / "turbo.safetensors"), dtype=torch.float32)
+    return decoder.decode(_nan_video())
+
+
 # -- the table ---------------------------------------------------------------------------------------------------
 
 CASES = [
@@ -514,6 +602,62 @@ CASES = [
         ValueError, ("SR size 896x512 is smaller than the base size 1920x1088", "only upscales")),
     Bad("sr-target-too-small", lambda sh, t: sr_latent_size(16, 896),
         ValueError, ("SR target 896x16 is too small", "use at least 64x64 pixels")),
+    # hostile and huge inputs (issue 13)
+    Bad("prompt-50kb-cut-before-encoder", _huge_prompt, check=_check_huge_prompt),
+    Bad("dialogue-5000-lines-capped", _many_dialogue_lines, check=_check_capped_dialogue),
+    Bad("prompt-lone-surrogate",
+        lambda sh, t: encode_prompt(*sh.text_stack, "A man\ud800 speaks."),
+        ValueError, ("the prompt contains an invalid character at position 5", "lone UTF-16 surrogate U\\+D800",
+                     "paste the text again")),
+    Bad("negative-prompt-lone-surrogate",
+        lambda sh, t: encode_prompt(*sh.text_stack, "blurry \udfff", what="negative prompt"),
+        ValueError, ("the negative prompt contains an invalid character at position 7", "delete it")),
+    Bad("dialogue-u2028-inside-line",
+        lambda sh, t: validation.parse_dialogue("A", "English", "", "Bob | English | hello\u2028there"),
+        ValueError, ("more_dialogue line 1 contains a U\\+2028 LINE SEPARATOR", "replace it with a space",
+                     "press Enter to start a new dialogue line")),
+    Bad("dialogue-u2029-in-first-line",
+        lambda sh, t: validation.parse_dialogue("A", "English", "hello\u2029there", ""),
+        ValueError, ("the dialogue line contains a U\\+2029 PARAGRAPH SEPARATOR", "replace it with a space")),
+    Bad("tokenizer-json-broken", lambda sh, t: load_text_stack(_broken_tokenizer_json(sh, t)),
+        CheckpointError, (r"tokenizer\.json is not a valid tokenizer file", "download tokenizer.json again")),
+    Bad("tokenizer-config-not-an-object", lambda sh, t: load_text_stack(_tokenizer_config_list(sh, t)),
+        CheckpointError, (r"tokenizer_config\.json holds a JSON list, not an object", "re-download it")),
+    Bad("link-broken-model-file", lambda sh, t: _model_path_in_roots(t, _dangling),
+        FileNotFoundError, (r"hh\.safetensors is a broken link", r"points to .*moved_away", "fix the link")),
+    Bad("link-looping-model-file", lambda sh, t: _model_path_in_roots(t, _looping),
+        FileNotFoundError, (r"hh\.safetensors is a broken link", "symbolic-link loop", "replace it")),
+    Bad("link-broken-dit-cli", lambda sh, t: load_dit(_dangling(t, "dit.safetensors"), variant="distill"),
+        FileNotFoundError, (r"dit\.safetensors is a broken link", "does not exist")),
+    Bad("link-broken-tokenizer", lambda sh, t: load_text_stack(_tokenizer_link_broken(sh, t)),
+        FileNotFoundError, (r"tokenizer\.json is a broken link", "google/t5gemma-9b-9b-ul2")),
+    Bad("link-broken-turbo-vaed", lambda sh, t: load_turbo_vaed(_dangling(t, "turbo.safetensors")),
+        FileNotFoundError, ("Turbo-VAED weights: ", r"turbo\.safetensors is a broken link")),
+    Bad("guidance-nan-base-mode",
+        lambda sh, t: validation.check_guidance_widgets("base", video_cfg=5.0, video_cfg_late=float("nan"),
+                                                        audio_cfg=5.0),
+        ValueError, ("the sampler's video_cfg_late is nan", "set the widget to a number")),
+    Bad("guidance-inf-base-mode",
+        lambda sh, t: validation.check_guidance_widgets("base", video_cfg=5.0, video_cfg_late=2.0,
+                                                        audio_cfg=float("inf")),
+        ValueError, ("the sampler's audio_cfg is inf", "finite guidance scale")),
+    Bad("guidance-nan-distilled-unused",
+        lambda sh, t: validation.check_guidance_widgets("distilled", video_cfg=float("nan"),
+                                                        video_cfg_late=float("nan"), audio_cfg=float("nan"))),
+    Bad("sr-derived-size-too-large", lambda sh, t: validation.sr_latent_hw(2, 120, "540p"),
+        ValueError, ("540p super-resolution size is derived from the base video latent 2x120", r"1920x32 px",
+                     "too large", "Feed Super-Resolution the 256p video latent")),
+    Bad("dit-nan-weights-output", _NaNWeights.run,
+        CheckpointError, ("the DiT produced NaN/Inf video values", r"nan_dit\.safetensors",
+                     "Download or convert that file again")),
+    Bad("turbo-vaed-nan-weights", _turbo_vaed_nan,
+        CheckpointError, ("Turbo-VAED produced NaN/Inf pixels", r"turbo_nan\.safetensors", "download or convert")),
+    Bad("turbo-vaed-nan-latent", _turbo_vaed_nan_latent,
+        ValueError, ("the video latent contains NaN/Inf values", "check the node that produced it")),
+    Bad("batch-times-seconds-over-bound",
+        lambda sh, t: check_batch(16, ClipGeometry.from_preset("16:9", "256p", 15)),
+        ValueError, ("batch_size 16 x 15 s at 448x256 is 240 s of video", "at most 60 s",
+                     "lower batch_size or seconds, or queue several runs")),
 ]
 
 

@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import types
 import wave
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from happyhorse_core.cli import generate as cli
 from happyhorse_core.testing import tiny_codecs
-from happyhorse_core.cli.runner import ClipRequest, ClipResult, run_clip, voice_latent
+from happyhorse_core.cli import components as cli_components
+from happyhorse_core.cli.runner import ClipRequest, ClipResult, ClipRunner, voice_latent
 from happyhorse_core.cli.components import tiny_components
 from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig
 from happyhorse_core.cli.generate import main, output_paths, parse_dialogue, write_outputs
@@ -164,19 +164,6 @@ def test_real_weights_refuse_image_and_audio_and_need_files(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
 
 
-@pytest.mark.badinput
-def test_missing_loader_module_is_named(tmp_path, capsys, monkeypatch):
-    for name in ("dit.safetensors", "turbo.safetensors"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "t5gemma").mkdir()
-    monkeypatch.setitem(sys.modules, "happyhorse_core.weights.loading", None)  # as if the module were absent
-    rc = main(["--prompt", PROMPT, "--dit", str(tmp_path / "dit.safetensors"), "--text-encoder",
-               str(tmp_path / "t5gemma"), "--turbo-vaed", str(tmp_path / "turbo.safetensors"),
-               "--out", str(tmp_path / "clip.mp4")])
-    assert rc == 2
-    assert "happyhorse_core.weights.loading (the DiT weight loader) is not in this copy" in capsys.readouterr().err
-
-
 def test_help_labels_the_stand_ins_and_the_audio_latent(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
@@ -254,12 +241,12 @@ def test_run_clip_is_deterministic_and_loads_the_sr_dit_lazily(one_thread):
     text = TextConditioning(torch.randn(5, 3584, generator=torch.Generator().manual_seed(0)))
     request = ClipRequest("unused here", ClipGeometry(64, 64, 1), sr_geometry=ClipGeometry(128, 96, 1),
                           sampling=SamplingOptions(steps=1, seed=3))
-    first = run_clip(parts, request, text)
+    first = ClipRunner(parts).run(request, text)
     assert calls == [1] and parts.dit is None and parts.sr_dit is sr_model
     assert first.frames.shape == (25, 96, 128, 3) and first.frames.dtype == torch.uint8
     assert first.waveform is None and first.audio_latent.shape == (1, 26, 64)
     assert list(first.timings) == ["sampling", "load SR DiT", "super-resolution", "decode video"]
-    again = run_clip(tiny_components("distilled", "540p"), request, text)
+    again = ClipRunner(tiny_components("distilled", "540p")).run(request, text)
     assert torch.equal(first.video_latent, again.video_latent) and torch.equal(first.frames, again.frames)
     assert again.waveform is not None and again.waveform.shape == (2, 25 * 44100 // FPS)
 
@@ -314,7 +301,7 @@ def test_real_weight_path_writes_video_only_mp4_and_audio_latent(tmp_path, capsy
         calls.append((Path(path).name, variant, weight_dtype, str(device)))
         return tiny_dit(variant).to(device)
 
-    monkeypatch.setitem(sys.modules, "happyhorse_core.weights.loading", types.SimpleNamespace(load_dit=load_dit))
+    monkeypatch.setattr(cli_components, "load_dit", load_dit)
     out = tmp_path / "out" / "clip.mp4"
     rc = main(["--prompt", PROMPT, "--dit", str(tmp_path / "dit.safetensors"), "--text-encoder",
                str(tmp_path / "t5gemma"), "--turbo-vaed", str(tmp_path / "turbo.safetensors"), "--width", "64",

@@ -12,7 +12,7 @@ from happyhorse_core.dit.config import PRESETS, SR1080_LOCAL_LAYERS, VARIANTS, D
 from happyhorse_core.dit import SandwichDiT
 from happyhorse_core.weights.layouts import strip_prefix
 from happyhorse_core.weights.loading import load_dit
-from happyhorse_core.weights.safetensors_io import iter_safetensors, open_checkpoint
+from happyhorse_core.weights.safetensors_io import open_checkpoint
 from happyhorse_core.dit.ops import Ops
 from happyhorse_core.dit.sequence import pack
 from happyhorse_core.weights.variants import apply_variant, infer_config, sr1080_local_layers, variant_from_name
@@ -208,6 +208,6 @@ def test_checkpoint_index_helpers(tmp_path, sd):
     key = "model.block.layers.0.attention.linear_qkv.weight"
     assert ckpt.entries[key].shape == tuple(sd[key[6:]].shape) and ckpt.entries[key].dtype == "BF16"
     assert torch.equal(ckpt.read(key), sd[key[6:]])
-    some = dict(iter_safetensors(tmp_path / "enc", key_filter=lambda k: ".layers.0.attention." in k))
-    assert set(some) == {"model." + k for k in sd if k.startswith("block.layers.0.attention.")}
+    some = open_checkpoint(tmp_path / "enc", wanted=lambda k: ".layers.0.attention." in k)
+    assert set(some.keys()) == {"model." + k for k in sd if k.startswith("block.layers.0.attention.")}
     assert strip_prefix(list(ckpt.keys()), ("model.encoder.", "model.")) == "model."

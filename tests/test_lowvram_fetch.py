@@ -169,3 +169,40 @@ def test_weight_patch_through_fetch_equals_merged_weight():
     args = dit_inputs(merged)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(merged(*args), patched(*args)))
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_file(tmp_path_factory):
+    from safetensors.torch import save_file
+    cfg = tiny_encoder_config(vocab_size=97, hidden_size=48)
+    enc = random_encoder(cfg, seed=3)
+    path = tmp_path_factory.mktemp("t5") / "encoder.safetensors"
+    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(path))
+    return path, cfg, enc
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_scaled"])
+def test_text_encoder_fp8_storage_loads_runs_and_fetches_identically(tiny_encoder_file, weight_dtype):
+    from happyhorse_core.text.loading import load_encoder
+    path, cfg, fp32_ref = tiny_encoder_file
+    enc = load_encoder(path, config=cfg, weight_dtype=weight_dtype)
+    linears = [m for n, m in enc.named_modules() if n.endswith("_proj")]
+    assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
+    assert all((getattr(m, "weight_scale", None) is not None) == weight_dtype.endswith("scaled") for m in linears)
+    assert enc.embed_tokens.weight.dtype == torch.bfloat16 and enc.norm.weight.dtype == torch.bfloat16
+    assert orphan_params(enc) == []
+    ids = torch.randint(0, 97, (1, 11), generator=torch.Generator().manual_seed(0))
+    ref = enc.encode(ids)
+    # fp8 weights, bf16 activations: close to the fp32 encoder at bf16/fp8 precision (relative L2)
+    want = fp32_ref.encode(ids)
+    rel = ((ref.float() - want).norm() / want.norm()).item()
+    assert ref.dtype == torch.bfloat16 and rel < 0.1, rel
+    install(enc, CopyFetcher())
+    assert torch.equal(enc.encode(ids), ref)
+
+
+def test_text_encoder_rejects_unknown_weight_dtype(tiny_encoder_file):
+    from happyhorse_core.text.loading import load_encoder
+    path, cfg, _ = tiny_encoder_file
+    with pytest.raises(ValueError, match="weight_dtype must be one of"):
+        load_encoder(path, config=cfg, weight_dtype="int4")

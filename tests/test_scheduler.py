@@ -12,11 +12,9 @@ from happyhorse_core.sampling.scheduler import (
     SR_RENOISE_INDEX,
     FlowUniPC,
     flow_sigmas,
-    sde_noise_theta,
     sr_audio_context,
     sr_renoise,
     step_ddim,
-    step_sde,
     zero_snr_sigmas,
 )
 
@@ -92,16 +90,6 @@ def test_unipc_trajectory_matches_golden(golden, n):
 
 
 @pytest.mark.parity
-def test_sde_step_matches_golden(golden):
-    # the golden SDE step is step index 3 of the 32-step base schedule with noise_theta = 1
-    sigmas, _ = flow_sigmas(32)
-    p = "sde.idx3_theta1."
-    out = step_sde(golden[p + "velocity"], sigmas[3], sigmas[4], golden[p + "sample_in"], golden[p + "noise"],
-                   noise_theta=1.0)
-    _close(out, golden[p + "sample_out"], "sde idx3 theta1")
-
-
-@pytest.mark.parity
 def test_zero_snr_table_matches_golden(golden):
     _close(zero_snr_sigmas(1000), golden["zerosnr.sigmas_1000_flip"], "zero-SNR sigmas")
 
@@ -168,18 +156,6 @@ def test_unipc_rejects_out_of_order_steps():
     solver.step(x, 0, x)
     with pytest.raises(ValueError, match="expected 1"):
         solver.step(x, 0, x)
-
-
-def test_step_sde_theta_zero_is_the_euler_step():
-    shape = (3, 4)
-    x, v, eps = _random(shape, 1), _random(shape, 2), _random(shape, 3)
-    out = step_sde(v, 0.9, 0.7, x, eps, noise_theta=0.0)
-    torch.testing.assert_close(out, x + (0.7 - 0.9) * v, atol=1e-6, rtol=1e-6)
-
-
-def test_sde_noise_theta_pattern():
-    thetas = [sde_noise_theta(i, 8) for i in range(8)]
-    assert thetas == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]  # odd steps below 6, then i % 3 == 0
 
 
 def test_step_functions_reject_shape_mismatch():

@@ -19,7 +19,7 @@ import torch
 from happyhorse_core.dit.config import PRESETS, DiTConfig
 from happyhorse_core.dit import SandwichDiT, rowwise
 from happyhorse_core.dit.cache import StepCache
-from happyhorse_core.dit.layers import gelu7, swiglu7
+from oracles import gelu7, swiglu7
 from happyhorse_core.dit.modality import ModalitySplit
 from happyhorse_core.dit.ops import ExpertRMSNorm, Ops
 from happyhorse_core.sampling.pipeline import Denoiser

@@ -1,19 +1,17 @@
 """Build the CLI's components: real weights from files, or the tiny random stand-ins (`--tiny`).
 
-Real weights: the DiTs through `happyhorse_core.weights.loading.load_dit` (imported lazily, so the tiny
-path works without it), the T5Gemma stack through `text.loading.load_text_stack`, video decoding
-through Turbo-VAED. Encoding a picture (Wan2.2 VAE) and decoding sound (Stable Audio VAE) are
+Real weights: the DiTs through `weights.loading.load_dit`, the T5Gemma stack through
+`text.loading.load_text_stack`, video decoding through Turbo-VAED (`decoders.turbo_loading`). Encoding a picture (Wan2.2 VAE) and decoding sound (Stable Audio VAE) are
 ComfyUI's job and are not re-implemented here, so real components have no image/audio encoder and
 no audio decoder.
 
-Tiny: seeded random DiTs from `tiny.py`, a random T5Gemma folder written by
-`text.tiny.write_tiny_text_folder` and read back through the same loader and tokenizer code as a
+Tiny: seeded random DiTs from `testing/tiny_dit.py`, a random T5Gemma folder written by
+`testing.tiny_text.write_tiny_text_folder` and read back through the same loader and tokenizer code as a
 real folder, and the `tiny_codecs` stand-ins for every codec. The output is noise: this is for
 testing the plumbing, never for judging quality.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -21,11 +19,13 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
+from ..decoders.turbo_loading import load_turbo_vaed
 from ..testing import tiny_codecs
-from .runner import ClipComponents, ProgressFn
-from ..text.loading import load_text_stack
-from ..testing.tiny_text import write_tiny_text_folder
 from ..testing.tiny_dit import tiny_dit
+from ..testing.tiny_text import write_tiny_text_folder
+from ..text.loading import load_text_stack
+from ..weights.loading import load_dit
+from .runner import ClipComponents, ProgressFn
 
 log = logging.getLogger("HappyHorse")
 Device = Union[str, torch.device]
@@ -72,27 +72,9 @@ def tiny_components(mode: str, sr_resolution: Optional[str], device: Device = "c
 
 
 # -- real weights ----------------------------------------------------------------------------------
-def _loading_module():
-    """happyhorse_core.weights.loading, or an ImportError that says what is missing and what to do."""
-    try:
-        loading = importlib.import_module("..weights.loading", __package__)
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").endswith("weights.loading"):
-            raise
-        raise ImportError("happyhorse_core.weights.loading (the DiT weight loader) is not in this copy of the package, so "
-                          "real DiT weights cannot be loaded; update ComfyUI-HappyHorse, or use --tiny to test "
-                          "the pipeline with random weights") from None
-    return loading
-
-
-def check_loader_available() -> None:
-    """Raise ImportError (with the fix) when happyhorse_core.weights.loading is missing."""
-    _loading_module()
-
-
 def load_real_dit(path: Union[str, Path], variant: str, weight_dtype: str, device: Device) -> nn.Module:
-    """A DiT through happyhorse_core.weights.loading.load_dit (lazy import)."""
-    return _loading_module().load_dit(path, variant=variant, weight_dtype=weight_dtype, device=device)
+    """A DiT through weights.loading.load_dit."""
+    return load_dit(path, variant=variant, weight_dtype=weight_dtype, device=device)
 
 
 def real_text_stack(path: Union[str, Path], device: Device) -> tuple[Any, Any]:
@@ -101,8 +83,6 @@ def real_text_stack(path: Union[str, Path], device: Device) -> tuple[Any, Any]:
 
 
 def _turbo_decoder(path: Union[str, Path], device: Device) -> Callable[..., torch.Tensor]:
-    from ..decoders.turbo_loading import load_turbo_vaed
-
     vaed = load_turbo_vaed(path, dtype=torch.bfloat16, device=device)
 
     def decode(latent: torch.Tensor, progress: Optional[ProgressFn] = None) -> torch.Tensor:
@@ -116,7 +96,6 @@ def real_components(*, dit: Union[str, Path], turbo_vaed: Union[str, Path], mode
                     sr_dit: Optional[Union[str, Path]] = None, sr_resolution: Optional[str] = None,
                     weight_dtype: str = "bf16", device: Device = "cpu") -> ClipComponents:
     """Base DiT now, SR DiT on first use (after the base DiT is released), Turbo-VAED decoder."""
-    check_loader_available()  # fail before reading gigabytes when the loader is missing
     model = load_real_dit(dit, MODE_VARIANTS[mode], weight_dtype, device)
     sr_loader = None
     if sr_resolution is not None:

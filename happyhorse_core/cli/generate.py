@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save
 
 from .runner import ClipRequest, ClipResult, ClipRunner, encode_text, free_memory
-from .components import (check_loader_available, real_components, real_text_stack, resolve_device,
+from .components import (real_components, real_text_stack, resolve_device,
                          tiny_components, tiny_text_stack)
 from ..geometry import ASPECTS, FPS, RESOLUTION_SHORT_SIDE, ClipGeometry, validate_steps
 from ..media.mux import write_mp4
@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_dialogue(values: Sequence[str]) -> list[DialogueLine]:
     """'speaker|Language|line' strings -> DialogueLine (each checked now, before any model loads)."""
+    from ..text.bounds import MAX_DIALOGUE_LINES, dialogue_cap_message
+    from ..validation import check_one_line
+
+    if len(values) > MAX_DIALOGUE_LINES:
+        log.warning("HappyHorse: %s", dialogue_cap_message(len(values)))
+        values = values[:MAX_DIALOGUE_LINES]
     lines = []
     for n, value in enumerate(values, start=1):
+        check_one_line(value, f"--dialogue {n}")
         parts = value.split("|", 2)
         if len(parts) != 3:
             raise ValueError(f"--dialogue {value!r}: write it as 'speaker|Language|line', "
@@ -137,6 +144,10 @@ def _check_file(path: Optional[Path], flag: str, what: str, folder_ok: bool = Fa
     if path is None:
         raise ValueError(f"{flag} is required with real weights ({what}); or pass --tiny to test without weights")
     if not (path.is_file() or (folder_ok and path.is_dir())):
+        from ..paths import broken_link_message
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"{flag}: {broken}")
         raise FileNotFoundError(f"{flag} {path}: no such {'file or folder' if folder_ok else 'file'} ({what})")
 
 
@@ -293,8 +304,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     request = build_request(args)
-    if not args.tiny:
-        check_loader_available()  # before the 18 GB text encoder is read
     threads = args.threads if args.threads is not None else (1 if args.tiny else None)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -27,6 +27,7 @@ from ..media.read import fit_image
 from ..sampling.noise import make_generator
 from ..sampling.pipeline import Hooks, ProgressFn, SamplingOptions, TextConditioning, generate
 from ..sampling.super_resolution import SROptions, super_resolve
+from ..text.bounds import truncation_message
 from ..text.encoder import MAX_TEXT_TOKENS, encode_prompt
 from ..text.prompts import DEFAULT_NEGATIVE_PROMPT
 
@@ -94,10 +95,9 @@ class ClipResult:
 def encode_text(encoder: Any, tokenizer: Any, request: ClipRequest) -> TextConditioning:
     """Prompt (and, when CFG needs it, the negative prompt) -> TextConditioning; warns when cut to 640 tokens."""
     def one(text: str, what: str) -> torch.Tensor:
-        feats = encode_prompt(encoder, tokenizer, text, MAX_TEXT_TOKENS)
+        feats = encode_prompt(encoder, tokenizer, text, MAX_TEXT_TOKENS, what=what)  # cut before the encoder
         if feats.truncated:
-            log.warning("HappyHorse: the %s is longer than %d tokens; only the first %d reach the model. "
-                        "Shorten it to keep its end.", what, MAX_TEXT_TOKENS, MAX_TEXT_TOKENS)
+            log.warning("HappyHorse: %s", truncation_message(what, feats.tokens))
         return feats.features.cpu()  # [n, Dt] fp32
 
     positive = one(request.prompt, "prompt")
@@ -255,9 +255,3 @@ class ClipRunner:
         if c.decode_audio is not None:
             wave = self._timed(timings, "decode audio", lambda: self._decode_audio(request, audio, frames.shape[0]))
         return ClipResult(frames, wave, video, audio, timings)
-
-
-def run_clip(components: ClipComponents, request: ClipRequest, text: TextConditioning, *,
-             progress: Optional[ProgressFactory] = None) -> ClipResult:
-    """One-call form of ClipRunner(components, progress).run(request, text)."""
-    return ClipRunner(components, progress).run(request, text)

@@ -13,11 +13,12 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..errors import CheckpointError
+from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from ..weights.safetensors_io import CheckpointIndex, open_checkpoint
 from .turbo_config import TurboVAEDConfig
@@ -117,6 +118,9 @@ def _check_path(path: Path) -> None:
             f"Convert it once with:\n  {converter_command(path)}"
         )
     if not path.is_file():
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"Turbo-VAED weights: {broken}")
         raise FileNotFoundError(
             f"Turbo-VAED weights not found: {path} (expected a .safetensors file converted from "
             "turbo_vae/checkpoint-340000.ckpt)"
@@ -132,11 +136,13 @@ def load_turbo_vaed(
     config: Union[TurboVAEDConfig, str, os.PathLike, None] = None,
     dtype: torch.dtype = torch.bfloat16,
     device: Union[torch.device, str] = "cpu",
+    interrupt: Optional[Callable[[], None]] = None,
 ) -> TurboVAED:
     """Build the decoder and load `path` strictly (keys and shapes), cast to `dtype` on `device`.
 
     `config`: a TurboVAEDConfig, a path to the reference JSON, or None to infer the structure from
-    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes.
+    the tensor shapes. Keys may carry `module.` and/or `decoder.` prefixes. `interrupt` (raises to
+    stop, e.g. ComfyUI's Cancel) is called before every tensor read.
     """
     path = Path(path)
     _check_path(path)
@@ -167,5 +173,8 @@ def load_turbo_vaed(
         "released TurboV3" if config == TurboVAEDConfig() else "non-default",
     )
     for name, key in key_map.items():
+        if interrupt is not None:
+            interrupt()
         assign_tensor(model, key, ckpt.read(name).to(device=device, dtype=dtype))
+    model.source = str(path)
     return model.eval().requires_grad_(False)

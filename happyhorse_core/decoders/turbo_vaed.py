@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from .turbo_blocks import TurboDecoder3d
 from .turbo_config import WAN22_LATENT_MEAN, WAN22_LATENT_STD, TurboVAEDConfig
 
@@ -66,6 +67,7 @@ class TurboVAED(nn.Module):
     def __init__(self, config: Optional[TurboVAEDConfig] = None) -> None:
         super().__init__()
         self.config = config if config is not None else TurboVAEDConfig()
+        self.source = "the Turbo-VAED weights file"  # loaders set the file path (used in messages)
         self.decoder = TurboDecoder3d(self.config)
 
     def output_frames(self, latent_frames: int) -> int:
@@ -89,6 +91,8 @@ class TurboVAED(nn.Module):
             )
         if not latent.is_floating_point():
             raise ValueError(f"the latent must be a floating-point tensor, got {latent.dtype}")
+        if not bool(torch.isfinite(latent).all()):
+            raise ValueError("the video latent contains NaN/Inf values; check the node that produced it")
         weight = self.decoder.conv_in.conv.weight
         return self.denormalize(latent.to(device=weight.device if device is None else device, dtype=weight.dtype))
 
@@ -122,6 +126,10 @@ class TurboVAED(nn.Module):
                 if interrupt is not None:
                     interrupt()
                 out = self.decoder(z[:, :, win.start : win.stop], win.is_first_chunk)  # [B, 3, F, H, W]
+                if not bool(torch.isfinite(out).all()):  # never a "successful" black video
+                    raise CheckpointError(f"Turbo-VAED produced NaN/Inf pixels from a finite latent (window {done + 1} of "
+                                     f"{len(windows)}): the weights in {self.source} are damaged or overflow "
+                                     "their dtype; download or convert the Turbo-VAED file again")
                 out = out[:, :, win.drop_front : out.shape[2] - win.drop_back]
                 if output_device is not None:
                     out = out.to(output_device)

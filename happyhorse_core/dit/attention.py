@@ -5,17 +5,19 @@ head h // (Hq/Hkv)), non-causal, scale 1/sqrt(D); returns [L, Hq, D] in q's dtyp
 
 `sdpa` (PyTorch scaled_dot_product_attention) is the default and works everywhere, CPU
 included. `flash` (flash-attn 2/3) and `sage` (sageattention) are optional: imported lazily,
-and if one is asked for but cannot run, we warn once and fall back to SDPA.
+and if one is asked for but cannot run, we warn once and fall back to SDPA. The windowed 1080p-SR
+layers have their own schedule in local_attention.py (re-exported here).
 """
 from __future__ import annotations
 
 import importlib
 import logging
-import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .local_attention import local_attention  # noqa: F401 (re-exported)
 
 log = logging.getLogger("HappyHorse")
 
@@ -59,12 +61,17 @@ def _import_first(*names: str):
     raise ImportError(str(last))
 
 
-def _usable(name: str, device: torch.device) -> str | None:
-    """None if backend `name` can run on `device`, else the reason it cannot."""
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _usable(name: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
+    """None if backend `name` can run on `device` with `dtype` inputs, else the reason it cannot."""
     if name == "sdpa":
         return None
     if device.type != "cuda":
         return f"it needs a CUDA device (tensors are on {device.type})"
+    if dtype is not None and dtype not in HALF_DTYPES:
+        return f"it only takes fp16/bf16 inputs (this model computes in {str(dtype).removeprefix('torch.')})"
     try:
         if name == "flash":
             _import_first("flash_attn_interface", "flash_attn")
@@ -75,17 +82,23 @@ def _usable(name: str, device: torch.device) -> str | None:
     return None
 
 
-def resolve_backend(name: str, device: torch.device | str = "cpu") -> str:
-    """Map a requested backend to the one that will actually run (warning once on fallback)."""
+def resolve_backend(name: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> str:
+    """Map a requested backend to the one that will actually run (warning once on fallback).
+
+    `auto` = flash-attn when it is installed, the device is CUDA and the inputs are fp16/bf16 (it
+    never picks flash or sage for fp32 inputs, which neither supports), else SDPA. Sage is only
+    used when asked for by name (the ComfyUI nodes ask for it under --use-sage-attention): it
+    quantizes q/k to int8, a numerics change the user opts into. `dtype` None = not checked.
+    """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
     device = torch.device(device)
     if name == "auto":
-        return "flash" if _usable("flash", device) is None else "sdpa"
-    reason = _usable(name, device)
+        return "flash" if _usable("flash", device, dtype or torch.float32) is None else "sdpa"
+    reason = _usable(name, device, dtype)
     if reason is None:
         return name
-    key = f"{name}:{device.type}"
+    key = f"{name}:{device.type}:{dtype}"
     if key not in _warned:
         _warned.add(key)
         log.warning("HappyHorse: attention backend %r cannot run because %s; using PyTorch SDPA instead.", name, reason)
@@ -98,36 +111,3 @@ _FUNCS: dict[str, AttnFn] = {"sdpa": _sdpa, "flash": _flash, "sage": _sage}
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """Full bidirectional attention. q [L, Hq, D], k/v [L, Hkv, D] -> [L, Hq, D]."""
     return _FUNCS[backend](q, k, v)
-
-
-def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_video: int, tokens_per_frame: int,
-                    window: int, backend: str = "sdpa") -> torch.Tensor:
-    """1080p-SR windowed attention (MODEL_SPEC §4.6).
-
-    Video queries of latent frame i see video keys of frames |i - j| <= window plus every audio
-    and text key; audio and text queries see every key. Computed frame by frame with exact
-    softmax over the allowed keys, so it equals a dense masked softmax.
-    """
-    frames = num_video // tokens_per_frame
-    out = torch.empty_like(q)
-    k_ctx, v_ctx = k[num_video:], v[num_video:]  # audio + text keys, seen by every query
-    for i in range(frames):
-        lo, hi = max(0, i - window) * tokens_per_frame, min(frames, i + window + 1) * tokens_per_frame
-        rows = slice(i * tokens_per_frame, (i + 1) * tokens_per_frame)
-        kk = torch.cat([k[lo:hi], k_ctx], dim=0)
-        vv = torch.cat([v[lo:hi], v_ctx], dim=0)
-        out[rows] = attention(q[rows], kk, vv, backend)
-    if q.shape[0] > num_video:
-        out[num_video:] = attention(q[num_video:], k, v, backend)
-    return out
-
-
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Reference softmax attention in fp32 (tests only). mask [Lq, Lk] bool, True = may attend."""
-    group = q.shape[1] // k.shape[1]
-    kf = k.float().repeat_interleave(group, dim=1)
-    vf = v.float().repeat_interleave(group, dim=1)
-    scores = torch.einsum("qhd,khd->hqk", q.float(), kf) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.einsum("hqk,khd->qhd", scores.softmax(-1), vf).to(q.dtype)

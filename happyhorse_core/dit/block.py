@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import attention, local_attention
+from .attention import attention
+from .local_attention import local_attention
 from .config import DiTConfig
 from .modality import ModalitySplit
 from .ops import Ops
@@ -57,7 +58,7 @@ class Attention(nn.Module):
         else:  # all-to-all to whole-sequence head groups, attend, and back to this rank's rows
             out = ctx.shard.attend(q, k, v, lambda *qkv: self._attend(*qkv, ctx))
         if self.gated:
-            out = gate_(out, qkvg[:, nqk + nv:], cdt)  # [L, Hq * Dh]
+            out = gate_(out, qkvg[:, nqk + nv:nqk + nv + self.hq], cdt)  # [L, Hq * Dh]; later columns: padding
         else:
             out = out.reshape(out.shape[0], -1).to(cdt)
         return self.linear_proj(out, split, cdt)  # [L, D]
@@ -67,7 +68,7 @@ class Attention(nn.Module):
         split = ctx.split if ctx.shard is None else ctx.shard.full_split
         if self.local and split.video > 0:
             return local_attention(q, k, v, num_video=split.video, tokens_per_frame=ctx.tokens_per_frame,
-                                   window=self.window, backend=ctx.backend)
+                                   window=self.window)
         return attention(q, k, v, ctx.backend)
 
 

@@ -8,26 +8,7 @@ from .config import DiTConfig
 from .modality import ModalitySplit
 from .ops import Ops
 from .rope import RopeTable
-from .rowwise import CLAMP, gelu7_to, swiglu7_to
-
-
-def gelu7(x: torch.Tensor) -> torch.Tensor:
-    """Non-gated GELU7 (layers 0-3): c * sigmoid(1.702 c) with c = min(x, 7).
-
-    Reference form for tests; the model runs the blockwise `rowwise.gelu7_to`.
-    """
-    c = x.clamp(max=CLAMP)
-    return c * torch.sigmoid(1.702 * c)
-
-
-def swiglu7(x: torch.Tensor) -> torch.Tensor:
-    """Interleaved SwiGLU7: even columns gate a, odd columns linear b; a·σ(1.702a)·(b + 1).
-
-    Reference form for tests; the model runs the blockwise `rowwise.swiglu7_to`.
-    """
-    a = x[..., 0::2].clamp(max=CLAMP)
-    b = x[..., 1::2].clamp(min=-CLAMP, max=CLAMP)
-    return a * torch.sigmoid(1.702 * a) * (b + 1)
+from .rowwise import gelu7_to, swiglu7_to
 
 
 class MLP(nn.Module):

@@ -78,7 +78,7 @@ class SandwichDiT(nn.Module):
         h = self.adapter(video, audio, text, text_hidden)  # [L, D] fp32
         ctx = StepContext(split=split, rope=rope if rope is not None else self.adapter.rope(coords.to(device)),
                           compute_dtype=self.compute_dtype,
-                          backend=resolve_backend(self.attn_backend, h.device),
+                          backend=resolve_backend(self.attn_backend, h.device, self.compute_dtype),
                           tokens_per_frame=max(tokens_per_frame, 1))
         if self.compiled:  # widths never vary: keep them out of the symbolic sizes (no duck-size clashes)
             torch._dynamo.mark_static(h, 1)
@@ -105,9 +105,8 @@ class SandwichDiT(nn.Module):
         some kinds twice). Inductor is asked to round at every bf16 cast as eager does
         (`emulate_precision_casts`), which keeps the bf16 golden error at the eager level
         (without it: 4.0e-3 instead of 3.0e-3 mean abs on dit_case1). State-dict keys are
-        unchanged. The first call of each graph is slow (about a minute per kind on a
-        2-core CPU, ~35 s for the three kinds on an H100); later calls, and later processes
-        through inductor's on-disk cache, reuse it.
+        unchanged. The first call of each graph compiles it (bench/RESULTS.md has the times);
+        later calls, and later processes through inductor's on-disk cache, reuse it.
         """
         if mode is not None and mode not in COMPILE_MODES:
             raise ValueError(f"compile mode must be one of {COMPILE_MODES} or None, got {mode!r}")

@@ -24,7 +24,6 @@ Design (the model is not forked: forward pre/post hooks on `model.block.layers[i
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -35,14 +34,6 @@ log = logging.getLogger("HappyHorse")
 
 def module_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-
-
-def model_device_bytes(module: nn.Module) -> dict[str, int]:
-    """Bytes of parameters and buffers per device, e.g. {"cpu": ..., "cuda:0": ...}."""
-    out: dict[str, int] = defaultdict(int)
-    for t in list(module.parameters()) + list(module.buffers()):
-        out[str(t.device)] += t.numel() * t.element_size()
-    return dict(out)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ from ..fetch import Fetched, Linear, WeightHost, as_compute
 from .modality import ModalitySplit
 
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_scaled": torch.float8_e4m3fn,
-              "fp8_e5m2": torch.float8_e5m2}
+              "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+# fp8_e4m3fn_fast = fp8_e4m3fn_scaled storage + fp8 tensor-core matmuls (torch._scaled_mm) on sm89+
+SCALED_DTYPES = ("fp8_e4m3fn_scaled", "fp8_e4m3fn_fast")
 WEIGHT_DTYPES = ("bf16", *FP8_DTYPES)
 FP8_SCOPES = ("shared", "all")
 
@@ -45,7 +47,8 @@ KEEP_FP32_SUFFIXES = (
 class Ops:
     """How to store and compute block linears.
 
-    weight_dtype: "bf16" (default) or one of FP8_DTYPES' keys.
+    weight_dtype: "bf16" (default) or one of FP8_DTYPES' keys; "fp8_e4m3fn_fast" = scaled e4m3fn
+                  storage whose matmuls run on fp8 tensor cores (sm89+; elsewhere upcast).
     fp8_scope:    "shared" = only the single-weight middle layers (4..35 in the real model)
                   are stored in fp8; "all" = every block linear.
     compute_dtype: matmul dtype of block linears (bf16 faithful, fp32 for reference checks).
@@ -72,13 +75,17 @@ class Ops:
         return torch.bfloat16
 
     def scaled(self) -> bool:
-        return self.weight_dtype == "fp8_e4m3fn_scaled"
+        return self.weight_dtype in SCALED_DTYPES
+
+    def fast_fp8(self) -> bool:
+        """fp8 matmuls through torch._scaled_mm where the GPU has them (else upcast per matmul)."""
+        return self.fp8_matmul or self.weight_dtype == "fp8_e4m3fn_fast"
 
     def expert_linear(self, in_features: int, out_features: int, experts: int, shared_layer: bool) -> "ExpertLinear":
         dtype = self.storage_dtype(shared_layer)
         scaled = self.scaled() and dtype != torch.bfloat16
         return ExpertLinear(in_features, out_features, experts, dtype=dtype, scaled=scaled, device=self.device,
-                            fp8_matmul=self.fp8_matmul)
+                            fp8_matmul=self.fast_fp8())
 
     def rms_norm(self, dim: int, experts: int = 1, eps: float = 1e-6) -> "ExpertRMSNorm":
         return ExpertRMSNorm(dim, experts, eps=eps, device=self.device)

@@ -167,7 +167,7 @@ class SequenceParallelDiT(nn.Module):
         """This rank's rows of the adapter output [L_r, D] fp32 and of the RoPE table [L_r, 6B]."""
         m, (lo, hi) = self.inner, shard.bounds
         sv, sa, st = modality_ranges(shard.full_split, lo, hi)
-        device = m.adapter.video_embedder.weight.device
+        device = video.device  # from the inputs, as SandwichDiT.forward
         text_hidden = rope = None
         if cache is not None:
             if st.stop > st.start:
@@ -190,7 +190,7 @@ class SequenceParallelDiT(nn.Module):
         split = local_split(full, lo, hi)
         h, rope = self._embed(video, audio, text, coords, shard, cache)
         ctx = StepContext(split=split, rope=rope, compute_dtype=m.compute_dtype,
-                          backend=resolve_backend(m.attn_backend, h.device),
+                          backend=resolve_backend(m.attn_backend, h.device, m.compute_dtype),
                           tokens_per_frame=max(tokens_per_frame, 1), shard=shard)
         for layer in m.block.layers:
             h = layer(h, ctx)

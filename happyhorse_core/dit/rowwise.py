@@ -9,8 +9,7 @@ memory is walked:
 * on CPU, a pass over a [L, W] fp32 temporary costs about as much as the op itself, and each
   fresh large allocation page-faults. So rows are processed in blocks of ~`CPU_BLOCK_ELEMENTS`
   values: the half-dozen temporaries of one block stay in L2 and only the bf16 input and output
-  touch main memory. Measured on a 2-core AMX Xeon, SwiGLU7 on [1201, 6824] bf16 went from 75 ms
-  to 11-18 ms (bench/RESULTS.md);
+  touch main memory (bench/RESULTS.md has the measurements);
 * rows are also split at modality boundaries, so sandwich-layer experts need no gather or cat;
 * bf16 inputs are widened without strided reads: the interleaved SwiGLU pair (a, b) is one int32,
   and `a`, `b` in fp32 are that int32 shifted left by 16 / masked to its high half;

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .shrink import shrink_early
+
 
 def _open(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
@@ -56,8 +58,8 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """uint8 (or 0..1 float) [3, H, W] -> one video frame [1, 3, 1, height, width] float 0..1."""
     if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
         raise ValueError(f"image must be [3, H, W] RGB, got shape {tuple(image.shape)}")
-    x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    x = center_crop_to_aspect(x, width, height)
+    x = center_crop_to_aspect(image, width, height)  # a view: nothing copied yet
+    x = shrink_early(x, width, height, divide=255.0 if image.dtype == torch.uint8 else 1.0)  # float, < 4x target
     if tuple(x.shape[1:]) != (height, width):
         x = F.interpolate(x[None], size=(height, width), mode="bicubic", antialias=True, align_corners=False)[0]
     return x.clamp(0.0, 1.0)[None, :, None].contiguous()  # [1, 3, 1, H, W]

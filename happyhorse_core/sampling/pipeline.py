@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import torch
 
 from ..dit.cache import StepCache
+from ..errors import CheckpointError
 from .guidance import GuidanceConfig, apply_cfg, video_scale
 from .noise import distill_step_noise, initial_noise, make_generator
 from .scheduler import FlowUniPC, flow_sigmas, step_ddim
@@ -100,6 +101,7 @@ class Denoiser:
         coords = self._coords.setdefault((seq.grid, seq.audio.shape[0], seq.text.shape[0]), seq.coords.to(dev))
         v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), text_dev, coords, seq.tokens_per_frame,
                                   cache=self.cache)
+        check_model_output(self.model, v_tok, a_tok)
         v, a = unpack(v_tok, a_tok, seq)
         return v.to(video.device), a.to(audio.device)
 
@@ -125,6 +127,22 @@ def check_text(model: torch.nn.Module, text: TextConditioning) -> None:
                              "features (T5Gemma-9B); connect HappyHorse Text Encode fed by the T5Gemma encoder")
         if not torch.isfinite(rows).all():
             raise ValueError(f"the {name} features contain NaN/Inf values; reload the text encoder (bf16 or fp32)")
+
+
+def model_source(model: torch.nn.Module) -> str:
+    """The weights file a loaded DiT came from (its load report), for messages."""
+    report = getattr(model, "load_report", None)
+    return str(getattr(report, "source", None) or "the DiT weights file")
+
+
+def check_model_output(model: torch.nn.Module, v_tok: torch.Tensor, a_tok: torch.Tensor) -> None:
+    """The DiT's own output must be finite: NaN/Inf here comes from its weights, so the message names
+    the model file (checked on every forward, so a broken file stops at the first step)."""
+    for what, x in (("video", v_tok), ("audio", a_tok)):
+        if not bool(torch.isfinite(x).all()):
+            raise CheckpointError(f"the DiT produced NaN/Inf {what} values from finite inputs: the weights in "
+                             f"{model_source(model)} are damaged (NaN/Inf) or overflow their dtype. Download or "
+                             "convert that file again; if it is an fp8 file, try the bf16 release")
 
 
 def check_finite(x: Optional[torch.Tensor], what: str) -> None:

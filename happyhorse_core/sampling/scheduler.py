@@ -1,13 +1,13 @@
 """Sampling schedules and update rules of daVinci-MagiHuman (MODEL_SPEC §4).
 
 The model is a flow-matching velocity predictor: x_σ = (1 − σ)·x0 + σ·ε and v ≈ ε − x0, so
-x0 = x − σ·v. Three update rules are used by the reference pipeline:
+x0 = x − σ·v. Two update rules are used by the reference pipeline:
 
 * base / SR models: flow-matching UniPC (bh2, order 2, x0-prediction, UniC corrector from the
   second step, lower-order final step) — `FlowUniPC`, one instance per modality because the
   solver keeps a history of x0 predictions;
-* distilled model: a re-noising DDIM-like update with fresh noise every step — `step_ddim`;
-* optional SDE variant (off in the reference by default) — `step_sde`.
+* distilled model: a re-noising DDIM-like update with fresh noise every step — `step_ddim`.
+(The reference also has an SDE update, off by default; nothing here offers it, so it is not ported.)
 
 The SR stage also re-noises the upsampled latent with a VP mix whose coefficient comes from a
 zero-terminal-SNR DDPM table (`zero_snr_sigmas`, `sr_renoise`).
@@ -114,31 +114,6 @@ def step_ddim(velocity: torch.Tensor, sigma: Scalar, sigma_next: Scalar, sample:
     _check_same_shape(velocity=velocity, sample=sample, noise=noise)
     x0 = sample - sigma * velocity
     return sigma_next * noise + (1 - sigma_next) * x0
-
-
-def step_sde(velocity: torch.Tensor, sigma: Scalar, sigma_next: Scalar, sample: torch.Tensor,
-             noise: torch.Tensor, noise_theta: float = 1.0) -> torch.Tensor:
-    """Optional SDE update (§4.4), θ = noise_theta·π/2.
-
-    mean = (1 − σ' + σ'·cosθ)·x0 + σ'·cosθ·v, std = σ'·sinθ, x_next = mean + std·ε.
-    noise_theta = 0 gives the deterministic flow (Euler) step.
-    """
-    _check_same_shape(velocity=velocity, sample=sample, noise=noise)
-    if not 0.0 <= noise_theta <= 1.0:
-        raise ValueError(f"noise_theta must lie in [0, 1] (reference uses 0 or 1), got {noise_theta}")
-    theta = torch.tensor(noise_theta, dtype=torch.float32) * torch.pi / 2
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    x0 = sample - sigma * velocity
-    mean = (1 - sigma_next + sigma_next * cos) * x0 + sigma_next * cos * velocity
-    return mean + (sigma_next * sin) * noise
-
-
-def sde_noise_theta(step_index: int, num_steps: int) -> float:
-    """noise_theta the reference uses at a step of the SDE path: 1 on odd steps in the first
-    3/4 of the schedule, then on every third step, else 0."""
-    if step_index < int(num_steps * 3 / 4):
-        return 1.0 if (step_index + 1) % 2 == 0 else 0.0
-    return 1.0 if step_index % 3 == 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -235,12 +235,16 @@ class T5GemmaEncoder(nn.Module):
         self.norm = GemmaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     @torch.no_grad()
-    def encode(self, input_ids: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor, device: torch.device | str | None = None,
+               interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
         """input_ids [B, n] (int) -> last hidden state [B, n, hidden_size] in the embedding's dtype.
 
         Every token attends (the reference passes the tokenizer's all-ones attention mask). `device`
         is where to compute (default: where the embedding table is); weights elsewhere are fetched
         per layer when an adapter set a fetcher (partial loading, happyhorse_core/fetch.py).
+        `interrupt` (raises to stop, e.g. ComfyUI's Cancel) is called before every layer, so a
+        cancelled encode stops within one layer. Callers bound n first (text.bounds): attention
+        memory grows with n².
         """
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must be [batch, tokens] with at least one token, got {tuple(input_ids.shape)}")
@@ -256,6 +260,8 @@ class T5GemmaEncoder(nn.Module):
         cos, sin = rotary_cos_sin(torch.arange(n, device=ids.device), cfg.head_dim, cfg.rope_theta, x.dtype)
         masks = {FULL: None, SLIDING: sliding_window_mask(n, cfg.sliding_window, ids.device)}
         for layer in self.layers:
+            if interrupt is not None:
+                interrupt()
             x = layer(x, cos, sin, masks[layer.layer_type])
         return self.norm(x)
 
@@ -266,6 +272,7 @@ class TextFeatures(NamedTuple):
     features: torch.Tensor  # [length, hidden] fp32, rounded through fp16
     length: int  # rows kept (min(tokens, max_tokens)); only these reach the DiT
     truncated: bool  # True when the prompt had more than max_tokens tokens
+    tokens: Optional[Any] = None  # text.bounds.PromptTokens (the count before the cut) when known
 
 
 def text_features(hidden: torch.Tensor, max_tokens: int = MAX_TEXT_TOKENS) -> TextFeatures:
@@ -288,11 +295,21 @@ def text_features(hidden: torch.Tensor, max_tokens: int = MAX_TEXT_TOKENS) -> Te
     return TextFeatures(feat, keep, n > max_tokens)
 
 
-def encode_prompt(encoder: T5GemmaEncoder, tokenizer: Any, prompt: str,
-                  max_tokens: int = MAX_TEXT_TOKENS, device: torch.device | str | None = None) -> TextFeatures:
-    """Prompt string -> DiT text features. `tokenizer` needs `encode(str) -> list[int]`; `device` as in encode."""
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt produced no tokens; write a non-empty prompt")
-    input_ids = torch.tensor([ids], dtype=torch.long)  # [1, n]
-    return text_features(encoder.encode(input_ids, device), max_tokens)
+def encode_prompt(encoder: T5GemmaEncoder, tokenizer: Any, prompt: str, max_tokens: int = MAX_TEXT_TOKENS,
+                  device: torch.device | str | None = None, *, what: str = "prompt",
+                  interrupt: Optional[Callable[[], None]] = None) -> TextFeatures:
+    """Prompt string -> DiT text features. `tokenizer` needs `encode(str) -> list[int]`; `device` as in encode.
+
+    The tokens are counted and cut to `max_tokens` BEFORE the encoder runs (text.bounds), so the
+    encoder's memory and time do not depend on the prompt's length. The reference encodes the
+    whole prompt and keeps the first rows; for prompts over the limit the kept rows therefore
+    differ slightly from the reference's (their attention did not see the cut-off tail), which
+    is the price of a bounded run. `what` names the text in messages ("prompt", "negative prompt");
+    `interrupt` is called before every encoder layer.
+    """
+    from .bounds import prompt_tokens
+
+    counted = prompt_tokens(tokenizer, prompt, max_tokens, what=what)
+    input_ids = torch.tensor([counted.ids], dtype=torch.long)  # [1, min(n, max_tokens)]
+    feats = text_features(encoder.encode(input_ids, device, interrupt=interrupt), max_tokens)
+    return feats._replace(truncated=counted.truncated, tokens=counted)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
 from ..errors import CheckpointError
+from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from ..weights.safetensors_io import CheckpointIndex, open_checkpoint, refuse_unsafe_suffix
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
@@ -26,6 +28,11 @@ from .tokenizer import T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")  # tried in this order
 HUB_REPO = "google/t5gemma-9b-9b-ul2"
 DOWNLOAD_HINT = f"Download the .safetensors files of the hub repo {HUB_REPO} into that folder."
+# Storage options: (dtype of embedding, norms and activations, fp8 dtype of the layer linears or None, scaled)
+WEIGHT_DTYPES = {"bf16": (torch.bfloat16, None, False), "fp32": (torch.float32, None, False),
+                 "fp8_e4m3fn": (torch.bfloat16, torch.float8_e4m3fn, False),
+                 "fp8_e4m3fn_scaled": (torch.bfloat16, torch.float8_e4m3fn, True)}
+_FP8_LINEAR_SUFFIXES = ("_proj.weight",)  # q/k/v/o and gate/up/down projections of every layer
 
 
 def _is_encoder_key(key: str) -> bool:
@@ -56,13 +63,23 @@ def _read_config(folder: Path) -> tuple[T5GemmaEncoderConfig, str]:
 
 
 def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                 config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True) -> T5GemmaEncoder:
+                 config: T5GemmaEncoderConfig | None = None, require_tokenizer: bool = True,
+                 weight_dtype: str | None = None, interrupt: Optional[Callable[[], None]] = None) -> T5GemmaEncoder:
     """Build the encoder from an HF folder or an encoder-only safetensors file.
 
+    weight_dtype: one of WEIGHT_DTYPES ("bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"); overrides
+      `dtype`. fp8 stores the layer linears in fp8, quantized tensor by tensor while reading (upcast
+      to bf16 per matmul; ~10.2 GB instead of 18.5 GB for the 9B encoder); embedding and norms bf16.
     config: overrides the folder's config.json (a single file has none; default = 9B sizes).
     require_tokenizer: for folders, fail early when the tokenizer files are absent.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     path = Path(path)
+    fp8, scaled = None, False
+    if weight_dtype is not None:
+        if weight_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"text encoder weight_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {weight_dtype!r}")
+        dtype, fp8, scaled = WEIGHT_DTYPES[weight_dtype]
     if path.is_dir():
         if require_tokenizer:
             find_tokenizer_file(path)
@@ -73,6 +90,9 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         cfg, sizes_from = (config, "the config passed in") if config else _read_config(path.parent)
         ckpt = open_checkpoint(path)
     else:
+        broken = broken_link_message(path)
+        if broken:
+            raise FileNotFoundError(f"the T5Gemma encoder path {broken}")
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
                                 f"{HUB_REPO} or an encoder-only .safetensors file")
     selected = _select_encoder(ckpt.keys(), path, allow_bare=path.is_file())
@@ -80,8 +100,24 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
         model = T5GemmaEncoder(cfg)
     _check(model, ckpt, selected, path, sizes_from)
     for name, key in selected.items():
-        assign_tensor(model, name, ckpt.read(key).to(device=device, dtype=dtype))
+        if interrupt is not None:
+            interrupt()
+        if fp8 is not None and name.endswith(_FP8_LINEAR_SUFFIXES):
+            _assign_fp8(model, name, ckpt.read(key), fp8, scaled, device)
+        else:
+            assign_tensor(model, name, ckpt.read(key).to(device=device, dtype=dtype))
     return model.eval()
+
+
+def _assign_fp8(model: T5GemmaEncoder, name: str, tensor: torch.Tensor, fp8: torch.dtype, scaled: bool,
+                device: torch.device | str) -> None:
+    """Quantize one linear weight to fp8 (with a per-tensor `weight_scale` buffer when scaled) and place it."""
+    from ..dit.fp8 import quantize
+    q, scale = quantize(tensor, fp8, scaled)
+    owner = model.get_submodule(name.rpartition(".")[0])
+    if scale is not None:
+        owner.register_buffer("weight_scale", scale.to(device))
+    owner._parameters["weight"] = torch.nn.Parameter(q.to(device), requires_grad=False)
 
 
 def _check(model: T5GemmaEncoder, ckpt: CheckpointIndex, selected: dict[str, str], source: Path,
@@ -98,7 +134,8 @@ def _check(model: T5GemmaEncoder, ckpt: CheckpointIndex, selected: dict[str, str
 
 
 def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                    config: T5GemmaEncoderConfig | None = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
+                    config: T5GemmaEncoderConfig | None = None, weight_dtype: str | None = None,
+                    interrupt: Optional[Callable[[], None]] = None) -> tuple[T5GemmaEncoder, T5GemmaTokenizer]:
     """Encoder + tokenizer from one HF folder, or from an encoder file and the tokenizer beside it.
 
     The tokenizer is loaded first, so a folder without one fails before any weight is read.
@@ -107,5 +144,6 @@ def load_text_stack(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16, 
     if folder.is_file():
         refuse_unsafe_suffix(folder)  # a pickle is named as such, not reported as a missing tokenizer
     tokenizer = load_tokenizer(folder.parent if folder.is_file() else folder)
-    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False)
+    encoder = load_encoder(folder, dtype=dtype, device=device, config=config, require_tokenizer=False,
+                           weight_dtype=weight_dtype, interrupt=interrupt)
     return encoder, tokenizer

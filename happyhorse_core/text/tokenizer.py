@@ -16,6 +16,10 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
+from ..paths import broken_link_message
+from .bounds import check_unicode
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # in order of preference
 HUB_REPO = "google/t5gemma-9b-9b-ul2"
 # GemmaTokenizer's defaults, used when tokenizer_config.json does not name the special tokens.
@@ -28,6 +32,10 @@ def find_tokenizer_file(folder: str | Path) -> Path:
     for name in TOKENIZER_FILES:
         if (folder / name).is_file():
             return folder / name
+    for name in TOKENIZER_FILES:
+        broken = broken_link_message(folder / name)
+        if broken:
+            raise FileNotFoundError(f"{broken}; {TOKENIZER_FILES[0]} is needed from the hub repo {HUB_REPO}")
     raise FileNotFoundError(
         f"no tokenizer in {folder}: expected {' or '.join(TOKENIZER_FILES)} (plus tokenizer_config.json). "
         f"Copy them from the hub repo {HUB_REPO} into this folder.")
@@ -43,9 +51,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-download it from {HUB_REPO}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); re-download it from {HUB_REPO}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object; re-download it from "
+                              f"{HUB_REPO}")
+    return data
 
 
 class T5GemmaTokenizer:
@@ -75,7 +87,11 @@ class T5GemmaTokenizer:
     def _init_tokenizers(self) -> None:
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(str(self.path))
+        try:
+            self._tok = Tokenizer.from_file(str(self.path))
+        except Exception as exc:  # the library raises a bare Exception with a serde message
+            raise CheckpointError(f"{self.path} is not a valid tokenizer file ({exc}); the download is damaged or "
+                                  f"it is another format: download tokenizer.json again from {HUB_REPO}") from None
         self._tok.no_padding()
         self._tok.no_truncation()
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
@@ -87,7 +103,11 @@ class T5GemmaTokenizer:
             raise ImportError("this tokenizer folder has only tokenizer.model, which needs the sentencepiece "
                               "package: pip install sentencepiece (or add tokenizer.json from "
                               f"{HUB_REPO})") from None
-        self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{self.path} is not a valid sentencepiece model ({exc}); download tokenizer.model "
+                                  f"again from {HUB_REPO}") from None
         self.vocab_size = self._sp.get_piece_size()
         # Like HF's slow tokenizer: special/added tokens are cut out of the text before sentencepiece.
         specials: set[str | None] = {_token_content(cfg.get(k)) or d for k, d in GEMMA_SPECIALS.items()}
@@ -127,6 +147,7 @@ class T5GemmaTokenizer:
         """Token ids of one prompt, with BOS/EOS only if tokenizer_config.json asks for them."""
         if not isinstance(text, str):
             raise ValueError(f"prompt must be a string, got {type(text).__name__}")
+        check_unicode(text, "text")
         ids = self._encode_body(text)
         if self.add_bos:
             ids = [self.bos_id, *ids]

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m happyhorse_core.tools.convert_fp8", description=__doc__.split("\n")[0])
     ap.add_argument("src", help="input checkpoint: folder, index json or .safetensors file")
     ap.add_argument("out", help="output .safetensors file")
-    ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=list(FP8_DTYPES))
+    ap.add_argument("--dtype", default="fp8_e4m3fn_scaled", choices=[d for d in FP8_DTYPES if d != "fp8_e4m3fn_fast"])
     ap.add_argument("--scope", default="shared", choices=["shared", "all"])
     ap.add_argument("--variant", default=None, choices=["base", "distill", "sr_540p", "sr_1080p"],
                     help="recorded in the metadata (default: from the input's metadata or name, if any)")

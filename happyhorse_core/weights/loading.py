@@ -26,12 +26,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..dit import fp8
 from ..dit import SandwichDiT
+from ..dit.align import ALIGN, align_gemms_
 from ..dit.ops import Ops
 from ..errors import CheckpointError
 from .checks import assign_tensor, check_dtypes, check_keys_and_shapes
@@ -121,14 +123,18 @@ def read_scale(ckpt: CheckpointIndex, key: str, shape: tuple[int, ...] | None = 
 
 def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str = "bf16", fp8_scope: str = "shared",
              device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
-             attn_backend: str = "sdpa", fp8_matmul: bool = False) -> SandwichDiT:
+             attn_backend: str = "sdpa", fp8_matmul: bool = False, align: int = ALIGN,
+             interrupt: Callable[[], None] | None = None) -> SandwichDiT:
     """Load any accepted DiT layout (module docstring, WEIGHT_LAYOUTS.md) into an eval SandwichDiT.
 
     variant: base / distill / sr_540p / sr_1080p; None = from file metadata or name, else ValueError.
         All four share one architecture, so e.g. a base/distill file loaded as sr_1080p is accepted
         and simply runs with the SR settings (v1 coords, windowed layers).
     weight_dtype: bf16, fp8_e4m3fn, fp8_e4m3fn_scaled, fp8_e5m2; fp8_scope: shared or all.
+    align: zero-pad the MLP width to a multiple of this (dit/align.py: fast GEMM kernels, the same
+        outputs; state_dict() keeps the published shapes); 0 or 1 = no padding.
     `model.load_report` (LoadReport) says what was detected and done.
+    interrupt: raises to stop (ComfyUI's Cancel); called before every tensor read.
     """
     start = time.perf_counter()
     model, ckpt, plan, report = prepare_dit(path, variant=variant, weight_dtype=weight_dtype, fp8_scope=fp8_scope,
@@ -137,6 +143,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
     device = torch.device(device)
     targets = dit_targets(model)
     for key, recipe in plan.recipes.items():
+        if interrupt is not None:
+            interrupt()
         t = targets[key]
         tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
         assign_tensor(model, key, tensor.to(device))
@@ -144,6 +152,8 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
             skey = key[:-len("weight")] + SCALE_BUFFER
             assign_tensor(model, skey, scale.to(device=device, dtype=torch.float32))
     _finish(model, device)
+    if align > 1:
+        align_gemms_(model, align)
     report.seconds = time.perf_counter() - start
     model.load_report = report
     log.info("HappyHorse: loaded %s DiT from %s (%s) as %s in %.1f s", report.variant, report.source, report.layout,

@@ -27,12 +27,13 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
 
 from ..errors import CheckpointError
+from ..paths import broken_link_message
 from .checks import check_sampled_finite
 
 ST_DTYPES: dict[str, torch.dtype] = {
@@ -120,7 +121,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and check one safetensors header (no tensor data is read)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(broken_link_message(path) or f"weights file not found: {path}")
     refuse_unsafe_suffix(path)
     size = path.stat().st_size
     if size == 0:
@@ -226,7 +227,7 @@ def open_checkpoint(path: str | os.PathLike, subfolders: Iterable[str] = DEFAULT
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"weights not found: {root}")
+        raise FileNotFoundError(broken_link_message(root) or f"weights not found: {root}")
     if root.is_dir():
         return _open_folder(root, tuple(subfolders), wanted, hint)
     if root.name.endswith(".index.json"):
@@ -302,6 +303,9 @@ def _open_index(index_path: Path, root: Path, wanted: KeyFilter | None) -> Check
     shards = sorted(set(weight_map.values()))
     for shard in shards:
         if not (folder / shard).is_file():
+            broken = broken_link_message(folder / shard)
+            if broken:
+                raise FileNotFoundError(f"shard {shard} named by {index_path.name}: {broken}")
             zst = folder / (shard + ".zst")
             extra = f" (found {zst.name}: decompress it with `zstd -d`)" if zst.is_file() else ""
             raise FileNotFoundError(f"shard {shard} named by {index_path.name} is missing from {folder}{extra}; "
@@ -320,15 +324,6 @@ def _open_index(index_path: Path, root: Path, wanted: KeyFilter | None) -> Check
         entries = {k: v for k, v in entries.items() if wanted(k)}
     n = len(shards)
     return CheckpointIndex(root, f"sharded ({index_path.name}, {n} shard{'s' * (n != 1)})", entries, meta)
-
-
-def iter_safetensors(path: str | os.PathLike, key_filter: Callable[[str], bool] | None = None,
-                     subfolders: Iterable[str] = DEFAULT_SUBFOLDERS) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (key, CPU tensor in its stored dtype) one at a time, for keys passing `key_filter`."""
-    ckpt = open_checkpoint(path, subfolders)
-    for key in ckpt.keys():
-        if key_filter is None or key_filter(key):
-            yield key, ckpt.read(key)
 
 
 # -- streaming writer ------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 Prints one JSON object {check name: "ok" | traceback}; test_comfy_bridge_in_comfy.py asserts on it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import runpy
@@ -26,10 +25,11 @@ import comfy.model_patcher  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
 
-# ComfyUI's own `nodes` module shadows the pack's nodes/ package here: load the file by path
-spec = importlib.util.spec_from_file_location("hh_comfy_bridge", REPO / "nodes" / "comfy_bridge.py")
-bridge = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bridge)
+# ComfyUI's own `nodes` module owns that name here: load the pack as one package under an alias
+sys.path.insert(0, str(REPO / "tests"))
+from pack_import import pack_module  # noqa: E402
+
+bridge = pack_module("nodes.comfy_bridge")
 
 CHECKS = {}
 

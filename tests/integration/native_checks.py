@@ -10,8 +10,6 @@ so they must be equal bit for bit (torch.equal), not only close.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import runpy
 import sys
@@ -33,20 +31,21 @@ import comfy.model_management as mm  # noqa: E402
 import comfy.samplers  # noqa: E402
 from comfy_extras import nodes_custom_sampler as ncs  # noqa: E402
 
-# load this repository as a package (ComfyUI's own `nodes` module shadows our nodes/ otherwise)
-_spec = importlib.util.spec_from_file_location("hh_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-_pack = importlib.util.module_from_spec(_spec)
-sys.modules["hh_pack"] = _pack
-_spec.loader.exec_module(_pack)
-native_model = importlib.import_module("hh_pack.nodes.native_model")
-native_sampling = importlib.import_module("hh_pack.nodes.native_sampling")
-native_nodes = importlib.import_module("hh_pack.nodes.native_nodes")
-types_mod = importlib.import_module("hh_pack.nodes.types")
+sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
+from pack_import import pack_module  # noqa: E402
 
-from happyhorse_core.sampling.guidance import GuidanceConfig  # noqa: E402
-from happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model  # noqa: E402
-from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.testing.tiny_dit import tiny_dit  # noqa: E402
+# the core through the pack, so that the models and the adapters share one copy of its classes
+native_model = pack_module("nodes.native_model")
+native_sampling = pack_module("nodes.native_sampling")
+native_nodes = pack_module("nodes.native_nodes")
+types_mod = pack_module("nodes.types")
+GuidanceConfig = pack_module("happyhorse_core.sampling.guidance").GuidanceConfig
+_latents = pack_module("happyhorse_core.sampling.latents")
+audio_from_model, audio_to_model = _latents.audio_from_model, _latents.audio_to_model
+video_from_model, video_to_model = _latents.video_from_model, _latents.video_to_model
+_pipeline = pack_module("happyhorse_core.sampling.pipeline")
+SamplingOptions, TextConditioning, generate = _pipeline.SamplingOptions, _pipeline.TextConditioning, _pipeline.generate
+tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
 
 CHECKS = {}
 T, H, W, F = 2, 4, 6, 5  # latent frames, latent h/w, audio frames: (F - 1) // 4 + 1 == T
@@ -165,7 +164,7 @@ def model_sampling_sd3_changes_shift():
 
 @check
 def sigmas_match_pack_schedules():
-    from happyhorse_core.sampling.scheduler import flow_sigmas
+    flow_sigmas = pack_module("happyhorse_core.sampling.scheduler").flow_sigmas
     _, patcher = fp32_model()
     for schedule, n in (("distilled", 8), ("base", 32), ("sr", 5)):
         s = out(native_nodes.Sigmas.execute(patcher, schedule, 0))[0]
@@ -232,10 +231,10 @@ def stock_nodes_run():
 @check
 def joint_latent_required():
     _, patcher = fp32_model()
-    guider = native_sampling.HHGuider(patcher)
+    guider = native_sampling.make_guider(patcher)
     guider.set_cfg(1.0, 1.0, 1.0)
     guider.inner_set_conds({"positive": [[torch.randn(1, 4, 128), {}]]})
-    sampler = native_sampling.HHSampler("distilled")
+    sampler = native_sampling.make_sampler("distilled")
     try:
         guider.sample(torch.randn(1, 48, T, H, W), torch.zeros(1, 48, T, H, W), sampler,
                       native_sampling.hh_sigmas("distilled", 2, 5.0), seed=1)
@@ -286,9 +285,10 @@ def torch_compile_model_per_block():
 
 
 # ----------------------------------------------------------------------------- LoRA
-native_lora = importlib.import_module("hh_pack.nodes.native_lora")
-comfy_ops = importlib.import_module("hh_pack.nodes.comfy_ops")
-from happyhorse_core.testing.tiny_lora import EXPERTS, linear_targets, tiny_lora  # noqa: E402
+native_lora = pack_module("nodes.native_lora")
+comfy_ops = pack_module("nodes.comfy_ops")
+_tiny_lora = pack_module("happyhorse_core.testing.tiny_lora")
+EXPERTS, linear_targets, tiny_lora = _tiny_lora.EXPERTS, _tiny_lora.linear_targets, _tiny_lora.tiny_lora
 
 LORA_TARGETS = ["block.layers.0.attention.linear_qkv", "block.layers.0.mlp.down_proj",
                 "block.layers.2.attention.linear_proj", "block.layers.7.mlp.up_gate_proj"]
@@ -297,9 +297,10 @@ STRENGTH = 0.7
 
 def fresh_dit(weight_dtype="bf16"):
     """The tiny distill DiT (seed 3, fp32 compute) in bf16 or fp8 (all layers) storage, with its own patcher."""
-    from happyhorse_core.dit import SandwichDiT
-    from happyhorse_core.dit.ops import Ops
-    from happyhorse_core.testing.tiny_dit import init_random_, tiny_config
+    SandwichDiT = pack_module("happyhorse_core.dit").SandwichDiT
+    Ops = pack_module("happyhorse_core.dit.ops").Ops
+    init_random_ = pack_module("happyhorse_core.testing.tiny_dit").init_random_
+    tiny_config = pack_module("happyhorse_core.testing.tiny_dit").tiny_config
     dit = init_random_(SandwichDiT(tiny_config(), Ops(weight_dtype=weight_dtype, fp8_scope="all",
                                                       compute_dtype=torch.float32)), 3).eval()
     return dit, native_model.build_patcher(dit)
@@ -384,7 +385,7 @@ def lora_fp8_patched_at_fetch_time():
     layer = dit.block.layers[0].attention.linear_qkv
     assert layer.weight.dtype == torch.float8_e4m3fn and torch.equal(layer.weight.view(torch.uint8),
                                                                      before.view(torch.uint8)), "fp8 weight was rewritten"
-    assert any(isinstance(f, native_model.FetchTimePatch) for f in layer.weight_function), layer.weight_function
+    assert any(isinstance(f, native_model.comfy_classes().FetchTimePatch) for f in layer.weight_function), layer.weight_function
     mm.unload_all_models()
     assert not layer.weight_function, "fetch-time patch left behind after unload"
     lora_equals_merged("peft", weight_dtype="fp8_e4m3fn")

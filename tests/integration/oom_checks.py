@@ -9,7 +9,6 @@ that started on the CPU must end up with every tensor on meta.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import runpy
 import sys
@@ -22,27 +21,23 @@ REPO = Path(__file__).resolve().parents[2]
 _LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")  # keep: it holds the op library
 _LAUNCH["_declare_torchvision_ops"]()
 sys.path.insert(0, str(HOME / "ComfyUI"))
-sys.path.append(str(REPO))  # happyhorse_core (after ComfyUI, whose own `nodes` module must win)
+sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
 import comfy.cli_args  # noqa: E402
 
 comfy.cli_args.args.cpu = True
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 
-from happyhorse_core.sampling.pipeline import SamplingOptions, TextConditioning, generate  # noqa: E402
-from happyhorse_core.testing.tiny_dit import tiny_dit  # noqa: E402
+from pack_import import pack_module  # noqa: E402
+
+pipeline = pack_module("happyhorse_core.sampling.pipeline")
+SamplingOptions, TextConditioning, generate = pipeline.SamplingOptions, pipeline.TextConditioning, pipeline.generate
+tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
 
 
 def _load_pack_nodes():
-    """The pack's nodes/ package under another name (ComfyUI's `nodes` module owns that name here)."""
-    spec = importlib.util.spec_from_file_location("hh_nodes", REPO / "nodes" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "nodes")])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["hh_nodes"] = package
-    spec.loader.exec_module(package)
-    import hh_nodes.runtime
-    import hh_nodes.types
-    return hh_nodes.runtime, hh_nodes.types
+    """The pack's nodes/ package, inside the pack package (ComfyUI's `nodes` module owns that name here)."""
+    return pack_module("nodes.runtime"), pack_module("nodes.types")
 
 
 runtime, types = _load_pack_nodes()
@@ -106,7 +101,7 @@ def oom_becomes_advice_and_model_is_offloaded():
 @check
 def oom_inside_a_forward_of_the_placed_model():
     """The node's own stack: oom_advice + placed() (ComfyUI-managed) around generate(); OOM in block 3."""
-    from hh_nodes import comfy_bridge as cb
+    cb = pack_module("nodes.comfy_bridge")
     loaded = loaded_dit()
     loaded.patcher = cb.wrap_model(loaded.model)
     loaded.model.block.layers[3].register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(fake_oom()))
@@ -126,7 +121,7 @@ def oom_inside_a_forward_of_the_placed_model():
 
 @check
 def oom_with_block_swap_removes_hooks_and_offloads():
-    loaded = loaded_dit(block_swap={"blocks_on_device": 2, "pin_memory": False})
+    loaded = loaded_dit(block_swap=types.BlockSwapConfig(blocks_on_device=2, pin_memory=False))
 
     def run():
         with runtime.oom_advice("HappyHorse Super-Resolution", loaded), runtime.placed(loaded):
@@ -160,6 +155,73 @@ def other_errors_pass_through_untouched():
     else:
         raise AssertionError("ValueError was swallowed")
     assert devices(loaded.model) == {"cpu"} and EMPTIED == [], "a non-OOM error must not offload anything"
+
+
+def expect_kind_advice(fn, where: str, cause: type, first: str) -> None:
+    """Like expect_advice for failures that are not torch.OutOfMemoryError: the advice names the kind first."""
+    try:
+        fn()
+    except RuntimeError as e:
+        msg = str(e)
+        assert type(e) is RuntimeError and msg.startswith(first.format(where=where)), msg
+        missing = [p.format(where=where) for p in ADVICE[1:] if p.format(where=where) not in msg]
+        assert not missing, f"advice lacks {missing}: {msg}"
+        assert isinstance(e.__cause__, cause), f"the original error is not chained: {e.__cause__!r}"
+        return
+    raise AssertionError("no error was raised")
+
+
+@check
+def device_mismatch_becomes_advice_and_frees():
+    loaded = loaded_dit()
+    EMPTIED.clear()
+
+    def run():
+        with runtime.oom_advice("the HappyHorse sampler", loaded):
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, "
+                               "cuda:0 and cpu!")
+
+    expect_kind_advice(run, "the HappyHorse sampler", RuntimeError, "A model's weights and its inputs")
+    assert devices(loaded.model) == {"meta"} and EMPTIED, "the failed run's model was not released"
+
+
+@check
+def host_allocation_failures_become_advice():
+    for err in (RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                             "you tried to allocate 30641094656 bytes."), MemoryError()):
+        EMPTIED.clear()
+
+        def run():
+            with runtime.oom_advice("HappyHorse Model Loader"):
+                raise err
+
+        expect_kind_advice(run, "HappyHorse Model Loader", type(err), "Out of system memory (RAM) in {where}")
+        assert EMPTIED
+
+
+@check
+def next_prompt_runs_after_an_oom():
+    """OOM in the middle of a placed() forward, then the same LoadedDiT runs a whole generate()."""
+    from hh_nodes import comfy_bridge as cb
+    mm.unet_offload_device = lambda: torch.device("cpu")  # a real offload device: the model must stay usable
+    loaded = loaded_dit()
+    loaded.patcher = cb.wrap_model(loaded.model)
+    handle = loaded.model.block.layers[2].register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(fake_oom()))
+    text = TextConditioning(torch.randn(4, 3584), torch.randn(3, 3584))
+
+    def run():
+        with runtime.oom_advice("the HappyHorse sampler", loaded), runtime.placed(loaded) as device:
+            return generate(loaded.model, text, latent_frames=2, latent_h=2, latent_w=2, audio_frames=5,
+                            opts=SamplingOptions(steps=2), device=device)
+
+    try:
+        expect_advice(run, "the HappyHorse sampler")
+        handle.remove()
+        v, a = run()
+        assert torch.isfinite(v).all() and torch.isfinite(a).all()
+    finally:
+        mm.unet_offload_device = lambda: OFFLOAD
+        mm.unload_all_models()
 
 
 def main() -> None:

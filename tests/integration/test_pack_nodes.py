@@ -5,8 +5,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-OUR_NODES = ["HappyHorseModelLoader", "HappyHorseBlockSwap", "HappyHorseTextEncoderLoader",
-             "HappyHorseTurboVAEDLoader", "HappyHorseTextEncode", "HappyHorseEmptyLatent",
+OUR_NODES = ["HappyHorseModelLoader", "HappyHorseBlockSwap", "HappyHorseCompile",
+             "HappyHorseTextEncoderLoader", "HappyHorseTurboVAEDLoader", "HappyHorseTextEncode", "HappyHorseEmptyLatent",
              "HappyHorseImageToVideo", "HappyHorseAudioReference", "HappyHorseSampler",
              "HappyHorseSuperResolution", "HappyHorseDecodeVideo", "HappyHorseDecodeAudio"]
 

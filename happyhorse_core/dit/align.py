@@ -1,0 +1,107 @@
+"""Aligned GEMMs: zero-pad GEMM widths at load time to a multiple of 16.
+
+The SwiGLU7 width of the real model is int(5120 * 8/3) // 4 * 4 = 13652, which is not a multiple
+of 8. down_proj then has K = 13652 and cuBLAS falls back to a slow kernel (bench/RESULTS.md §7:
+2.59 ms instead of 0.70 ms per call on an H100), and `torch._scaled_mm` (fp8 matmul) refuses it.
+Padding to 13664 fixes both and changes no output:
+
+* up_gate_proj gets, per expert, `pad` extra interleaved (a, b) row pairs of zeros, so the extra
+  activation columns are exactly a = b = 0 and SwiGLU7(0, 0) = 0 * sigmoid(0) * (0 + 1) = +0
+  (GELU7 layers: one zero row per extra column, GELU7(0) = +0);
+* down_proj gets `pad` extra zero columns, so every extra product is 0 * 0 = +0, and adding +0 to
+  a float sum leaves it unchanged.
+
+linear_qkv's rows (q | k | v | gate = 7208 per expert) are padded the same way; the padded output
+columns are never read (the gate slice stops at its heads), so fp8 `torch._scaled_mm`, which needs
+N % 16 == 0, takes that projection too.
+
+fp8 weights pad with fp8 zeros and keep their per-tensor scale (max |w| is unchanged). The padded
+tensors are what the model holds and computes with; `state_dict()` trims them back to the
+published shapes and `load_state_dict()` accepts either, so checkpoints, manifests and key checks
+never see the padding.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ALIGN = 16  # fp8 tensor-core matmuls need multiples of 16; bf16 cuBLAS is happy from 8
+
+
+def padded_width(n: int, multiple: int = ALIGN) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _pad_rows(w: torch.Tensor, experts: int, rows: int, new_rows: int, fill: float = 0.0) -> torch.Tensor:
+    """[E*rows, ...] -> [E*new_rows, ...]: rows of `fill` appended to every expert's block."""
+    out = torch.full((experts, new_rows, *w.shape[1:]), fill, dtype=w.dtype, device=w.device)
+    out[:, :rows] = w.view(experts, rows, *w.shape[1:])
+    return out.view(experts * new_rows, *w.shape[1:])
+
+
+def _pad_cols(w: torch.Tensor, cols: int) -> torch.Tensor:
+    """[R, K] -> [R, cols] with zero columns appended."""
+    out = torch.zeros(w.shape[0], cols, dtype=w.dtype, device=w.device)
+    out[:, :w.shape[1]] = w
+    return out
+
+
+def _trim(lin: nn.Module, state: dict, prefix: str, *_) -> None:
+    """state_dict hook: the published [E*out, in] shapes (and per-row scales)."""
+    e, (out, inp) = lin.experts, lin.published
+    for name in ("weight", "weight_scale"):
+        t = state.get(prefix + name)
+        if t is None or t.ndim == 0:
+            continue
+        t = t.view(e, -1, *t.shape[1:])[:, :out].reshape(e * out, *t.shape[1:])
+        state[prefix + name] = t[:, :inp] if name == "weight" else t
+
+
+def _pad_in(lin: nn.Module, state: dict, prefix: str, *_) -> None:
+    """load_state_dict pre-hook: pad tensors that come with the published shapes."""
+    e, (out, inp) = lin.experts, lin.published
+    w = state.get(prefix + "weight")
+    if w is not None and tuple(w.shape) == (e * out, inp):
+        state[prefix + "weight"] = _pad_cols(_pad_rows(w, e, out, lin.out_features), lin.in_features)
+    s = state.get(prefix + "weight_scale")
+    if s is not None and s.ndim and s.shape[0] == e * out:
+        state[prefix + "weight_scale"] = _pad_rows(s, e, out, lin.out_features, fill=1.0)
+
+
+def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
+    """Zero-pad an ExpertLinear in place to [E*out_features, in_features]; False if nothing to do."""
+    if out_features <= lin.out_features and in_features <= lin.in_features:
+        return False
+    if lin.weight.is_meta:
+        raise ValueError("align_gemms_() needs loaded weights; call it after loading, not on a meta model")
+    if not hasattr(lin, "published"):
+        lin.published = (lin.out_features, lin.in_features)
+        lin._register_state_dict_hook(lambda mod, state, prefix, meta: _trim(mod, state, prefix))
+        lin._register_load_state_dict_pre_hook(lambda state, prefix, *a, mod=lin: _pad_in(mod, state, prefix))
+    e, rows = lin.experts, lin.out_features
+    out_features, in_features = max(out_features, rows), max(in_features, lin.in_features)
+    w = _pad_cols(_pad_rows(lin.weight, e, rows, out_features), in_features)
+    lin._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+    scale = getattr(lin, "weight_scale", None)
+    if scale is not None and scale.ndim and scale.shape[0] == e * rows:  # per-row scales pad with 1
+        lin._buffers["weight_scale"] = _pad_rows(scale, e, rows, out_features, fill=1.0)
+    lin.out_features, lin.in_features = out_features, in_features
+    return True
+
+
+def align_gemms_(model: nn.Module, multiple: int = ALIGN) -> int:
+    """Zero-pad every MLP width and linear_qkv row count of `model` in place to a multiple of
+    `multiple`; returns the number of linears padded. Idempotent. Needs loaded (non-meta) weights."""
+    from .block import Attention
+    from .layers import MLP
+    count = 0
+    for module in model.modules():
+        if isinstance(module, MLP):
+            inner = padded_width(module.down_proj.in_features, multiple)
+            per_col = 1 if module.gelu else 2  # SwiGLU rows are interleaved (a, b) pairs
+            count += pad_linear_(module.up_gate_proj, per_col * inner, module.up_gate_proj.in_features)
+            count += pad_linear_(module.down_proj, module.down_proj.out_features, inner)
+        elif isinstance(module, Attention):
+            qkv = module.linear_qkv
+            count += pad_linear_(qkv, padded_width(qkv.out_features, multiple), qkv.in_features)
+    return count
