@@ -72,8 +72,8 @@ def load_patches(patcher, lora_sd: dict, lora_name: str) -> dict:
                          "lora_down.weight (kohya); this file is probably for another model")
     scaled = scaled_fp8_keys(model) & {k[0] if isinstance(k, tuple) else k for k in patches}
     if scaled:
-        raise ValueError(f"LoRA {lora_name}: the model was loaded with weight_dtype fp8_e4m3fn_scaled, whose per-tensor "
-                         "scales LoRA patches cannot follow; load it with fp8_e4m3fn (or bf16) to use a LoRA")
+        raise ValueError(f"LoRA {lora_name}: the model was loaded with weight_dtype fp8_e4m3fn_scaled, whose "
+                         "per-tensor scales LoRA patches cannot follow; load it with fp8_e4m3fn (or bf16) to use a LoRA")
     return patches
 
 

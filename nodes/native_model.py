@@ -166,7 +166,8 @@ def comfy_classes() -> SimpleNamespace:
             else:  # no shapes yet: count packed scalars as video tokens of 192 values
                 tokens += math.prod(input_shape[2:]) // cfg.video_in_channels
             mlp = max(cfg.gelu7_intermediate, 2 * cfg.swiglu7_intermediate)
-            per_token = 4 * 4 * cfg.hidden_size + 2 * 2 * mlp + 2 * 2 * cfg.qkv_out  # fp32 residual copies + bf16 MLP/QKV
+            # fp32 residual copies + bf16 MLP and QKV activations
+            per_token = 4 * 4 * cfg.hidden_size + 2 * 2 * mlp + 2 * 2 * cfg.qkv_out
             return float(tokens * per_token)
 
         # -- the forward -------------------------------------------------------------------------

@@ -100,7 +100,8 @@ class PackAVLatent(io.ComfyNode):
         if first_frame is not None:
             image = cb.latent_samples(first_frame, "video")[:1].float()
             if tuple(image.shape[2:]) != (1, h, w):
-                raise ValueError(f"first_frame latent is {list(image.shape)} but the video latent is {list(video.shape)}: "
+                raise ValueError(f"first_frame latent is {list(image.shape)} but the video latent is "
+                                 f"{list(video.shape)}: "
                                  "encode the start image at the clip's width and height")
             video[:, :, :1] = image.to(video.device)
             v_mask[:, :, :1] = 0.0

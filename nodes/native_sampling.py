@@ -130,7 +130,8 @@ def comfy_classes() -> SimpleNamespace:
             self.set_cfg(5.0, 2.0, 5.0, 500)
 
         def set_cfg(self, video_cfg, video_cfg_late=2.0, audio_cfg=5.0, switch=500) -> None:
-            self.video_cfg, self.video_cfg_late, self.audio_cfg = float(video_cfg), float(video_cfg_late), float(audio_cfg)
+            self.video_cfg, self.video_cfg_late = float(video_cfg), float(video_cfg_late)
+            self.audio_cfg = float(audio_cfg)
             self.switch = int(switch)
             self.cfg = max(self.video_cfg, self.video_cfg_late, self.audio_cfg)  # other code reads .cfg
 

@@ -383,9 +383,10 @@ def lora_fp8_patched_at_fetch_time():
     before = dit.block.layers[0].attention.linear_qkv.weight.clone()
     mm.load_models_gpu([lora_patcher])
     layer = dit.block.layers[0].attention.linear_qkv
-    assert layer.weight.dtype == torch.float8_e4m3fn and torch.equal(layer.weight.view(torch.uint8),
-                                                                     before.view(torch.uint8)), "fp8 weight was rewritten"
-    assert any(isinstance(f, native_model.comfy_classes().FetchTimePatch) for f in layer.weight_function), layer.weight_function
+    assert layer.weight.dtype == torch.float8_e4m3fn, layer.weight.dtype
+    assert torch.equal(layer.weight.view(torch.uint8), before.view(torch.uint8)), "fp8 weight was rewritten"
+    fetch_patch = native_model.comfy_classes().FetchTimePatch
+    assert any(isinstance(f, fetch_patch) for f in layer.weight_function), layer.weight_function
     mm.unload_all_models()
     assert not layer.weight_function, "fetch-time patch left behind after unload"
     lora_equals_merged("peft", weight_dtype="fp8_e4m3fn")
