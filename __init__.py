@@ -9,10 +9,10 @@ outside ComfyUI (tests, tools).
 
 
 def node_classes() -> list:
-    from .nodes import (compile_nodes, decode_nodes, encode_nodes, hosted_nodes, loader_nodes, sampler_nodes,
-                        upscale_nodes)
+    from .nodes import (compile_nodes, decode_nodes, encode_nodes, hosted_nodes, loader_nodes, native_nodes,
+                        sampler_nodes, upscale_nodes)
     return [*loader_nodes.NODES, *compile_nodes.NODES, *encode_nodes.NODES, *sampler_nodes.NODES,
-            *upscale_nodes.NODES, *decode_nodes.NODES, *hosted_nodes.NODES]
+            *upscale_nodes.NODES, *decode_nodes.NODES, *hosted_nodes.NODES, *native_nodes.NODES]
 
 
 async def comfy_entrypoint():

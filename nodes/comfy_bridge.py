@@ -23,7 +23,7 @@ import torch
 from ..happyhorse_core.geometry import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS
 from .model_files import group_sharded, resolve_in_roots  # noqa: F401  (resolve_in_roots: pure, re-exported)
 
-MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "checkpoints")
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "checkpoints", "loras")
 HAPPYHORSE_SUBFOLDER = "happyhorse"   # models/diffusion_models/happyhorse/ holds the pack's DiT files
 
 
@@ -87,6 +87,16 @@ def list_models(folder: str) -> list[str]:
     _check_folder(folder)
     names = sorted(folder_paths.get_filename_list(folder))
     return group_sharded(names, folder_paths.get_folder_paths(folder))
+
+
+def list_loras() -> list[str]:
+    """LoRA files in models/loras (relative names)."""
+    return list_models("loras")
+
+
+def lora_path(name: str) -> str:
+    """Absolute real path of a models/loras file (same checks as model_path)."""
+    return model_path("loras", name)
 
 
 def list_happyhorse_models() -> list[str]:

@@ -23,6 +23,7 @@ from . import comfy_bridge as cb
 from . import ram_plan
 from .comfy_bridge import io
 from .model_files import checkpoint_target
+from .native_model import build_patcher
 from .runtime import oom_advice
 from .types import (BlockSwapConfig, CATEGORY, HHBlockSwap, HHModel, HHTextEncoder, HHTurboVAED, LoadedDiT,
                     LoadedTextEncoder, LoadedTurboVAED)
@@ -98,8 +99,8 @@ class ModelLoader(io.ComfyNode):
         report = getattr(model, "load_report", None)
         loaded = LoadedDiT(model=model, variant=report.variant if report else variant, path=path,
                            block_swap=block_swap)
-        if not block_swap:
-            loaded.patcher = cb.wrap_model(model)
+        if not block_swap:  # one ModelPatcher per module: the native MODEL's, also used by the easy path
+            loaded.patcher = build_patcher(model)
         return io.NodeOutput(ram_plan.track(loaded, load))
 
 

@@ -22,6 +22,7 @@ from ..happyhorse_core.sampling.pipeline import Hooks
 
 from . import comfy_bridge as cb, ram_plan
 from .node_warnings import warn
+from .native_model import build_patcher
 
 log = logging.getLogger("HappyHorse")
 
@@ -50,7 +51,7 @@ def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
     `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
-    ram_plan.before_use(loaded, rewrap=cb.wrap_model, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
+    ram_plan.before_use(loaded, rewrap=build_patcher, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
     apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager
     swap_cfg = loaded.block_swap

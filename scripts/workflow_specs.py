@@ -66,6 +66,12 @@ FILES: dict[str, ModelFile] = {
         f"{HF}/Comfy-Org/stable-audio-open-1.0_repackaged/blob/main/stable-audio-open-1.0.safetensors",
         "`stable-audio-open-1.0.safetensors` (ungated, 4.9 GB) into `ComfyUI/models/checkpoints/`; the loader reads "
         "only its VAE (`pretransform.model.*`). A VAE-only file in `models/vae/` works too"),
+    "lora": ModelFile(
+        "happyhorse/happyhorse_lora.safetensors", "loras",
+        "a daVinci-MagiHuman / HappyHorse LoRA (PEFT lora_A/lora_B or kohya lora_up/lora_down keys named after "
+        "the model's parameters)", f"{HF}/models?search=MagiHuman",
+        "any daVinci-MagiHuman LoRA file into `ComfyUI/models/loras/happyhorse/` and pick it in the LoRA node. "
+        "No LoRA? Select the LoRA node and bypass it (Ctrl+B)"),
     "wan22_vae": ModelFile(
         "wan2.2_vae.safetensors", "vae", "Wan2.2 VAE (encodes the start image)",
         f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/blob/main/split_files/vae/wan2.2_vae.safetensors",

@@ -32,9 +32,10 @@ def test_comfy_is_imported_lazily():
     assert not _imported(top) & COMFY_MODULES
 
 
-# The one adapter that imports ComfyUI (inside its functions); every other node module, the low-VRAM weight
-# fetch (comfy_ops) and the hosted-API run loop (hosted_common) included, reaches ComfyUI through it.
-FUNCTION_LEVEL_ADAPTERS = {"comfy_bridge.py"}
+# comfy_bridge is the one adapter for ComfyUI's API; the native MODEL adapters subclass ComfyUI's own classes
+# (BaseModel, ModelPatcher, CFGGuider, KSAMPLER) and read its LoRA/sampling internals, so they import ComfyUI
+# inside their functions too. Every other node module reaches ComfyUI through comfy_bridge.
+FUNCTION_LEVEL_ADAPTERS = {"comfy_bridge.py", "native_model.py", "native_sampling.py", "native_lora.py"}
 
 
 def test_bridge_is_the_only_comfy_importer():

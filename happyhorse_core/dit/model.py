@@ -51,6 +51,11 @@ class SandwichDiT(nn.Module):
     def layers(self) -> nn.ModuleList:
         return self.block.layers
 
+    # A whole-model torch.compile (e.g. ComfyUI's TorchCompileModel) compiles each transformer layer as
+    # its own graph: this frame (token bookkeeping, caches, the loop) stays eager, the frames it calls
+    # are compiled. Layers of one kind share code, and a second prompt length makes token counts
+    # dynamic (torch's automatic dynamic shapes), so later lengths do not recompile.
+    @torch.compiler.disable(recursive=False)
     def forward(self, video: torch.Tensor, audio: torch.Tensor, text: torch.Tensor, coords: torch.Tensor,
                 tokens_per_frame: int, capture: list | None = None,
                 cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:

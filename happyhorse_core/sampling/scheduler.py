@@ -137,6 +137,25 @@ class FlowUniPC:
         self.num_steps = num_steps
         self.reset()
 
+    @classmethod
+    def from_sigmas(cls, sigmas: torch.Tensor) -> "FlowUniPC":
+        """A solver over a given descending schedule [N+1] ending in 0 (e.g. a host's SIGMAS).
+
+        The coefficients are computed from an fp32 CPU copy, as for `flow_sigmas`, so a schedule
+        equal to flow_sigmas(N, shift)[0] gives bit-identical steps."""
+        sig = torch.as_tensor(sigmas).detach().to("cpu", torch.float32).clone()
+        if sig.ndim != 1 or sig.numel() < 2:
+            raise ValueError(f"UniPC needs a 1-D schedule of at least 2 sigmas, got shape {tuple(sig.shape)}")
+        if float(sig[-1]) != 0.0 or bool((sig[1:] >= sig[:-1]).any()) or float(sig[0]) >= 1.0:
+            raise ValueError("UniPC needs strictly descending sigmas below 1 that end in 0 (a HappyHorse Sigmas "
+                             f"schedule), got {sig.tolist()}")
+        solver = cls.__new__(cls)
+        solver.sigmas = sig
+        solver.timesteps = (sig[:-1].double() * NUM_TRAIN_TIMESTEPS).to(torch.int64)
+        solver.num_steps = sig.numel() - 1
+        solver.reset()
+        return solver
+
     def reset(self) -> None:
         """Forget the history so the instance can sample again from step 0."""
         self._next_index = 0
@@ -145,13 +164,18 @@ class FlowUniPC:
         self._last_order = 0  # predictor order used at the previous step
 
     def step(self, velocity: torch.Tensor, step_index: int, sample: torch.Tensor) -> torch.Tensor:
+        _check_same_shape(velocity=velocity, sample=sample)
+        x0 = sample - self.sigmas[step_index] * velocity  # from the uncorrected sample
+        return self.step_x0(x0, step_index, sample)
+
+    def step_x0(self, x0: torch.Tensor, step_index: int, sample: torch.Tensor) -> torch.Tensor:
+        """`step` for a caller that already has x0 = sample − σ_i·v (a host guider's output)."""
         if step_index != self._next_index:
             raise ValueError(
                 f"FlowUniPC.step got step_index {step_index} but expected {self._next_index}: the solver is "
                 f"multistep, so call steps 0..{self.num_steps - 1} in order (or reset() to start again)")
-        _check_same_shape(velocity=velocity, sample=sample)
+        _check_same_shape(x0=x0, sample=sample)
         i = step_index
-        x0 = sample - self.sigmas[i] * velocity  # from the uncorrected sample
         if i > 0:
             sample = self._correct(x0, sample, i)
         self._x0_history = (self._x0_history + [x0])[-SOLVER_ORDER:]

@@ -66,6 +66,8 @@ RUNS = {
     "HappyHorse Low VRAM fp8 and Block Swap 256p": Run((192, 128), 1, {**SMALL, "HappyHorseBlockSwap": {
         "blocks_on_device": 4}}),  # tiny: 8 blocks
     "HappyHorse Lip Sync to Your Voice 256p": Run((192, 128), 1, SMALL, original_voice=True, if_present=VOICE_1S),
+    # MODEL + core LoRA loader + SamplerCustomAdvanced
+    "HappyHorse Native MODEL with LoRA and Core Sampler 256p": Run((192, 128), 1, SMALL),
     "HappyHorse Text to Video 1080p with SR": Run((512, 512), 1, SR_SMALL),
     "HappyHorse Base Model and SR 1080p": Run((512, 512), 1, {**SR_SMALL, "HappyHorseSampler": {"steps": 2}}),
     "HappyHorse Image to Video 1080p with SR": Run((512, 512), 1, SR_SMALL, if_present=SR_FIRST_FRAME),

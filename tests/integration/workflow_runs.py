@@ -28,6 +28,7 @@ if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))  # workflow_specs / build_workflows live there
 from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_ENCODER_FILE, TURBO_VAED_FILE,  # noqa: E402
                                          WAN22_VAE_FILE, write_tiny_models)
+from happyhorse_core.testing.tiny_lora import write_tiny_lora  # noqa: E402
 from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
 from workflow_specs import ASSETS, FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
@@ -35,7 +36,8 @@ FPS = 25
 FRAME_S = 1 / FPS
 LOADER_FILE_WIDGETS = {"HappyHorseModelLoader": "model_name", "HappyHorseTextEncoderLoader": "encoder_name",
                        "HappyHorseTurboVAEDLoader": "vae_name", "VAELoader": "vae_name",
-                       "HappyHorseAudioVAELoader": "vae_name"}
+                       "HappyHorseAudioVAELoader": "vae_name", "LoraLoaderModelOnly": "lora_name",
+                       "HappyHorseLoraLoader": "lora_name"}
 DOCUMENTED_NAMES = {f.name for f in FILES.values()}  # what the shipped loaders may name
 
 
@@ -50,6 +52,10 @@ def install_tiny_models(models_dir: Path) -> None:
     if not layouts.is_file():
         install_release_layouts(models_dir)
         layouts.write_text("tiny weights under the shipped workflows' file names\n")
+    lora = models_dir / FILES["lora"].folder / FILES["lora"].name
+    if not lora.is_file():
+        lora.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_lora(lora)
     native = cached_vae_files(CACHE / "tiny_native")
     place_file(native["wan22"], models_dir / "vae" / WAN22_VAE_FILE)
     place_file(native["stable_audio"], models_dir / "vae" / SAO_VAE_FILE)
