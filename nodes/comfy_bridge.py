@@ -186,6 +186,12 @@ def uncast_bias_weight(module: torch.nn.Module, weight: torch.Tensor, bias: Opti
     comfy.ops.uncast_bias_weight(module, weight, bias, stream)
 
 
+def stochastic_round_seed(w: torch.Tensor, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """comfy.float.stochastic_rounding with an explicit seed (RNE for bf16/fp16, seeded for fp8)."""
+    import comfy.float
+    return comfy.float.stochastic_rounding(w, dtype, seed=seed)
+
+
 def stochastic_round(w: torch.Tensor, dtype: torch.dtype, key: Optional[str]) -> torch.Tensor:
     """`w` rounded to `dtype` as ModelPatcher rounds a patched weight: comfy.float.stochastic_rounding seeded
     with string_to_seed(key) (seed 0 without a key)."""

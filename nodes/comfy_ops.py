@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..happyhorse_core.dit.align import to_padded, to_published
 from ..happyhorse_core.fetch import Fetched, iter_hosts, WeightHost
 from . import comfy_bridge as cb
 
@@ -88,7 +89,33 @@ def enable_partial_load(model: nn.Module) -> list[str]:
         m.weight_fetcher = _FETCHER
         if getattr(m, "weight_scale", None) is not None:
             scaled.append(name)
+        elif getattr(m, "published", None) is not None and "convert_weight" not in m.__dict__:
+            _bind_published_patching(m)
     return scaled
+
+
+def _bind_published_patching(m: nn.Module) -> None:
+    """Let ComfyUI patch a GEMM-padded linear (dit/align.py) with LoRAs shaped like the published weight.
+
+    ModelPatcher finds `convert_weight` / `set_weight` by name (as for scaled fp8): the patch is computed
+    on the published rows/columns, then the zero padding is put back and the result rounded to the
+    storage dtype with the key's seed, as a full load rounds any patched weight."""
+    def convert_weight(weight: torch.Tensor, inplace: bool = False, **_) -> torch.Tensor:
+        return to_published(m, weight)
+
+    def set_weight(weight: torch.Tensor, inplace_update: bool = False, seed: int = 0, return_weight: bool = False,
+                   **_) -> torch.Tensor | None:
+        out = cb.stochastic_round_seed(to_padded(m, weight), m.weight.dtype, seed)
+        if return_weight:
+            return out
+        if inplace_update:
+            m.weight.data.copy_(out)
+        else:
+            m.weight = nn.Parameter(out, requires_grad=False)
+        return None
+
+    m.convert_weight = convert_weight
+    m.set_weight = set_weight
 
 
 def offloaded_modules(model: nn.Module) -> list[str]:

@@ -68,6 +68,25 @@ def _pad_in(lin: nn.Module, state: dict, prefix: str, *_) -> None:
         state[prefix + "weight_scale"] = _pad_rows(s, e, out, lin.out_features, fill=1.0)
 
 
+def to_published(lin: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """A padded weight [E*out_features, in_features] -> the published [E*out, in] (a copy); others as they are.
+
+    Weight patches (LoRA) are keyed and shaped by the published layout, so hosts apply them to this."""
+    published = getattr(lin, "published", None)
+    if published is None or tuple(w.shape) != (lin.experts * lin.out_features, lin.in_features):
+        return w
+    e, (out, inp) = lin.experts, published
+    return w.view(e, -1, w.shape[1])[:, :out, :inp].reshape(e * out, inp).clone()
+
+
+def to_padded(lin: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """The inverse of to_published: zero rows/columns appended where align_gemms_ put them."""
+    published = getattr(lin, "published", None)
+    if published is None or tuple(w.shape) != (lin.experts * published[0], published[1]):
+        return w
+    return _pad_cols(_pad_rows(w, lin.experts, published[0], lin.out_features), lin.in_features)
+
+
 def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
     """Zero-pad an ExpertLinear in place to [E*out_features, in_features]; False if nothing to do."""
     if out_features <= lin.out_features and in_features <= lin.in_features:

@@ -393,6 +393,32 @@ def lora_fp8_patched_at_fetch_time():
 
 
 @check
+def lora_on_gemm_padded_weights():
+    """load_dit zero-pads GEMM widths (dit/align.py); a LoRA shaped like the published weights must patch
+    exactly the published rows/columns (bit-equal to a merge on the unpadded model) and keep the padding 0."""
+    import comfy.sd
+    align = pack_module("happyhorse_core.dit.align")
+    dit = fresh_dit()[0]
+    assert align.align_gemms_(dit) > 0, "the tiny config has nothing to pad"
+    patcher = native_model.build_patcher(dit)
+    lora_sd = tiny_lora(LORA_TARGETS, "peft")
+    lora_patcher = comfy.sd.load_lora_for_models(patcher, None, lora_sd, STRENGTH, 0)[0]
+    ref = merge_reference(fresh_dit()[0], lora_sd, STRENGTH, "peft").state_dict()
+    mm.load_models_gpu([lora_patcher])
+    try:
+        got = dit.state_dict()  # align's hook trims to the published shapes
+        for name in LORA_TARGETS:
+            assert torch.equal(got[f"{name}.weight"], ref[f"{name}.weight"]), name
+        padded = [m for m in dit.modules() if getattr(m, "published", None) is not None]
+        assert padded
+        for m in padded:
+            w = m.weight.view(m.experts, -1, m.in_features)
+            assert not w[:, m.published[0]:].any() and not w[..., m.published[1]:].any(), "padding changed"
+    finally:
+        mm.unload_all_models()
+
+
+@check
 def lora_partial_load_equals_merged():
     dit, patcher = fresh_dit()
     lora_sd = tiny_lora(LORA_TARGETS, "peft")

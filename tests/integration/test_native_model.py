@@ -21,7 +21,7 @@ CHECKS = ["model_is_flow_base_model", "model_sampling_sd3_changes_shift", "sigma
           "parity_i2v_base", "parity_voice_distilled", "parity_voice_base", "stock_nodes_run",
           "joint_latent_required", "easycache_runs_and_skips", "lora_peft_core_loader",
           "lora_kohya_alpha_core_loader", "lora_peft_bare_keys", "lora_fp8_patched_at_fetch_time",
-          "lora_partial_load_equals_merged", "lora_one_expert_changes_only_its_rows",
+          "lora_on_gemm_padded_weights", "lora_partial_load_equals_merged", "lora_one_expert_changes_only_its_rows",
           "lora_matching_nothing_is_an_error"]
 SLOW_CHECKS = ["torch_compile_model_per_block"]  # inductor on CPU: minutes
 
