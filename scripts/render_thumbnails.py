@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=[], help="workflow name (repeatable)")
     args = ap.parse_args(argv)
     for wf in all_workflows():
-        if not any(n.type == "HappyHorseSampler" for n in wf.nodes):
+        if not any(n.type == "HappyHorseModelLoader" for n in wf.nodes):
             continue  # the hosted workflows run on Model Studio: nothing to render here
         dst = REPO / "workflows" / f"{wf.name}.jpg"
         if (args.only and wf.name not in args.only) or (dst.is_file() and not args.force):
