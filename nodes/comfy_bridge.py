@@ -186,6 +186,13 @@ def uncast_bias_weight(module: torch.nn.Module, weight: torch.Tensor, bias: Opti
     comfy.ops.uncast_bias_weight(module, weight, bias, stream)
 
 
+def default_vae_dtype() -> torch.dtype:
+    """The dtype ComfyUI picks for a VAE on its VAE device: bf16 where the device runs it fast, else fp32
+    (the CPU); --fp32-vae / --bf16-vae / --fp16-vae win, as for ComfyUI's own VAEs."""
+    import comfy.model_management as mm
+    return mm.vae_dtype(mm.vae_device(), [torch.bfloat16])
+
+
 def stochastic_round_seed(w: torch.Tensor, dtype: torch.dtype, seed: int) -> torch.Tensor:
     """comfy.float.stochastic_rounding with an explicit seed (RNE for bf16/fp16, seeded for fp8)."""
     import comfy.float

@@ -208,7 +208,8 @@ class TurboVAEDLoader(io.ComfyNode):
     def execute(cls, vae_name) -> io.NodeOutput:
         path = cb.model_path("vae", vae_name)
         with oom_advice("HappyHorse Turbo-VAED Loader"):
-            decoder = load_turbo_vaed(path, device="cpu", interrupt=cb.interrupt_check)
+            decoder = load_turbo_vaed(path, device="cpu", dtype=cb.default_vae_dtype(),  # fp32 on a CPU, as ComfyUI's VAEs
+                                      interrupt=cb.interrupt_check)
         return io.NodeOutput(LoadedTurboVAED(decoder=decoder, path=path, patcher=cb.wrap_model(decoder)))
 
 
