@@ -94,11 +94,6 @@ def list_loras() -> list[str]:
     return list_models("loras")
 
 
-def lora_path(name: str) -> str:
-    """Absolute real path of a models/loras file (same checks as model_path)."""
-    return model_path("loras", name)
-
-
 def list_happyhorse_models() -> list[str]:
     """diffusion_models files, those in the happyhorse/ subfolder first."""
     names = list_models("diffusion_models")

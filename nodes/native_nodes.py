@@ -275,7 +275,7 @@ class LoraLoader(io.ComfyNode):
     def execute(cls, model, lora_name, strength_model) -> io.NodeOutput:
         if strength_model == 0:
             return io.NodeOutput(model)
-        path = cb.lora_path(lora_name)
+        path = cb.model_path("loras", lora_name)
         lora = read_lora_file(path)
         return io.NodeOutput(apply_lora(model, lora, strength_model, lora_name))
 

@@ -254,7 +254,7 @@ def test_every_file_widget_goes_through_model_path():
             for name in names:
                 assert name in confined, f"{path.name}: execute() uses {name!r} without cb.model_path"
                 seen.append(name)
-    assert sorted(seen) == ["encoder_name", "model_name", "vae_name", "vae_name"]
+    assert sorted(seen) == ["encoder_name", "lora_name", "model_name", "vae_name", "vae_name"]
 
 
 WRITE_CALLS = {"open", "os.replace", "os.rename", "os.remove", "os.unlink", "os.makedirs", "os.mkdir", "shutil.copy",

@@ -131,7 +131,8 @@ def test_note_lists_files_links_and_folders(path):
     (note,) = [n for n in wf["nodes"] if n["type"] == "MarkdownNote"]
     text = note["widgets_values"][0]
     assert text.startswith("# HappyHorse") and "## Model files" in text
-    loaders = {n["widgets_values"][0] for n in wf["nodes"] if n["type"].endswith("Loader")}
+    loaders = {n["widgets_values"][0] for n in wf["nodes"]
+               if n["type"].endswith("Loader") or n["type"] == "LoraLoaderModelOnly"}
     listed = [f for f in FILES.values() if f"pick `{f.name}`" in text]
     assert {f.name for f in listed} == loaders, (path.name, loaders)
     for f in listed:
