@@ -77,7 +77,7 @@ def lists_model_folders():
     assert bridge.list_happyhorse_models() == ["happyhorse/distill/ (sharded)", "happyhorse/dit.safetensors",
                                                "other.safetensors"], bridge.list_happyhorse_models()
     assert bridge.list_models("text_encoders") == []
-    expect_raises(ValueError, bridge.list_models, "loras")
+    expect_raises(ValueError, bridge.list_models, "upscale_models")
 
 
 @check
