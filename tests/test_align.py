@@ -151,6 +151,21 @@ def test_padded_qkv_columns_are_never_read():
         assert (a - b).abs().max() <= 1e-5 * a.abs().max()
 
 
-def test_meta_model_is_refused():
-    with pytest.raises(ValueError, match="after loading"):
-        align_gemms_(SandwichDiT(PRESETS["tiny"], Ops(device="meta")))
+def test_meta_model_gets_padded_shapes_and_loads_through_pad_loaded():
+    """The loader's order: pad the meta model's shapes first, then pad each published tensor as it
+    arrives. The result equals padding a loaded model in place."""
+    from happyhorse_core.dit.align import pad_loaded
+    from happyhorse_core.weights.checks import assign_tensor
+    source = random_model(Ops(compute_dtype=torch.float32))
+    published = source.state_dict()
+    meta = SandwichDiT(PRESETS["tiny"], Ops(compute_dtype=torch.float32, device="meta"))
+    assert align_gemms_(meta) > 0 and all(p.is_meta for p in meta.parameters())
+    for key, tensor in published.items():
+        owner, _, name = key.rpartition(".")
+        assign_tensor(meta, key, pad_loaded(meta.get_submodule(owner), name, tensor.clone()))
+    reference = copy.deepcopy(source)
+    align_gemms_(reference)
+    got, want = dict(meta.named_parameters()), dict(reference.named_parameters())
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert meta.state_dict().keys() == published.keys()
+    assert all(torch.equal(meta.state_dict()[k], published[k]) for k in published)

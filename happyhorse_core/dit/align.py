@@ -19,6 +19,10 @@ fp8 weights pad with fp8 zeros and keep their per-tensor scale (max |w| is uncha
 tensors are what the model holds and computes with; `state_dict()` trims them back to the
 published shapes and `load_state_dict()` accepts either, so checkpoints, manifests and key checks
 never see the padding.
+
+The loader pads on the meta model before any data is read (`align_gemms_` on a meta model only
+changes shapes) and then pads each tensor as it arrives (`pad_loaded`), so no linear ever exists
+twice. `align_gemms_` on a loaded model pads in place (tests, benches).
 """
 from __future__ import annotations
 
@@ -88,18 +92,21 @@ def to_padded(lin: nn.Module, w: torch.Tensor) -> torch.Tensor:
 
 
 def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
-    """Zero-pad an ExpertLinear in place to [E*out_features, in_features]; False if nothing to do."""
+    """Zero-pad an ExpertLinear in place to [E*out_features, in_features]; False if nothing to do.
+
+    On a meta linear only the shapes change (the loader then fills it through pad_loaded)."""
     if out_features <= lin.out_features and in_features <= lin.in_features:
         return False
-    if lin.weight.is_meta:
-        raise ValueError("align_gemms_() needs loaded weights; call it after loading, not on a meta model")
     if not hasattr(lin, "published"):
         lin.published = (lin.out_features, lin.in_features)
         lin._register_state_dict_hook(lambda mod, state, prefix, meta: _trim(mod, state, prefix))
         lin._register_load_state_dict_pre_hook(lambda state, prefix, *a, mod=lin: _pad_in(mod, state, prefix))
     e, rows = lin.experts, lin.out_features
     out_features, in_features = max(out_features, rows), max(in_features, lin.in_features)
-    w = _pad_cols(_pad_rows(lin.weight, e, rows, out_features), in_features)
+    if lin.weight.is_meta:
+        w = torch.empty(e * out_features, in_features, dtype=lin.weight.dtype, device="meta")
+    else:
+        w = _pad_cols(_pad_rows(lin.weight, e, rows, out_features), in_features)
     lin._parameters["weight"] = nn.Parameter(w, requires_grad=False)
     scale = getattr(lin, "weight_scale", None)
     if scale is not None and scale.ndim and scale.shape[0] == e * rows:  # per-row scales pad with 1
@@ -108,9 +115,24 @@ def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
     return True
 
 
+def pad_loaded(owner: nn.Module, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor read for `owner.<name>` in its published shape -> the shape align_gemms_ gave the
+    (meta) owner: the weight [E*out, in] -> [E*out_features, in_features] with zeros, a per-row
+    weight_scale [E*out] -> [E*out_features] with ones. Anything else is returned as it is."""
+    published = getattr(owner, "published", None)
+    if published is None:
+        return tensor
+    if name == "weight":
+        return to_padded(owner, tensor)
+    if name == "weight_scale" and tensor.ndim and tensor.shape[0] == owner.experts * published[0]:
+        return _pad_rows(tensor, owner.experts, published[0], owner.out_features, fill=1.0)
+    return tensor
+
+
 def align_gemms_(model: nn.Module, multiple: int = ALIGN) -> int:
     """Zero-pad every MLP width and linear_qkv row count of `model` in place to a multiple of
-    `multiple`; returns the number of linears padded. Idempotent. Needs loaded (non-meta) weights."""
+    `multiple`; returns the number of linears padded. Idempotent. On a meta model only the shapes
+    change: load each tensor through pad_loaded afterwards (weights/loading.py does)."""
     from .block import Attention
     from .layers import MLP
     count = 0

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..dit import fp8
 from ..dit import SandwichDiT
-from ..dit.align import ALIGN, align_gemms_
+from ..dit.align import ALIGN, align_gemms_, pad_loaded
 from ..dit.ops import Ops
 from ..errors import CheckpointError
 from .checks import assign_tensor, check_dtypes, check_keys_and_shapes
@@ -141,19 +141,21 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
                                             compute_dtype=compute_dtype, attn_backend=attn_backend,
                                             fp8_matmul=fp8_matmul)
     device = torch.device(device)
+    if align > 1:  # padded shapes on the meta model; each tensor is padded as it arrives (no second copy)
+        align_gemms_(model, align)
     targets = dit_targets(model)
     for key, recipe in plan.recipes.items():
         if interrupt is not None:
             interrupt()
         t = targets[key]
+        owner_name, _, name = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
         tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
-        assign_tensor(model, key, tensor.to(device))
+        assign_tensor(model, key, pad_loaded(owner, name, tensor).to(device))
         if t.scaled:
-            skey = key[:-len("weight")] + SCALE_BUFFER
-            assign_tensor(model, skey, scale.to(device=device, dtype=torch.float32))
+            scale = pad_loaded(owner, SCALE_BUFFER, scale.to(dtype=torch.float32))
+            assign_tensor(model, key[:-len("weight")] + SCALE_BUFFER, scale.to(device=device))
     _finish(model, device)
-    if align > 1:
-        align_gemms_(model, align)
     report.seconds = time.perf_counter() - start
     model.load_report = report
     log.info("HappyHorse: loaded %s DiT from %s (%s) as %s in %.1f s", report.variant, report.source, report.layout,
