@@ -1,6 +1,6 @@
 """One DiT forward vs the bare matmuls it contains (CPU by default).
 
-    python bench/dit_step.py [--json] [--hidden 1280] [--layers 8] [--frames 9] [--dtype bf16]
+    python bench/dit_step.py [--json] [--hidden 1280] [--layers 8] [--frames 9] [--dtype auto]
                              [--compile] [--threads N] [--profile]
 
 The model is the real structure (sandwich experts, GQA, gated attention, SwiGLU7/GELU7) at a
@@ -9,6 +9,10 @@ frame, 4 audio tokens per latent frame, 160 text tokens. "Bare" time is the same
 plain torch.matmul calls on preallocated inputs: every block linear (per expert slice) plus the
 two attention products QK^T and PV per head group. The ratio forward / bare is the overhead of
 everything else (norms, RoPE, activations, routing, softmax, casts). Target: <= 1.25.
+
+--dtype auto is bf16 where the CPU has native bf16 kernels (oneDNN: AVX512-BF16 / AMX) and fp32
+elsewhere: on an AVX2-only CPU bf16 GEMMs are emulated and one bf16 run takes over 10 minutes, which
+measures the emulation, not our overhead.
 
 --compile runs `SandwichDiT.compile_blocks()` first and reports the first (compiling) call as
 `compile_s`; --profile prints the torch.profiler table of one forward. The machine is usually
@@ -32,6 +36,14 @@ from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.dit.sequence import pack  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def auto_dtype() -> str:
+    """bf16 where the CPU runs bf16 GEMMs natively, else fp32 (see the module docstring)."""
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
 
 
 def build(args) -> tuple[SandwichDiT, DiTConfig]:
@@ -135,18 +147,31 @@ def profile_table(model, seq, rows: int = 25) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def machine() -> dict:
+    """What the ratio depends on besides the code: CPU kind, SIMD level, torch, and the box's load."""
+    import os
+    import platform
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "load_avg_1m": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, default=1280)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--frames", type=int, default=9, help="latent frames (9 = 1.3 s; 32 = 5 s)")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    ap.add_argument("--dtype", choices=["auto", *sorted(DTYPES)], default="auto")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", type=Path, help="also write the JSON, with the machine and load, to this file")
     ap.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one forward")
     args = ap.parse_args()
+    if args.dtype == "auto":
+        args.dtype = auto_dtype()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, cfg = build(args)
@@ -157,7 +182,7 @@ def main() -> None:
     fwd = time_forward(model, seq, args.repeats)
     bare = time_bare(gemm_plan(cfg, seq.split.counts), DTYPES[args.dtype], args.repeats)
     share = None if args.compile else attention_share(model, seq)  # compiled graphs bypass the hook
-    res = {"forward_s": round(fwd, 4), "bare_gemm_s": round(bare, 4), "ratio": round(fwd / bare, 3),
+    res = {"forward_s": round(fwd, 6), "bare_gemm_s": round(bare, 6), "ratio": round(fwd / bare, 3),
            "attention_share": None if share is None else round(share, 3), "tokens": seq.split.total,
            "hidden": cfg.hidden_size,
            "layers": cfg.num_layers, "dtype": args.dtype, "threads": torch.get_num_threads(),
@@ -171,6 +196,10 @@ def main() -> None:
         print(profile_table(model, seq))
     if args.json:
         print(json.dumps(res))
+    if args.out:
+        res.update(machine())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":
