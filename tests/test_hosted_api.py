@@ -18,7 +18,8 @@ from happyhorse_core.hosted.spec import HostedRequest
 from happyhorse_core.hosted.tasks import PollPolicy
 from happyhorse_core.hosted.transport import Transport
 from happyhorse_core.hosted.upload import upload
-from happyhorse_core.testing.dashscope_mock import CREATE, DashScopeMock
+from happyhorse_core.testing.dashscope_mock import DashScopeMock
+from happyhorse_core.testing.dashscope_routes import CREATE
 
 pytestmark = pytest.mark.api
 KEY = "sk-test0123456789secret"
@@ -331,13 +332,13 @@ def test_poll_timeouts_are_retried(mock, tmp_path):
 
 
 def test_service_message_echoing_the_key_is_redacted(mock, tmp_path, monkeypatch):
-    from happyhorse_core.testing import dashscope_mock
-    orig = dashscope_mock._create
+    from happyhorse_core.testing import dashscope_routes
+    orig = dashscope_routes._create
 
     def echo(h, body):
         return h._err(401, "InvalidApiKey", f"Invalid API-key provided: {h.headers['Authorization'][7:]}")
 
-    monkeypatch.setattr(dashscope_mock, "_create", echo)
+    monkeypatch.setattr(dashscope_routes, "_create", echo)
     err = fail(mock, tmp_path)
     assert "Invalid API-key provided: sk-***" in str(err)
-    monkeypatch.setattr(dashscope_mock, "_create", orig)
+    monkeypatch.setattr(dashscope_routes, "_create", orig)
