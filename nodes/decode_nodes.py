@@ -14,7 +14,7 @@ from ..happyhorse_core.errors import CheckpointError
 from ..happyhorse_core.media.audio import output_audio
 from ..happyhorse_core.sampling.latents import video_to_model
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, comfy_layouts as layouts
 from .comfy_bridge import io
 from .runtime import oom_advice
 from .types import CATEGORY, HHTurboVAED
@@ -40,7 +40,7 @@ class DecodeVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, turbo_vaed, video_latent) -> io.NodeOutput:
-        video = cb.latent_samples(video_latent, "video")
+        video = layouts.latent_samples(video_latent, "video")
         decoder = turbo_vaed.decoder
         device = cb.torch_device()  # a partial load may leave some convs in RAM: they are fetched per call
         bar = cb.ComfyProgress(1, node_id=cls.hidden.unique_id)
@@ -53,7 +53,7 @@ class DecodeVideo(io.ComfyNode):
                 out = decoder.decode(z, progress=lambda d, t: bar(d, t), interrupt=cb.interrupt_check,
                                      output_device=cb.intermediate_device(), device=device)
                 frames = (out.float() * 0.5 + 0.5).clamp(0, 1)  # [1, 3, T', H, W]
-                images.append(cb.frames_to_image(frames))
+                images.append(layouts.frames_to_image(frames))
         return io.NodeOutput(torch.cat(images).to(cb.intermediate_device()))
 
 
@@ -81,7 +81,7 @@ class DecodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_latent, vae, vae_fp32=True) -> io.NodeOutput:
-        samples = cb.latent_samples(audio_latent, "audio")  # [B, 64, F]
+        samples = layouts.latent_samples(audio_latent, "audio")  # [B, 64, F]
         if not bool(torch.isfinite(samples).all()):
             raise ValueError("the audio latent contains NaN/Inf values; check the node that produced it")
         cb.interrupt_check()

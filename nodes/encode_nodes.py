@@ -21,7 +21,7 @@ from ..happyhorse_core.text.encoder import encode_prompt
 from ..happyhorse_core.text.prompts import build_prompt, DEFAULT_NEGATIVE_PROMPT, LANGUAGES, negative_or_default
 from ..happyhorse_core.validation import parse_dialogue, start_image
 
-from . import comfy_bridge as cb, ram_plan
+from . import comfy_bridge as cb, comfy_layouts as layouts, ram_plan
 from .comfy_bridge import io
 from .node_warnings import collect, warn_all
 from .runtime import oom_advice
@@ -176,7 +176,7 @@ class EmptyLatent(io.ComfyNode):
             else:
                 geo = ClipGeometry.from_preset(aspect, resolution, seconds)
             if voice is not None:
-                wave, rate = cb.audio_to_waveform(voice)
+                wave, rate = layouts.audio_to_waveform(voice)
                 geo = geo.with_voice(wave.shape[-1], rate)
                 voice_s = wave.shape[-1] / rate
                 if voice_s - geo.frames / FPS >= 1 / FPS:
@@ -186,7 +186,7 @@ class EmptyLatent(io.ComfyNode):
         dev = cb.intermediate_device()
         video = torch.zeros((batch_size, *geo.video_latent_shape[1:]), device=dev)
         audio = torch.zeros((batch_size, 64, geo.audio_frames), device=dev)
-        return io.NodeOutput(cb.video_latent(video), cb.audio_latent(audio))
+        return io.NodeOutput(layouts.video_latent(video), layouts.audio_latent(audio))
 
 
 class ImageToVideo(io.ComfyNode):
@@ -210,10 +210,10 @@ class ImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, video_latent) -> io.NodeOutput:
-        video = cb.latent_samples(video_latent, "video")
+        video = layouts.latent_samples(video_latent, "video")
         with collect(cls.hidden.unique_id):  # "image batch" reaches the node
             latent = encode_start_frame(image, vae, video.shape[3], video.shape[4])
-        return io.NodeOutput(cb.video_latent(latent.to(cb.intermediate_device())))
+        return io.NodeOutput(layouts.video_latent(latent.to(cb.intermediate_device())))
 
 
 def encode_start_frame(image, vae, latent_h: int, latent_w: int) -> torch.Tensor:
@@ -263,8 +263,8 @@ class AudioReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, vae, audio_latent, vae_fp32=True) -> io.NodeOutput:
-        frames = cb.latent_samples(audio_latent, "audio").shape[2]
-        wave, rate = cb.audio_to_waveform(audio)
+        frames = layouts.latent_samples(audio_latent, "audio").shape[2]
+        wave, rate = layouts.audio_to_waveform(audio)
         cb.interrupt_check()
         with collect(cls.hidden.unique_id) as note:
             prep = prepare_voice_track(wave, rate, NOMINAL_RATE, frames * AUDIO_HOP)  # only the clip's share
@@ -288,8 +288,8 @@ class AudioReference(io.ComfyNode):
         if latent.shape[2] < frames:
             latent = torch.nn.functional.pad(latent, (0, frames - latent.shape[2]))
         original = voice_for_video(wave, rate, video_frames_for_audio(frames))  # [C, n] at the track's rate
-        return io.NodeOutput(cb.audio_latent(latent.to(cb.intermediate_device())),
-                             cb.waveform_to_audio(original, rate))
+        return io.NodeOutput(layouts.audio_latent(latent.to(cb.intermediate_device())),
+                             layouts.waveform_to_audio(original, rate))
 
 
 NODES = [TextEncode, EmptyLatent, ImageToVideo, AudioReference]

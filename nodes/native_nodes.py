@@ -12,7 +12,7 @@ import torch
 
 from ..happyhorse_core.validation import check_clip_latents
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, comfy_layouts as layouts
 from .comfy_bridge import io
 from .native_lora import apply_lora, read_lora_file
 from .native_model import is_happyhorse, require_happyhorse
@@ -91,14 +91,14 @@ class PackAVLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, video_latent, audio_latent, first_frame=None, voice_latent=None) -> io.NodeOutput:
-        video = cb.latent_samples(video_latent, "video").float().clone()
-        audio = cb.latent_samples(audio_latent, "audio").float().clone()
+        video = layouts.latent_samples(video_latent, "video").float().clone()
+        audio = layouts.latent_samples(audio_latent, "audio").float().clone()
         check_clip_latents(video, audio)
         b, _, t, h, w = video.shape
         v_mask = _part_mask(video_latent, (b, 1, t, h, w))
         a_mask = _part_mask(audio_latent, (b, 1, audio.shape[2]))
         if first_frame is not None:
-            image = cb.latent_samples(first_frame, "video")[:1].float()
+            image = layouts.latent_samples(first_frame, "video")[:1].float()
             if tuple(image.shape[2:]) != (1, h, w):
                 raise ValueError(f"first_frame latent is {list(image.shape)} but the video latent is "
                                  f"{list(video.shape)}: "
@@ -106,7 +106,7 @@ class PackAVLatent(io.ComfyNode):
             video[:, :, :1] = image.to(video.device)
             v_mask[:, :, :1] = 0.0
         if voice_latent is not None:
-            voice = cb.latent_samples(voice_latent, "audio")[:1].float()
+            voice = layouts.latent_samples(voice_latent, "audio")[:1].float()
             if voice.shape[2] != audio.shape[2]:
                 raise ValueError(f"voice latent has {voice.shape[2]} frames but the clip needs {audio.shape[2]}: make "
                                  "the voice latent with HappyHorse Voice Reference at the clip's length")
@@ -145,7 +145,7 @@ class SplitAVLatent(io.ComfyNode):
             raise ValueError("HappyHorse Split AV Latent needs the joint [video, audio] LATENT ('output' of "
                              "SamplerCustomAdvanced, not 'denoised_output', which ComfyUI 0.3.75 keeps packed)")
         video, audio = samples.unbind()
-        return io.NodeOutput(cb.video_latent(video), cb.audio_latent(audio))
+        return io.NodeOutput(layouts.video_latent(video), layouts.audio_latent(audio))
 
 
 class Guider(io.ComfyNode):

@@ -12,7 +12,7 @@ from ..happyhorse_core.sampling.noise import batch_seed, generator_state, make_g
 from ..happyhorse_core.sampling.pipeline import generate, MODES, SamplingOptions, TextConditioning
 from ..happyhorse_core.validation import check_clip_latents, check_guidance_widgets
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, comfy_layouts as layouts
 from .comfy_bridge import io
 from .node_warnings import collect
 from .runtime import hooks_for, oom_advice, placed
@@ -64,8 +64,8 @@ class Sampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, video_latent, audio_latent, seed, mode, steps, video_cfg, video_cfg_late,
                 audio_cfg, first_frame=None, voice_latent=None, noise_device="cpu") -> io.NodeOutput:
-        video = cb.latent_samples(video_latent, "video")
-        audio = cb.latent_samples(audio_latent, "audio")
+        video = layouts.latent_samples(video_latent, "video")
+        audio = layouts.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
         if model.variant.startswith("sr_"):
             raise ValueError("this is a super-resolution model; load the distill or base checkpoint for the "
@@ -74,8 +74,8 @@ class Sampler(io.ComfyNode):
         guidance = (GuidanceConfig(video_scale=video_cfg, video_scale_late=video_cfg_late, audio_scale=audio_cfg)
                     if mode == "base" else GuidanceConfig())  # distilled: no CFG, the widgets are unused
         text = TextConditioning(conditioning.positive, _negative(conditioning, mode == "base", cls.hidden.unique_id))
-        image = video_to_model(cb.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
-        voice = audio_to_model(cb.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
+        image = video_to_model(layouts.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
+        voice = audio_to_model(layouts.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
         run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
                                     max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=mode == "base")
         outs_v, outs_a, streams = [], [], []
@@ -94,9 +94,9 @@ class Sampler(io.ComfyNode):
                 outs_a.append(audio_from_model(a))
                 streams.append(generator_state(gen))  # HappyHorse Super-Resolution continues from here
         dev = cb.intermediate_device()
-        out_video = cb.video_latent(torch.cat(outs_v).to(dev))
+        out_video = layouts.video_latent(torch.cat(outs_v).to(dev))
         out_video[NOISE_STREAM_KEY] = streams
-        return io.NodeOutput(out_video, cb.audio_latent(torch.cat(outs_a).to(dev)))
+        return io.NodeOutput(out_video, layouts.audio_latent(torch.cat(outs_a).to(dev)))
 
 
 NOISE_DEVICES = ("cpu", "gpu")

@@ -12,7 +12,7 @@ from ..happyhorse_core.sampling.scheduler import NUM_TRAIN_TIMESTEPS, SR_RENOISE
 from ..happyhorse_core.sampling.super_resolution import SR_TARGETS, SROptions, super_resolve
 from ..happyhorse_core.validation import check_clip_latents, sr_latent_hw
 
-from . import comfy_bridge as cb
+from . import comfy_bridge as cb, comfy_layouts as layouts
 from .comfy_bridge import io
 from .encode_nodes import encode_start_frame
 from .node_warnings import collect
@@ -76,8 +76,8 @@ class SuperResolution(io.ComfyNode):
     def execute(cls, sr_model, conditioning, video_latent, audio_latent, resolution, seed, steps, cfg,
                 first_frame=None, image=None, vae=None, cfg_scale=3.5, renoise_level=SR_RENOISE_INDEX,
                 noise_device="cpu") -> io.NodeOutput:
-        video = cb.latent_samples(video_latent, "video")
-        audio = cb.latent_samples(audio_latent, "audio")
+        video = layouts.latent_samples(video_latent, "video")
+        audio = layouts.latent_samples(audio_latent, "audio")
         check_clip_latents(video, audio)
         if not sr_model.variant.startswith("sr_"):
             raise ValueError(f"the model connected to sr_model was loaded as '{sr_model.variant}'; load the "
@@ -100,7 +100,7 @@ class SuperResolution(io.ComfyNode):
                                          generator=gen, opts=opts, image_latent=image_latent,
                                          hooks=hooks_for(cls.hidden.unique_id, steps), device=device)
                     outs.append(video_from_model(v))
-        return io.NodeOutput(cb.video_latent(torch.cat(outs).to(cb.intermediate_device())), audio_latent)
+        return io.NodeOutput(layouts.video_latent(torch.cat(outs).to(cb.intermediate_device())), audio_latent)
 
 
 def sr_first_frame(first_frame, image, vae, lh: int, lw: int):
@@ -115,7 +115,7 @@ def sr_first_frame(first_frame, image, vae, lh: int, lw: int):
         return video_to_model(encode_start_frame(image, vae, lh, lw))
     if first_frame is None:
         return None
-    latent = video_to_model(cb.latent_samples(first_frame, "video")[:1])
+    latent = video_to_model(layouts.latent_samples(first_frame, "video")[:1])
     if tuple(latent.shape[3:]) != (lh, lw):
         raise ValueError(f"first_frame latent is {list(latent.shape[3:])} but the SR latent is [{lh}, {lw}]; "
                          "connect the start image and the Wan2.2 VAE to this node instead (they are encoded at "

@@ -27,7 +27,8 @@ from pack_import import pack_module  # noqa: E402
 
 # the core through the pack, so that the models and the adapter share one copy of its classes
 iter_hosts = pack_module("happyhorse_core.fetch").iter_hosts
-tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
+_tiny_dit = pack_module("happyhorse_core.testing.tiny_dit")
+tiny_dit, tiny_dit_inputs = _tiny_dit.tiny_dit, _tiny_dit.tiny_dit_inputs
 _tiny_text = pack_module("happyhorse_core.testing.tiny_text")
 random_encoder, tiny_encoder_config = _tiny_text.random_encoder, _tiny_text.tiny_encoder_config
 
@@ -61,23 +62,6 @@ class OperandDevices(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def dit_inputs(model, device):
-    cfg = model.config
-    g = torch.Generator().manual_seed(1)
-    nv, na, nt = 8, 5, 4
-    video = torch.randn(nv, cfg.video_in_channels, generator=g)
-    audio = torch.randn(na, cfg.audio_in_channels, generator=g)
-    text = torch.randn(nt, cfg.text_in_channels, generator=g)
-    coords = torch.zeros(nv + na + nt, 9)
-    coords[:nv, 0] = torch.arange(nv) // 4
-    coords[:nv, 1] = torch.arange(nv) % 4 // 2
-    coords[:nv, 2] = torch.arange(nv) % 2
-    coords[:nv, 3:9] = 2.0
-    coords[nv:, 0] = torch.arange(na + nt).float()
-    coords[nv:, 3:9] = 1.0
-    return tuple(t.to(device) for t in (video, audio, text, coords)) + (4,)
-
-
 def patcher_for(model, load_device):
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=CPU,
                                             size=mm.module_size(model))
@@ -97,7 +81,7 @@ def half_budget_meta_run(adapter: bool):
     mode = OperandDevices(META)
     try:
         with torch.no_grad(), mode:
-            model(*dit_inputs(model, META))
+            model(*tiny_dit_inputs(model, device=META))
     except RuntimeError as e:  # some meta kernels do check devices; the recorder saw the op first
         if adapter or "device" not in str(e):
             raise
@@ -154,7 +138,7 @@ def plain(model_fn, run):
 
 
 def run_dit(model):
-    return model(*dit_inputs(model, CPU))
+    return model(*tiny_dit_inputs(model, device=CPU))
 
 
 def bf16_dit():

@@ -1,4 +1,5 @@
-"""Pure parts of nodes/comfy_bridge.py (layout conversions, model-path confinement): no ComfyUI needed."""
+"""Pure parts of nodes/comfy_bridge.py (model-path confinement) and the one-comfy-importer rule: no ComfyUI
+needed. The layout conversions (nodes/comfy_layouts.py) are tested in test_comfy_layouts.py."""
 from __future__ import annotations
 
 import ast
@@ -6,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from pack_import import pack_module
 
@@ -51,61 +51,6 @@ def test_bridge_is_the_only_comfy_importer():
         if path.name not in FUNCTION_LEVEL_ADAPTERS:
             assert not anywhere & COMFY_MODULES, (path.name, anywhere & COMFY_MODULES)
     assert "sys.path" not in (root / "__init__.py").read_text()
-
-
-def test_image_frames_round_trip():
-    image = torch.rand(5, 6, 8, 3)                         # [T, H, W, 3]
-    frames = cb.image_to_frames(image)
-    assert frames.shape == (1, 3, 5, 6, 8)
-    assert torch.equal(frames[0, :, 2], image[2].permute(2, 0, 1))
-    assert torch.equal(cb.frames_to_image(frames), image)
-
-
-def test_frames_to_image_clamps_and_accepts_unbatched():
-    frames = torch.tensor([-0.5, 0.25, 1.5]).reshape(3, 1, 1, 1)   # [3, T=1, 1, 1]
-    assert cb.frames_to_image(frames).flatten().tolist() == [0.0, 0.25, 1.0]
-
-
-@pytest.mark.badinput
-@pytest.mark.parametrize("bad", [torch.rand(5, 6, 8), torch.rand(5, 6, 8, 4)])
-def test_image_to_frames_rejects_non_rgb(bad):
-    with pytest.raises(ValueError, match=r"IMAGE must be \[frames, height, width, 3\]"):
-        cb.image_to_frames(bad)
-
-
-def test_audio_round_trip():
-    wav = torch.randn(2, 100)
-    audio = cb.waveform_to_audio(wav, 44100)
-    assert audio["waveform"].shape == (1, 2, 100) and audio["sample_rate"] == 44100
-    back, sr = cb.audio_to_waveform(audio)
-    assert torch.equal(back, wav) and sr == 44100
-
-
-@pytest.mark.badinput
-def test_audio_batch_rejected():
-    with pytest.raises(ValueError, match="pass one clip"):
-        cb.audio_to_waveform({"waveform": torch.zeros(2, 2, 10), "sample_rate": 44100})
-    with pytest.raises(ValueError, match="'waveform' and 'sample_rate'"):
-        cb.audio_to_waveform({"waveform": torch.zeros(1, 2, 10)})
-
-
-def test_latent_helpers():
-    v = torch.zeros(1, 48, 3, 4, 4)
-    a = torch.zeros(2, 64, 7)
-    assert cb.latent_samples(cb.video_latent(v), "video") is v
-    lat = cb.audio_latent(a)
-    assert lat["type"] == "audio" and cb.latent_samples(lat, "audio") is a
-
-
-@pytest.mark.badinput
-def test_latent_shape_errors():
-    with pytest.raises(ValueError, match=r"video latent must be \[B, 48, T, h, w\]"):
-        cb.video_latent(torch.zeros(1, 16, 3, 4, 4))
-    with pytest.raises(ValueError, match=r"audio latent must be \[B, 64, F\]"):
-        cb.latent_samples({"samples": torch.zeros(1, 48, 3, 4, 4)}, "audio")
-    with pytest.raises(ValueError, match="kind must be"):
-        cb.latent_samples({"samples": torch.zeros(1, 64, 3)}, "image")
-
 
 
 @pytest.fixture

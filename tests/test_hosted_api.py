@@ -18,7 +18,8 @@ from happyhorse_core.hosted.spec import HostedRequest
 from happyhorse_core.hosted.tasks import PollPolicy
 from happyhorse_core.hosted.transport import Transport
 from happyhorse_core.hosted.upload import upload
-from happyhorse_core.testing.dashscope_mock import CREATE, DashScopeMock
+from happyhorse_core.testing.dashscope_mock import DashScopeMock
+from happyhorse_core.testing.dashscope_routes import CREATE
 
 pytestmark = pytest.mark.api
 KEY = "sk-test0123456789secret"
@@ -189,17 +190,26 @@ def test_retries_are_bounded_and_then_say_so(mock, tmp_path):
     assert err.kind == "server" and err.task_id and "after 3 retries" in str(err)
 
 
+class FakeClock:
+    """A clock that only moves when the client sleeps; every sleep is recorded in `waits` (seconds)."""
+
+    def __init__(self) -> None:
+        self.now, self.waits = 0.0, []
+
+    def sleep(self, s: float) -> None:
+        self.waits.append(s)
+        self.now += s
+
+    def clock(self) -> float:
+        return self.now
+
+
 def test_backoff_waits_grow(mock, tmp_path):
-    waits: list[float] = []
-    clock = [0.0]
-
-    def sleep(s):
-        waits.append(s)
-        clock[0] += s
-
+    fake = FakeClock()
+    waits = fake.waits
     from happyhorse_core.hosted.tasks import TaskClient
     policy = PollPolicy(first_poll_s=1.0, backoff=2.0, max_interval_s=5.0, slice_s=100.0)
-    client = TaskClient(Transport(KEY), mock.base_url, policy, sleep=sleep, clock=lambda: clock[0])
+    client = TaskClient(Transport(KEY), mock.base_url, policy, sleep=fake.sleep, clock=fake.clock)
     mock.arm("ok", polls=5)
     task = client.create({"model": "happyhorse-1.0-t2v", "input": {"prompt": "x"}, "parameters": {}})
     client.wait(task)
@@ -209,15 +219,10 @@ def test_backoff_waits_grow(mock, tmp_path):
 def test_retry_waits_double_and_honour_retry_after(mock, tmp_path, monkeypatch):
     from happyhorse_core.hosted import tasks
     monkeypatch.setattr(tasks.random, "random", lambda: 0.0)          # no jitter
-    waits: list[float] = []
-    clock = [0.0]
-
-    def sleep(s):
-        waits.append(s)
-        clock[0] += s
-
+    fake = FakeClock()
+    waits = fake.waits
     policy = PollPolicy(retries=3, retry_base_s=1.0, retry_max_s=60.0, slice_s=1000.0)
-    client = tasks.TaskClient(Transport(KEY), mock.base_url, policy, sleep=sleep, clock=lambda: clock[0])
+    client = tasks.TaskClient(Transport(KEY), mock.base_url, policy, sleep=fake.sleep, clock=fake.clock)
     body = {"model": "happyhorse-1.0-t2v", "input": {"prompt": "x"}, "parameters": {}}
     mock.arm("server_500_then_ok", times=3)
     client.create(body)
@@ -331,13 +336,13 @@ def test_poll_timeouts_are_retried(mock, tmp_path):
 
 
 def test_service_message_echoing_the_key_is_redacted(mock, tmp_path, monkeypatch):
-    from happyhorse_core.testing import dashscope_mock
-    orig = dashscope_mock._create
+    from happyhorse_core.testing import dashscope_routes
+    orig = dashscope_routes._create
 
     def echo(h, body):
         return h._err(401, "InvalidApiKey", f"Invalid API-key provided: {h.headers['Authorization'][7:]}")
 
-    monkeypatch.setattr(dashscope_mock, "_create", echo)
+    monkeypatch.setattr(dashscope_routes, "_create", echo)
     err = fail(mock, tmp_path)
     assert "Invalid API-key provided: sk-***" in str(err)
-    monkeypatch.setattr(dashscope_mock, "_create", orig)
+    monkeypatch.setattr(dashscope_routes, "_create", orig)

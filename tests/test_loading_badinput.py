@@ -75,7 +75,7 @@ def test_pickle_renamed_to_safetensors(tmp_path):
 
 def test_header_length_that_looks_like_a_pickle_opcode_is_still_safetensors(tmp_path):
     """A header of 0x0580 bytes starts the file with 80 05, the pickle protocol-5 opcode: still safetensors."""
-    from happyhorse_core.weights.safetensors_io import read_header
+    from happyhorse_core.weights.safetensors_header import read_header
     path = tmp_path / "shard.safetensors"
     header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     header += b" " * (0x0580 - len(header))

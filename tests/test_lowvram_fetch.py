@@ -14,7 +14,7 @@ from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig
 from happyhorse_core.dit import SandwichDiT
 from happyhorse_core.dit.ops import ExpertLinear, Ops
 from happyhorse_core.fetch import Fetched, WeightHost, iter_hosts
-from happyhorse_core.testing.tiny_dit import tiny_config, tiny_dit
+from happyhorse_core.testing.tiny_dit import tiny_config, tiny_dit, tiny_dit_inputs
 from happyhorse_core.testing.tiny_text import random_encoder, tiny_encoder_config
 
 pytestmark = pytest.mark.lowvram
@@ -62,23 +62,6 @@ def orphan_params(model: torch.nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if id(p) not in owners]
 
 
-def dit_inputs(model: SandwichDiT, seed: int = 1):
-    cfg = model.config
-    g = torch.Generator().manual_seed(seed)
-    nv, na, nt = 8, 5, 4
-    video = torch.randn(nv, cfg.video_in_channels, generator=g)
-    audio = torch.randn(na, cfg.audio_in_channels, generator=g)
-    text = torch.randn(nt, cfg.text_in_channels, generator=g)
-    coords = torch.zeros(nv + na + nt, 9)
-    coords[:nv, 0] = torch.arange(nv) // 4
-    coords[:nv, 1] = torch.arange(nv) % 4 // 2
-    coords[:nv, 2] = torch.arange(nv) % 2
-    coords[:nv, 3:9] = torch.tensor([2.0, 2, 2, 2, 2, 2])
-    coords[nv:, 0] = torch.arange(na + nt).float()
-    coords[nv:, 3:9] = 1.0
-    return video, audio, text, coords, 4
-
-
 def fp8_dit(weight_dtype: str) -> SandwichDiT:
     model = SandwichDiT(tiny_config("distill"), Ops(weight_dtype=weight_dtype, fp8_scope="all"))
     missing, unexpected = model.load_state_dict(tiny_dit().state_dict(), strict=False)  # rounds to fp8
@@ -96,7 +79,7 @@ def test_dit_every_layer_fetched_is_bit_identical(kind):
     if kind.startswith("fp8"):
         assert any(p.dtype.is_floating_point and p.element_size() == 1 for p in model.parameters())
     assert orphan_params(model) == []
-    args = dit_inputs(model)
+    args = tiny_dit_inputs(model)
     with torch.no_grad():
         ref = model(*args)
         fetcher = CopyFetcher()
@@ -166,7 +149,7 @@ def test_weight_patch_through_fetch_equals_merged_weight():
         return whole
 
     install(patched, CopyFetcher(patch))
-    args = dit_inputs(merged)
+    args = tiny_dit_inputs(merged)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(merged(*args), patched(*args)))
 

@@ -21,7 +21,8 @@ import torch
 from ..errors import CheckpointError
 from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes, check_sampled_finite
-from ..weights.safetensors_io import TORCH_TO_ST, CheckpointIndex, TensorInfo, open_checkpoint, write_safetensors
+from ..weights.safetensors_header import TORCH_TO_ST, TensorInfo
+from ..weights.safetensors_io import CheckpointIndex, open_checkpoint, write_safetensors
 from .turbo_ckpt import PICKLE_SUFFIXES, read_decoder_checkpoint
 from .turbo_config import TurboVAEDConfig
 from .turbo_key_map import canonical_key_map

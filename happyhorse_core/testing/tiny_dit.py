@@ -7,6 +7,7 @@ matrices ~ N(0, 1/fan_in), from one seeded generator in state_dict order.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -52,3 +53,27 @@ def write_tiny_dit(path: str | Path, variant: str = "distill", seed: int = 0) ->
     sd = {k: v.contiguous() for k, v in tiny_dit(variant, seed).state_dict().items()}
     write_safetensors(path, sd, metadata={"happyhorse": f"tiny random {variant} DiT, seed {seed} (test weights)"})
     return path
+
+
+def tiny_dit_inputs(model: SandwichDiT, seed: int = 1, device: Optional[torch.device] = None) -> tuple:
+    """Inputs of one small denoiser call for `model`: (video, audio, text, coords, tokens_per_frame).
+
+    video [8, Cv] (2 frames of a 2x2 token grid, 4 tokens per frame), audio [5, Ca], text [4, Ct], all
+    seeded N(0, 1) draws; coords [17, 9] written by hand: video rows (t, h, w) then size columns 2, audio
+    and text rows numbered along column 0 with size columns 1. On `device` (None: the CPU).
+    """
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    nv, na, nt = 8, 5, 4
+    video = torch.randn(nv, cfg.video_in_channels, generator=g)
+    audio = torch.randn(na, cfg.audio_in_channels, generator=g)
+    text = torch.randn(nt, cfg.text_in_channels, generator=g)
+    coords = torch.zeros(nv + na + nt, 9)
+    coords[:nv, 0] = torch.arange(nv) // 4
+    coords[:nv, 1] = torch.arange(nv) % 4 // 2
+    coords[:nv, 2] = torch.arange(nv) % 2
+    coords[:nv, 3:9] = 2.0
+    coords[nv:, 0] = torch.arange(na + nt).float()
+    coords[nv:, 3:9] = 1.0
+    video, audio, text, coords = (t.to(device) if device is not None else t for t in (video, audio, text, coords))
+    return video, audio, text, coords, 4

@@ -24,7 +24,8 @@ import torch
 from ..errors import CheckpointError
 from ..paths import broken_link_message
 from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
-from ..weights.safetensors_io import CheckpointIndex, open_checkpoint, refuse_unsafe_suffix
+from ..weights.safetensors_header import refuse_unsafe_suffix
+from ..weights.safetensors_io import CheckpointIndex, open_checkpoint
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 

@@ -33,7 +33,8 @@ from ..dit import fp8
 from ..weights.layouts import Recipe
 from ..weights.loading import SCALE_BUFFER, read_scale, cast_tensor, dit_targets, prepare_dit
 from ..dit.ops import FP8_DTYPES
-from ..weights.safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint, write_safetensors_stream
+from ..weights.safetensors_header import ST_DTYPES
+from ..weights.safetensors_io import CheckpointIndex, open_checkpoint, write_safetensors_stream
 from ..weights.variants import METADATA_KEY, resolve_variant
 
 FORMAT = "dit-fp8"

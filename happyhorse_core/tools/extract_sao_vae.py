@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..weights.safetensors_io import CheckpointIndex, read_header, write_safetensors_stream
+from ..weights.safetensors_header import read_header
+from ..weights.safetensors_io import CheckpointIndex, write_safetensors_stream
 from ..weights.sao_vae import DETECT_KEY, PREFIX, select_sao_vae_keys
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..weights.safetensors_io import ST_DTYPES, open_checkpoint, write_safetensors_stream
+from ..weights.safetensors_header import ST_DTYPES
+from ..weights.safetensors_io import open_checkpoint, write_safetensors_stream
 from ..text.loading import ENCODER_PREFIXES, HUB_REPO
 
 DTYPES = {"bf16": torch.bfloat16, "keep": None}

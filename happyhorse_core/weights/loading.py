@@ -38,7 +38,8 @@ from ..dit.ops import Ops
 from ..errors import CheckpointError
 from .checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from .layouts import LayoutPlan, Recipe, plan_layout
-from .safetensors_io import ST_DTYPES, CheckpointIndex, open_checkpoint
+from .safetensors_header import ST_DTYPES
+from .safetensors_io import CheckpointIndex, open_checkpoint
 from .variants import apply_variant, infer_config, resolve_variant
 
 log = logging.getLogger("HappyHorse")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .safetensors_io import CheckpointIndex, TensorInfo, read_header
+from .safetensors_header import TensorInfo, read_header
+from .safetensors_io import CheckpointIndex
 
 PREFIX = "pretransform.model."
 DETECT_KEY = "decoder.layers.1.layers.0.beta"  # what ComfyUI's VAE detection looks for

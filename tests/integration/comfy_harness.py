@@ -10,8 +10,10 @@ COMFYUI_HOME (set by scripts/test.sh) must point at a tree made by scripts/setup
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def comfy_home() -> Path:
                     f"(no launch.py / ComfyUI/main.py): run `bash scripts/setup_comfyui.sh {home}`.",
                     pytrace=False)
     return path
+
+
+def run_check_script(comfy_python: Path, script: Path, *args: str, label: str, timeout: int) -> dict:
+    """Run a *_checks.py script in ComfyUI's own python (argv: COMFYUI_HOME, *args) and return the JSON object
+    its last output line reports, {check name: "ok" | traceback}; its wall time goes into TIMINGS[label]."""
+    t0 = time.monotonic()
+    proc = subprocess.run([str(comfy_python), str(script), str(comfy_home()), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    TIMINGS[label] = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def session_server(request: pytest.FixtureRequest,

@@ -18,7 +18,8 @@ import pytest
 from workflow_runs import mp4_outputs, set_widgets, write_png  # first: puts scripts/ on sys.path
 
 from comfy_harness import REPO, TIMINGS  # noqa: E402
-from happyhorse_core.testing.dashscope_mock import CREATE, DashScopeMock  # noqa: E402
+from happyhorse_core.testing.dashscope_mock import DashScopeMock  # noqa: E402
+from happyhorse_core.testing.dashscope_routes import CREATE  # noqa: E402
 from workflow_convert import ui_to_api  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]

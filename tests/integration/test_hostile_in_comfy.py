@@ -3,14 +3,11 @@ encoded only on demand, Cancel stops Text Encode between layers, warnings come e
 clip of a batch as long as its video and refuses NaN, Empty Latent bounds batch_size x seconds."""
 from __future__ import annotations
 
-import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from comfy_harness import TIMINGS, comfy_home
+from comfy_harness import run_check_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.badinput]
 
@@ -23,12 +20,7 @@ CHECKS = ["negative_prompt_is_encoded_only_when_a_consumer_needs_it",
 
 @pytest.fixture(scope="module")
 def results(comfy_python) -> dict:
-    t0 = time.monotonic()
-    proc = subprocess.run([str(comfy_python), str(SCRIPT), str(comfy_home())], capture_output=True, text=True,
-                          timeout=600)
-    TIMINGS["hostile-input checks in ComfyUI python (s)"] = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_check_script(comfy_python, SCRIPT, label="hostile-input checks in ComfyUI python (s)", timeout=600)
 
 
 def test_script_runs_exactly_these_checks(results):

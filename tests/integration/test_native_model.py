@@ -4,14 +4,11 @@ base + CFG, image-to-video, voice-driven), LoRA against merged weights, EasyCach
 See native_checks.py."""
 from __future__ import annotations
 
-import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from comfy_harness import TIMINGS, comfy_home
+from comfy_harness import run_check_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.native]
 
@@ -27,12 +24,8 @@ SLOW_CHECKS = ["torch_compile_model_per_block"]  # inductor on CPU: minutes
 
 
 def run_checks(comfy_python, workdir: Path, names: list[str], label: str) -> dict:
-    t0 = time.monotonic()
-    proc = subprocess.run([str(comfy_python), str(SCRIPT), str(comfy_home()), str(workdir), *names],
-                          capture_output=True, text=True, timeout=1800)
-    TIMINGS[f"{label} in ComfyUI python (s)"] = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_check_script(comfy_python, SCRIPT, workdir, *names, label=f"{label} in ComfyUI python (s)",
+                            timeout=1800)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,11 @@
 """nodes/runtime.oom_advice in ComfyUI's own python: an out-of-memory error becomes advice, models are offloaded."""
 from __future__ import annotations
 
-import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from comfy_harness import TIMINGS, comfy_home
+from comfy_harness import run_check_script
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +18,7 @@ CHECKS = ["oom_becomes_advice_and_model_is_offloaded", "oom_inside_a_forward_of_
 
 @pytest.fixture(scope="module")
 def results(comfy_python) -> dict:
-    t0 = time.monotonic()
-    proc = subprocess.run([str(comfy_python), str(SCRIPT), str(comfy_home())], capture_output=True, text=True,
-                          timeout=300)
-    TIMINGS["oom_advice checks in ComfyUI python (s)"] = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_check_script(comfy_python, SCRIPT, label="oom_advice checks in ComfyUI python (s)", timeout=300)
 
 
 def test_script_runs_exactly_these_checks(results):
