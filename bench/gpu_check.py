@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         log("gpu_check: the full-size model on CPU is not a useful measurement; use --tiny --device cpu")
         return 2
     summary["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu_tiny"
+    summary["tiny"] = args.tiny  # a code-path check: bench/perf_table.py never shows it
     summary["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M")
     path = result_path(summary, Path(args.out_dir))
     path.parent.mkdir(parents=True, exist_ok=True)

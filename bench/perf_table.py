@@ -26,11 +26,18 @@ REFERENCE = {"dit_256p_8steps_s": 1.6, "sr_1080p_step_s": 6.2, "decode_1080p_s":
 COLUMNS = ("dit_256p_8steps_s", "sr_1080p_step_s", "decode_1080p_s", "e2e_1080p_s")
 
 
+def is_code_path_check(data: dict) -> bool:
+    """A `gpu_check.py --tiny` run (tiny models, often on CPU): it checks code paths, not speed."""
+    return bool(data.get("tiny")) or str(data.get("gpu", "")).startswith("cpu")
+
+
 def newest(results: Path = RESULTS) -> Path:
-    files = sorted(results.glob("gpu_check_*.json"))
+    """The newest full-size GPU results file (by its date); --tiny code-path runs never count."""
+    files = {p: json.loads(p.read_text()) for p in sorted(results.glob("gpu_check_*.json"))}
+    files = {p: d for p, d in files.items() if not is_code_path_check(d)}
     if not files:
-        raise FileNotFoundError(f"no gpu_check_*.json in {results}; run bash bench/gpu_check.sh on a GPU")
-    return max(files, key=lambda p: (json.loads(p.read_text()).get("date", ""), p.name))
+        raise FileNotFoundError(f"no full-size gpu_check_*.json in {results}; run bash bench/gpu_check.sh on a GPU")
+    return max(files, key=lambda p: (files[p].get("date", ""), p.name))
 
 
 def legacy_rows(data: dict) -> list[dict]:

@@ -38,6 +38,15 @@ def test_rows_show_seconds_ratio_and_peak_memory():
     assert "one measured run: 44.00 s" in out
 
 
+def test_tiny_code_path_runs_never_become_the_readme_table(tmp_path):
+    (tmp_path / "gpu_check_h100_2026-12-01T0900.json").write_text(json.dumps(summary("2026-12-01T0900", 7.0)))
+    tiny = dict(summary("2026-12-03T0100", 0.1), gpu="cpu_tiny", tiny=True)
+    (tmp_path / "gpu_check_cpu_tiny_2026-12-03T0100.json").write_text(json.dumps(tiny))
+    gpu_tiny = dict(summary("2026-12-04T0100", 0.1), tiny=True)  # --tiny on a GPU
+    (tmp_path / "gpu_check_h100_2026-12-04T0100.json").write_text(json.dumps(gpu_tiny))
+    assert perf_table.newest(tmp_path).name == "gpu_check_h100_2026-12-01T0900.json"
+
+
 def test_missing_results_folder_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="gpu_check.sh"):
         perf_table.newest(tmp_path)
@@ -59,3 +68,4 @@ def test_gpu_check_tiny_cpu_run_writes_a_results_file_the_table_reads(tmp_path, 
     assert configs == ["eager bf16", "fp8_e4m3fn_fast"], configs
     assert all("ratio_to_reference" in r and "error" not in r for r in data["rows"])
     assert "fp8_e4m3fn_fast" in perf_table.render(data, path.name)
+    assert data["tiny"] is True and perf_table.is_code_path_check(data)
