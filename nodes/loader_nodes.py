@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 
-
 from ..happyhorse_core.decoders.turbo_loading import load_turbo_vaed
 from ..happyhorse_core.dit.attention import BACKENDS
 from ..happyhorse_core.dit.config import VARIANTS
