@@ -18,11 +18,11 @@ from happyhorse_core.hosted.spec import HostedRequest
 from happyhorse_core.hosted.tasks import PollPolicy
 from happyhorse_core.hosted.transport import Transport
 from happyhorse_core.hosted.upload import upload
-from happyhorse_core.testing.dashscope_mock import DashScopeMock
+from happyhorse_core.testing.dashscope_mock import DashScopeMock, fake_api_key
 from happyhorse_core.testing.dashscope_routes import CREATE
 
 pytestmark = pytest.mark.api
-KEY = "sk-test0123456789secret"
+KEY = fake_api_key("test")
 FAST = PollPolicy(first_poll_s=0.01, backoff=1.5, max_interval_s=0.05, max_wait_s=30, retries=3,
                   retry_base_s=0.01, retry_max_s=0.05, slice_s=0.005)
 T2V = HostedRequest("t2v", "A horse gallops along a beach at sunset.", "720P", "16:9", 5, 42, False)

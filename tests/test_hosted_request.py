@@ -15,6 +15,7 @@ from happyhorse_core.hosted import media_in
 from happyhorse_core.hosted.keys import MissingKeyError, RedactingFilter, load_api_key, redact
 from happyhorse_core.hosted.spec import (CUSTOM_REGION, REGIONS, HostedRequest, RequestError, base_url_for,
                                          build_body, check, prompt_warning, uses_oss)
+from happyhorse_core.testing.dashscope_mock import fake_api_key
 
 pytestmark = pytest.mark.api
 IMG = "data:image/png;base64,AAAA"
@@ -99,11 +100,11 @@ def test_regions_and_custom_base_url():
 
 
 def test_key_from_env_then_file_and_a_helpful_error(tmp_path):
-    key = "sk-abcdef0123456789"
+    key, env_key = fake_api_key("file"), fake_api_key("env")
     assert load_api_key(tmp_path, {"DASHSCOPE_API_KEY": f" {key}\n"}) == key
     (tmp_path / "dashscope_api_key.txt").write_text(f"# Model Studio\n\n{key}\n")
     assert load_api_key(tmp_path, {}) == key
-    assert load_api_key(tmp_path, {"DASHSCOPE_API_KEY": "sk-env-key-0001"}) == "sk-env-key-0001"
+    assert load_api_key(tmp_path, {"DASHSCOPE_API_KEY": env_key}) == env_key
     (tmp_path / "dashscope_api_key.txt").write_text("sk-two words here\n")
     with pytest.raises(MissingKeyError) as e:
         load_api_key(tmp_path, {})
@@ -114,10 +115,10 @@ def test_key_from_env_then_file_and_a_helpful_error(tmp_path):
 
 
 def test_redaction_masks_the_key_bearer_tokens_and_key_shapes(caplog):
-    key = "sk-0123456789abcdef"
-    text = f"bad key {key}; header Authorization: Bearer {key}; other sk-zzzzzzzz9 end"
+    key, other = fake_api_key("given"), fake_api_key("other")  # `other` is masked by its shape alone
+    text = f"bad key {key}; header Authorization: Bearer {key}; other {other} end"
     clean = redact(text, key)
-    assert key not in clean and "sk-zzzzzzzz9" not in clean and "end" in clean
+    assert key not in clean and other not in clean and "end" in clean
     logger = logging.getLogger("HappyHorse.hosted.test")
     logger.addFilter(RedactingFilter(key))
     with caplog.at_level(logging.INFO, logger="HappyHorse.hosted.test"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import tempfile
 import threading
 import time
@@ -215,6 +216,12 @@ class DashScopeMock:
     def file_url(self, task: Task) -> str:
         expires = int(time.time() + self.expires_s)
         return f"{self.root}/files/{task.id}.mp4?Expires={expires}&OSSAccessKeyId=mock&Signature=sig-{task.id}"
+
+
+def fake_api_key(label: str = "test") -> str:
+    """A fresh key-shaped string for tests, `sk-<label>-<16 random hex>`: made at run time, so no key-like
+    literal sits in the repository. Not an `sk-mock-<scenario>` selector unless label is "mock"."""
+    return f"sk-{label}-{secrets.token_hex(8)}"
 
 
 def main(argv=None) -> int:

@@ -18,13 +18,13 @@ import pytest
 from workflow_runs import mp4_outputs, set_widgets, write_png  # first: puts scripts/ on sys.path
 
 from comfy_harness import REPO, TIMINGS  # noqa: E402
-from happyhorse_core.testing.dashscope_mock import DashScopeMock  # noqa: E402
+from happyhorse_core.testing.dashscope_mock import DashScopeMock, fake_api_key  # noqa: E402
 from happyhorse_core.testing.dashscope_routes import CREATE  # noqa: E402
 from workflow_convert import ui_to_api  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
 
-FILE_KEY = "sk-mockcomfy0123456789abcdef"
+FILE_KEY = fake_api_key("comfy")
 HOSTED_NODES = ["HappyHorseAPITextToVideo", "HappyHorseAPIImageToVideo", "HappyHorseAPIReferenceToVideo",
                 "HappyHorseAPIVideoEdit", "HappyHorseAPIFetchTask"]
 FIRST_FRAME = "hh_api_first_frame.png"
