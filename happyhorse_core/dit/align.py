@@ -62,14 +62,10 @@ def _trim(lin: nn.Module, state: dict, prefix: str, *_) -> None:
 
 
 def _pad_in(lin: nn.Module, state: dict, prefix: str, *_) -> None:
-    """load_state_dict pre-hook: pad tensors that come with the published shapes."""
-    e, (out, inp) = lin.experts, lin.published
-    w = state.get(prefix + "weight")
-    if w is not None and tuple(w.shape) == (e * out, inp):
-        state[prefix + "weight"] = _pad_cols(_pad_rows(w, e, out, lin.out_features), lin.in_features)
-    s = state.get(prefix + "weight_scale")
-    if s is not None and s.ndim and s.shape[0] == e * out:
-        state[prefix + "weight_scale"] = _pad_rows(s, e, out, lin.out_features, fill=1.0)
+    """load_state_dict pre-hook: pad tensors that come with the published shapes (as the loader does)."""
+    for name in ("weight", "weight_scale"):
+        if prefix + name in state:
+            state[prefix + name] = pad_loaded(lin, name, state[prefix + name])
 
 
 def to_published(lin: nn.Module, w: torch.Tensor) -> torch.Tensor:
