@@ -114,10 +114,15 @@ def _phase_bank(m: int, l: int, half: int, cutoff: float, beta: float) -> torch.
     return bank
 
 
+def _filter_width(orig_rate: int, new_rate: int, zero_crossings: int, rolloff: float) -> tuple[float, int]:
+    """(low-pass cut-off in units of the input Nyquist, filter half-width in input samples) of :func:`resample`."""
+    cutoff = rolloff * min(1.0, new_rate / orig_rate)
+    return cutoff, int(math.ceil(zero_crossings / cutoff))
+
+
 def resampler_reach(orig_rate: int, new_rate: int, zero_crossings: int = 24, rolloff: float = 0.94) -> int:
     """Input samples the resampler reads beyond an output instant (its filter half-width)."""
-    cutoff = rolloff * min(1.0, new_rate / orig_rate)
-    return int(math.ceil(zero_crossings / cutoff))
+    return _filter_width(orig_rate, new_rate, zero_crossings, rolloff)[1]
 
 
 def resample(
@@ -152,9 +157,8 @@ def resample(
     ratio = exact.limit_denominator(max(1, phases_cap))
     m, l = ratio.numerator, ratio.denominator  # m input samples per l output samples
     n_in = waveform.shape[-1]
-    n_out = -(-n_in * new_rate // orig_rate)
-    cutoff = rolloff * min(1.0, new_rate / orig_rate)  # in units of the input Nyquist
-    half = int(math.ceil(zero_crossings / cutoff))  # filter half-width in input samples
+    n_out = resampled_length(n_in, orig_rate, new_rate)
+    cutoff, half = _filter_width(orig_rate, new_rate, zero_crossings, rolloff)
     dtype = torch.float64 if waveform.dtype == torch.float64 else torch.float32
     bank = _phase_bank(m, l, half, cutoff, beta).to(device=waveform.device, dtype=dtype).T  # [m + K, l]
     lead = waveform.shape[:-1]
