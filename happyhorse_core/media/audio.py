@@ -29,7 +29,7 @@ from fractions import Fraction
 
 import torch
 
-from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, VAE_STRIDE_T, video_matched_samples
+from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, video_matched_samples
 
 MIN_INPUT_RATE, MAX_INPUT_RATE = 8_000, 192_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak below -60 dBFS counts as silent
@@ -66,11 +66,6 @@ def to_output_rate(waveform: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Re-time a decoded waveform from the nominal 51 200 Hz to 44 100 Hz (n → int(n·441/512))."""
     n = waveform.shape[dim]
     return fft_resample(waveform, n * AUDIO_OUTPUT_RATE // AUDIO_NOMINAL_RATE, dim=dim)
-
-
-def video_frames_for_audio(audio_frames: int) -> int:
-    """Frames the video decoders give for a clip whose audio latent has F frames: 4·((F−1)//4) + 1."""
-    return VAE_STRIDE_T * ((int(audio_frames) - 1) // VAE_STRIDE_T) + 1
 
 
 def output_audio(decoded: torch.Tensor, audio_frames: int, trim_to_video: bool = True) -> torch.Tensor:
