@@ -27,10 +27,9 @@ from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from ..weights.safetensors_header import refuse_unsafe_suffix
 from ..weights.safetensors_io import CheckpointIndex, open_checkpoint
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
-from .tokenizer import TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
+from .tokenizer import HUB_REPO, TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")  # tried in this order
-HUB_REPO = "google/t5gemma-9b-9b-ul2"
 DOWNLOAD_HINT = f"Download the .safetensors files of the hub repo {HUB_REPO} into that folder."
 # Storage options: (dtype of embedding, norms and activations, fp8 dtype of the layer linears or None, scaled)
 WEIGHT_DTYPES = {"bf16": (torch.bfloat16, None, False), "fp32": (torch.float32, None, False),
