@@ -118,12 +118,6 @@ def _clean_line(line: DialogueLine, number: int) -> _CleanLine:
     return _CleanLine(speaker, language, raw, text)
 
 
-def format_dialogue_line(line: DialogueLine, number: int = 1) -> str:
-    """One `<speaker, Language>: "text"` row; `number` (1-based) only appears in error messages."""
-    c = _clean_line(line, number)
-    return f'<{c.speaker}, {c.language}>: "{c.text}"'
-
-
 def _bare_pattern(words: str) -> re.Pattern:
     """`words` as a whole phrase (not inside a longer word) and not already inside quotes."""
     return re.compile(r'(?<![\w"\u201c])' + re.escape(words) + r'(?![\w"\u201d])')
