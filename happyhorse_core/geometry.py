@@ -321,6 +321,11 @@ class ClipGeometry:
         return size
 
 
+def video_frames_for_audio(audio_frames: int) -> int:
+    """Frames the video decoders give for a clip whose audio latent has F frames: 4·((F−1)//4) + 1."""
+    return VAE_STRIDE_T * ((int(audio_frames) - 1) // VAE_STRIDE_T) + 1
+
+
 def video_matched_samples(audio_frames: int) -> int:
     """44.1 kHz samples lasting exactly as long as the decoded video of a clip with `audio_frames` latents.
 
@@ -330,8 +335,7 @@ def video_matched_samples(audio_frames: int) -> int:
     """
     if audio_frames < 1:
         raise ValueError(f"an audio latent needs at least 1 frame, got {audio_frames}")
-    video_frames = VAE_STRIDE_T * ((audio_frames - 1) // VAE_STRIDE_T) + 1
-    return video_frames * AUDIO_OUTPUT_RATE // FPS
+    return video_frames_for_audio(audio_frames) * AUDIO_OUTPUT_RATE // FPS
 
 
 MAX_BATCH_SECONDS = 60  # clips x seconds per run (16 x 3 s, 4 x 15 s)

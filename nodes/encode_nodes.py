@@ -12,8 +12,8 @@ import logging
 import torch
 
 from ..happyhorse_core.geometry import (ASPECTS, AUDIO_HOP, AUDIO_NOMINAL_RATE as NOMINAL_RATE, FPS, ClipGeometry,
-                                        RESOLUTION_SHORT_SIDE, check_batch)
-from ..happyhorse_core.media.audio import prepare_voice_track, video_frames_for_audio, voice_for_video
+                                        RESOLUTION_SHORT_SIDE, check_batch, video_frames_for_audio)
+from ..happyhorse_core.media.audio import prepare_voice_track, voice_for_video
 from ..happyhorse_core.media.read import center_crop_to_aspect
 from ..happyhorse_core.media.shrink import shrink_early, shrink_factor
 from ..happyhorse_core.text.bounds import check_unicode, truncation_message

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import torch
-from torch import nn
 
 from ..decoders.turbo_loading import load_turbo_vaed
 from ..testing import tiny_codecs
@@ -72,11 +71,6 @@ def tiny_components(mode: str, sr_resolution: Optional[str], device: Device = "c
 
 
 # -- real weights ----------------------------------------------------------------------------------
-def load_real_dit(path: Union[str, Path], variant: str, weight_dtype: str, device: Device) -> nn.Module:
-    """A DiT through weights.loading.load_dit."""
-    return load_dit(path, variant=variant, weight_dtype=weight_dtype, device=device)
-
-
 def real_text_stack(path: Union[str, Path], device: Device) -> tuple[Any, Any]:
     """T5Gemma encoder (bf16) + tokenizer from the google/t5gemma-9b-9b-ul2 folder."""
     return load_text_stack(path, dtype=torch.bfloat16, device=device)
@@ -96,12 +90,12 @@ def real_components(*, dit: Union[str, Path], turbo_vaed: Union[str, Path], mode
                     sr_dit: Optional[Union[str, Path]] = None, sr_resolution: Optional[str] = None,
                     weight_dtype: str = "bf16", device: Device = "cpu") -> ClipComponents:
     """Base DiT now, SR DiT on first use (after the base DiT is released), Turbo-VAED decoder."""
-    model = load_real_dit(dit, MODE_VARIANTS[mode], weight_dtype, device)
+    model = load_dit(dit, variant=MODE_VARIANTS[mode], weight_dtype=weight_dtype, device=device)
     sr_loader = None
     if sr_resolution is not None:
         if sr_dit is None:
             raise ValueError(f"--resolution {sr_resolution} needs the super-resolution DiT: pass --sr-dit")
         variant = SR_VARIANTS[sr_resolution]
-        sr_loader = lambda: load_real_dit(sr_dit, variant, weight_dtype, device)  # noqa: E731
+        sr_loader = lambda: load_dit(sr_dit, variant=variant, weight_dtype=weight_dtype, device=device)  # noqa: E731
     return ClipComponents(dit=model, sr_dit=sr_loader, decode_video=_turbo_decoder(turbo_vaed, device),
                           device=device, release_between_stages=True)

@@ -71,10 +71,6 @@ class ClipRequest:
     match_audio_to_video: bool = True
 
     @property
-    def output_geometry(self) -> ClipGeometry:
-        return self.sr_geometry if self.sr_geometry is not None else self.geometry
-
-    @property
     def needs_negative(self) -> bool:
         return self.sampling.mode == "base" or (self.sr_geometry is not None and self.sr.cfg)
 

@@ -17,10 +17,9 @@ from typing import Mapping
 
 import torch
 
-from .turbo_key_map import canonical_key_map
+from .turbo_key_map import PREFIX, canonical_key_map
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
-PREFIX = "decoder."
 
 
 def load_pickle(src: Path) -> object:

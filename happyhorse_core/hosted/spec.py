@@ -34,7 +34,6 @@ SEED_MAX = 2147483647
 AUDIO_SETTINGS = ("auto", "origin")                      # video edit only
 PROMPT_LIMIT, PROMPT_LIMIT_CJK = 5000, 2500              # characters; longer prompts are cut by the server
 REFERENCES = {"r2v": (1, 9), "edit": (0, 5)}             # reference images per model (min, max)
-OUTPUT_FPS = 24                                          # documented output frame rate (not in the response)
 
 
 class RequestError(ValueError):

@@ -29,7 +29,7 @@ from fractions import Fraction
 
 import torch
 
-from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, VAE_STRIDE_T, video_matched_samples
+from ..geometry import AUDIO_HOP, AUDIO_NOMINAL_RATE, AUDIO_OUTPUT_RATE, FPS, video_matched_samples
 
 MIN_INPUT_RATE, MAX_INPUT_RATE = 8_000, 192_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak below -60 dBFS counts as silent
@@ -66,11 +66,6 @@ def to_output_rate(waveform: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Re-time a decoded waveform from the nominal 51 200 Hz to 44 100 Hz (n → int(n·441/512))."""
     n = waveform.shape[dim]
     return fft_resample(waveform, n * AUDIO_OUTPUT_RATE // AUDIO_NOMINAL_RATE, dim=dim)
-
-
-def video_frames_for_audio(audio_frames: int) -> int:
-    """Frames the video decoders give for a clip whose audio latent has F frames: 4·((F−1)//4) + 1."""
-    return VAE_STRIDE_T * ((int(audio_frames) - 1) // VAE_STRIDE_T) + 1
 
 
 def output_audio(decoded: torch.Tensor, audio_frames: int, trim_to_video: bool = True) -> torch.Tensor:
@@ -114,10 +109,15 @@ def _phase_bank(m: int, l: int, half: int, cutoff: float, beta: float) -> torch.
     return bank
 
 
+def _filter_width(orig_rate: int, new_rate: int, zero_crossings: int, rolloff: float) -> tuple[float, int]:
+    """(low-pass cut-off in units of the input Nyquist, filter half-width in input samples) of :func:`resample`."""
+    cutoff = rolloff * min(1.0, new_rate / orig_rate)
+    return cutoff, int(math.ceil(zero_crossings / cutoff))
+
+
 def resampler_reach(orig_rate: int, new_rate: int, zero_crossings: int = 24, rolloff: float = 0.94) -> int:
     """Input samples the resampler reads beyond an output instant (its filter half-width)."""
-    cutoff = rolloff * min(1.0, new_rate / orig_rate)
-    return int(math.ceil(zero_crossings / cutoff))
+    return _filter_width(orig_rate, new_rate, zero_crossings, rolloff)[1]
 
 
 def resample(
@@ -152,9 +152,8 @@ def resample(
     ratio = exact.limit_denominator(max(1, phases_cap))
     m, l = ratio.numerator, ratio.denominator  # m input samples per l output samples
     n_in = waveform.shape[-1]
-    n_out = -(-n_in * new_rate // orig_rate)
-    cutoff = rolloff * min(1.0, new_rate / orig_rate)  # in units of the input Nyquist
-    half = int(math.ceil(zero_crossings / cutoff))  # filter half-width in input samples
+    n_out = resampled_length(n_in, orig_rate, new_rate)
+    cutoff, half = _filter_width(orig_rate, new_rate, zero_crossings, rolloff)
     dtype = torch.float64 if waveform.dtype == torch.float64 else torch.float32
     bank = _phase_bank(m, l, half, cutoff, beta).to(device=waveform.device, dtype=dtype).T  # [m + K, l]
     lead = waveform.shape[:-1]

@@ -21,7 +21,6 @@ from .tiny_dit import tiny_config
 
 FORMS = ("peft", "peft_bare", "kohya", "expert")
 EXPERTS = ("video", "audio", "text")
-TINY_LORA_FILE = "happyhorse_tiny_lora.safetensors"  # in loras/
 
 
 def linear_targets(variant: str = "distill") -> dict[str, tuple[int, int, int]]:

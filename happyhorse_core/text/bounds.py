@@ -74,11 +74,6 @@ def truncation_message(what: str, tokens: PromptTokens) -> str:
             "Shorten it to keep its end.")
 
 
-def cap_dialogue_lines(lines: list, limit: int = MAX_DIALOGUE_LINES) -> tuple[list, int]:
-    """(the first `limit` lines, how many were dropped)."""
-    return lines[:limit], max(0, len(lines) - limit)
-
-
 def dialogue_cap_message(total: int, limit: int = MAX_DIALOGUE_LINES) -> str:
     return (f"the dialogue has {total} lines; only the first {limit} are used (the model reads at most 640 "
             "tokens of prompt). Split the scene into several clips.")

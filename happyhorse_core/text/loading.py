@@ -27,10 +27,9 @@ from ..weights.checks import assign_tensor, check_dtypes, check_keys_and_shapes
 from ..weights.safetensors_header import refuse_unsafe_suffix
 from ..weights.safetensors_io import CheckpointIndex, open_checkpoint
 from .encoder import T5GemmaEncoder, T5GemmaEncoderConfig
-from .tokenizer import TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
+from .tokenizer import HUB_REPO, TOKENIZER_FILES, T5GemmaTokenizer, find_tokenizer_file, load_tokenizer
 
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")  # tried in this order
-HUB_REPO = "google/t5gemma-9b-9b-ul2"
 DOWNLOAD_HINT = f"Download the .safetensors files of the hub repo {HUB_REPO} into that folder."
 # Storage options: (dtype of embedding, norms and activations, fp8 dtype of the layer linears or None, scaled)
 WEIGHT_DTYPES = {"bf16": (torch.bfloat16, None, False), "fp32": (torch.float32, None, False),
@@ -43,8 +42,9 @@ def _is_encoder_key(key: str) -> bool:
     return key.startswith(ENCODER_PREFIXES)
 
 
-def _select_encoder(keys: list[str], source: Path, allow_bare: bool) -> dict[str, str]:
-    """Module key -> file key. Picks the first prefix that matches any key."""
+def select_encoder(keys: list[str], source: Path, allow_bare: bool) -> dict[str, str]:
+    """Module key -> file key. Picks the first prefix that matches any key (the loader and
+    tools/extract_t5gemma_encoder both use this, so an extracted file holds what the loader reads)."""
     for prefix in ENCODER_PREFIXES:
         if any(k.startswith(prefix) for k in keys):
             return {k[len(prefix):]: k for k in keys if k.startswith(prefix)}
@@ -124,7 +124,7 @@ def load_encoder(path: str | Path, *, dtype: torch.dtype = torch.bfloat16, devic
             raise FileNotFoundError(f"the T5Gemma encoder path {broken}")
         raise FileNotFoundError(f"T5Gemma encoder path {path} does not exist; point it at the folder of "
                                 f"{HUB_REPO} or an encoder-only .safetensors file")
-    selected = _select_encoder(ckpt.keys(), path, allow_bare=path.is_file())
+    selected = select_encoder(ckpt.keys(), path, allow_bare=path.is_file())
     with torch.device("meta"):
         model = T5GemmaEncoder(cfg)
     _check(model, ckpt, selected, path, sizes_from)

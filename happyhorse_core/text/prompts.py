@@ -32,8 +32,6 @@ _CANONICAL = {name.lower(): name for name in LANGUAGES}
 # Runs of ASCII letters/digits stay whole inside CJK lines ("iPhone", "2024"); everything else that
 # is not whitespace (ideographs, kana, hangul, punctuation) is its own unit.
 _CJK_UNITS = re.compile(r"[A-Za-z0-9]+|\S")
-_CJK_CHAR = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
-                       "\uac00-\ud7af\uf900-\ufaff]")
 _ATTACHED_SYMBOLS = frozenset("～〜・·…")  # not Unicode punctuation (P*) but written attached like it
 _QUOTE_PAIRS = (('"', '"'), ("\u201c", "\u201d"))
 
@@ -118,12 +116,6 @@ def _clean_line(line: DialogueLine, number: int) -> _CleanLine:
         raise ValueError(f"{where} has no text; remove the line or write what is said")
     text = space_cjk(raw) if language in CJK_LANGUAGES else raw
     return _CleanLine(speaker, language, raw, text)
-
-
-def format_dialogue_line(line: DialogueLine, number: int = 1) -> str:
-    """One `<speaker, Language>: "text"` row; `number` (1-based) only appears in error messages."""
-    c = _clean_line(line, number)
-    return f'<{c.speaker}, {c.language}>: "{c.text}"'
 
 
 def _bare_pattern(words: str) -> re.Pattern:

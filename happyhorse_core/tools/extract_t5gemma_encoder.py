@@ -19,7 +19,8 @@ import torch
 
 from ..weights.safetensors_header import ST_DTYPES
 from ..weights.safetensors_io import open_checkpoint, write_safetensors_stream
-from ..text.loading import ENCODER_PREFIXES, HUB_REPO
+from ..text.loading import select_encoder
+from ..text.tokenizer import HUB_REPO
 
 DTYPES = {"bf16": torch.bfloat16, "keep": None}
 
@@ -30,11 +31,7 @@ def extract_encoder(src: str | Path, dst: str | Path, dtype: str = "bf16") -> Pa
     if dst.suffix != ".safetensors":
         raise ValueError(f"output must be a .safetensors file, got {dst}")
     ckpt = open_checkpoint(src)
-    prefix = next((p for p in ENCODER_PREFIXES if any(k.startswith(p) for k in ckpt.keys())), None)
-    if prefix is None:
-        raise ValueError(f"{src} holds no T5Gemma encoder tensors (keys starting with {' or '.join(ENCODER_PREFIXES)}); "
-                         f"give the folder of {HUB_REPO}")
-    keys = sorted(k for k in ckpt.keys() if k.startswith(prefix))
+    keys = sorted(select_encoder(ckpt.keys(), Path(src), allow_bare=False).values())  # file keys, names kept
     cast = DTYPES[dtype]
     infos = {k: ckpt.entries[k] for k in keys}
     specs = [(k, cast if cast is not None and ST_DTYPES[infos[k].dtype].is_floating_point else infos[k].torch_dtype,
