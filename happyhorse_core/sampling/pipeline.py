@@ -216,7 +216,7 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
             video = step_ddim(v_vid, sigmas[i], sigmas[i + 1], video, n_vid)
             audio = step_ddim(v_aud, sigmas[i], sigmas[i + 1], audio, n_aud)
         else:
-            video = unipc[0].step(v_vid, i, video)
+            video = unipc[0].step_x0(x0_video, i, video)  # x0_video: this step's x0, computed once above
             if not fixed_audio:
                 audio = unipc[1].step(v_aud, i, audio)
         hooks.after_step(i + 1, opts.steps, x0_video)
