@@ -98,7 +98,10 @@ class Denoiser:
         seq = pack(video, audio, text, style=self.style)
         dev = self.device
         text_dev = self.cache.get("text", text, lambda t: t.to(dev, torch.float32))  # same object every step
-        coords = self._coords.setdefault((seq.grid, seq.audio.shape[0], seq.text.shape[0]), seq.coords.to(dev))
+        key = (seq.grid, seq.audio.shape[0], seq.text.shape[0])
+        coords = self._coords.get(key)
+        if coords is None:  # (setdefault would copy seq.coords to the device on every call, cached or not)
+            coords = self._coords[key] = seq.coords.to(dev)
         v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), text_dev, coords, seq.tokens_per_frame,
                                   cache=self.cache)
         check_model_output(self.model, v_tok, a_tok)
