@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from happyhorse_core.dit.attention import local_attention
+from happyhorse_core.dit.local_attention import local_attention
 from oracles import attention_atol, naive_attention
 from happyhorse_core.tools.parity import case_inputs, model_from_case, run_case
 from happyhorse_core.dit.sequence import pack

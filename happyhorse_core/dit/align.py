@@ -43,11 +43,12 @@ def _pad_rows(w: torch.Tensor, experts: int, rows: int, new_rows: int, fill: flo
     return out.view(experts * new_rows, *w.shape[1:])
 
 
-def _pad_cols(w: torch.Tensor, cols: int) -> torch.Tensor:
-    """[R, K] -> [R, cols] with zero columns appended."""
-    out = torch.zeros(w.shape[0], cols, dtype=w.dtype, device=w.device)
-    out[:, :w.shape[1]] = w
-    return out
+def _pad_weight(w: torch.Tensor, experts: int, rows: int, new_rows: int, cols: int) -> torch.Tensor:
+    """[E*rows, K] -> [E*new_rows, cols]: zero rows appended to every expert's block and zero columns
+    to every row, in one allocation and one copy (this runs per tensor at load and per fetched weight)."""
+    out = torch.zeros(experts, new_rows, cols, dtype=w.dtype, device=w.device)
+    out[:, :rows, :w.shape[1]] = w.view(experts, rows, w.shape[1])
+    return out.view(experts * new_rows, cols)
 
 
 def _trim(lin: nn.Module, state: dict, prefix: str, *_) -> None:
@@ -84,7 +85,7 @@ def to_padded(lin: nn.Module, w: torch.Tensor) -> torch.Tensor:
     published = getattr(lin, "published", None)
     if published is None or tuple(w.shape) != (lin.experts * published[0], published[1]):
         return w
-    return _pad_cols(_pad_rows(w, lin.experts, published[0], lin.out_features), lin.in_features)
+    return _pad_weight(w, lin.experts, published[0], lin.out_features, lin.in_features)
 
 
 def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
@@ -102,7 +103,7 @@ def pad_linear_(lin: nn.Module, out_features: int, in_features: int) -> bool:
     if lin.weight.is_meta:
         w = torch.empty(e * out_features, in_features, dtype=lin.weight.dtype, device="meta")
     else:
-        w = _pad_cols(_pad_rows(lin.weight, e, rows, out_features), in_features)
+        w = _pad_weight(lin.weight, e, rows, out_features, in_features)
     lin._parameters["weight"] = nn.Parameter(w, requires_grad=False)
     scale = getattr(lin, "weight_scale", None)
     if scale is not None and scale.ndim and scale.shape[0] == e * rows:  # per-row scales pad with 1

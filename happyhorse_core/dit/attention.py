@@ -6,7 +6,7 @@ head h // (Hq/Hkv)), non-causal, scale 1/sqrt(D); returns [L, Hq, D] in q's dtyp
 `sdpa` (PyTorch scaled_dot_product_attention) is the default and works everywhere, CPU
 included. `flash` (flash-attn 2/3) and `sage` (sageattention) are optional: imported lazily,
 and if one is asked for but cannot run, we warn once and fall back to SDPA. The windowed 1080p-SR
-layers have their own schedule in local_attention.py (re-exported here).
+layers have their own schedule in local_attention.py.
 """
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
-from .local_attention import local_attention  # noqa: F401 (re-exported)
 
 log = logging.getLogger("HappyHorse")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..geometry import ClipGeometry
-from .config import DiTConfig
+from .config import PATCH, DiTConfig
 from .offload import plan_from_sizes
 
 GiB = 1 << 30
@@ -53,7 +53,7 @@ class RunShape:
     def from_latents(cls, latent_frames: int, latent_h: int, latent_w: int, audio_frames: int, text_tokens: int,
                      cfg: bool = False) -> "RunShape":
         """From latent sizes as the nodes see them: video [B, 48, T, h, w] -> T * (h/2) * (w/2) tokens."""
-        return cls(latent_frames * (latent_h // 2) * (latent_w // 2), audio_frames, text_tokens, cfg)
+        return cls(latent_frames * (latent_h // PATCH) * (latent_w // PATCH), audio_frames, text_tokens, cfg)
 
 
 def activation_bytes(cfg: DiTConfig, run: RunShape) -> int:

@@ -23,9 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-VIDEO_LATENT_CHANNELS = 48  # Wan2.2 VAE latent channels
-AUDIO_LATENT_CHANNELS = 64  # Stable Audio Open VAE latent channels
-
+from ..geometry import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS
 
 SEED_LIMIT = 2**64  # torch seeds and ComfyUI's seed widget: 0 .. 2**64 - 1
 

@@ -98,7 +98,10 @@ class Denoiser:
         seq = pack(video, audio, text, style=self.style)
         dev = self.device
         text_dev = self.cache.get("text", text, lambda t: t.to(dev, torch.float32))  # same object every step
-        coords = self._coords.setdefault((seq.grid, seq.audio.shape[0], seq.text.shape[0]), seq.coords.to(dev))
+        key = (seq.grid, seq.audio.shape[0], seq.text.shape[0])
+        coords = self._coords.get(key)
+        if coords is None:  # (setdefault would copy seq.coords to the device on every call, cached or not)
+            coords = self._coords[key] = seq.coords.to(dev)
         v_tok, a_tok = self.model(seq.video.to(dev), seq.audio.to(dev), text_dev, coords, seq.tokens_per_frame,
                                   cache=self.cache)
         check_model_output(self.model, v_tok, a_tok)
@@ -216,7 +219,7 @@ def generate(model: torch.nn.Module, text: TextConditioning, *, latent_frames: i
             video = step_ddim(v_vid, sigmas[i], sigmas[i + 1], video, n_vid)
             audio = step_ddim(v_aud, sigmas[i], sigmas[i + 1], audio, n_aud)
         else:
-            video = unipc[0].step(v_vid, i, video)
+            video = unipc[0].step_x0(x0_video, i, video)  # x0_video: this step's x0, computed once above
             if not fixed_audio:
                 audio = unipc[1].step(v_aud, i, audio)
         hooks.after_step(i + 1, opts.steps, x0_video)

@@ -94,7 +94,7 @@ def super_resolve(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tens
             u, _ = denoise(x, audio_ctx, text.negative)
             v = apply_cfg(v, u, scale)
         x0 = x - unipc.sigmas[i] * v
-        x = unipc.step(v, i, x)
+        x = unipc.step_x0(x0, i, x)
         hooks.after_step(i + 1, opts.steps, x0)
     if image_latent is not None:
         x[:, :, :1] = image_latent

@@ -151,7 +151,9 @@ def load_dit(path: str | Path, *, variant: str | None = None, weight_dtype: str 
         t = targets[key]
         owner_name, _, name = key.rpartition(".")
         owner = model.get_submodule(owner_name)
-        tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=device.type == "cpu")
+        # a padded weight is copied by pad_loaded anyway: own (clone) only what would stay the file's memory
+        own = device.type == "cpu" and getattr(owner, "published", None) is None
+        tensor, scale = cast_tensor(ckpt, recipe, t.dtype, t.scaled, own=own)
         assign_tensor(model, key, pad_loaded(owner, name, tensor).to(device))
         if t.scaled:
             scale = pad_loaded(owner, SCALE_BUFFER, scale.to(dtype=torch.float32))
