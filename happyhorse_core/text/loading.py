@@ -143,10 +143,9 @@ def _assign_fp8(model: T5GemmaEncoder, name: str, tensor: torch.Tensor, fp8: tor
     """Quantize one linear weight to fp8 (with a per-tensor `weight_scale` buffer when scaled) and place it."""
     from ..dit.fp8 import quantize
     q, scale = quantize(tensor, fp8, scaled)
-    owner = model.get_submodule(name.rpartition(".")[0])
-    if scale is not None:
-        owner.register_buffer("weight_scale", scale.to(device))
-    owner._parameters["weight"] = torch.nn.Parameter(q.to(device), requires_grad=False)
+    if scale is not None:  # the encoder's linears have no scale slot: this adds one
+        model.get_submodule(name.rpartition(".")[0]).register_buffer("weight_scale", scale.to(device))
+    assign_tensor(model, name, q.to(device))
 
 
 def _check(model: T5GemmaEncoder, ckpt: CheckpointIndex, selected: dict[str, str], source: Path,
