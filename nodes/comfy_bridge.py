@@ -191,10 +191,8 @@ def stochastic_round_seed(w: torch.Tensor, dtype: torch.dtype, seed: int) -> tor
 def stochastic_round(w: torch.Tensor, dtype: torch.dtype, key: Optional[str]) -> torch.Tensor:
     """`w` rounded to `dtype` as ModelPatcher rounds a patched weight: comfy.float.stochastic_rounding seeded
     with string_to_seed(key) (seed 0 without a key)."""
-    import comfy.float
     from comfy.model_patcher import string_to_seed
-    seed = string_to_seed(key) if key is not None else 0
-    return comfy.float.stochastic_rounding(w, dtype, seed=seed)
+    return stochastic_round_seed(w, dtype, string_to_seed(key) if key is not None else 0)
 
 
 # ----------------------------------------------------------------------------- model management
