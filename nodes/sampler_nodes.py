@@ -124,12 +124,9 @@ def noise_device_for(choice: str, compute_device: torch.device, note) -> str:
 
 
 def _negative(conditioning, needed: bool, node_id):
-    """The negative prompt's rows when CFG needs them (encoded now, on first use), else None."""
-    if not needed:
-        return None
-    if hasattr(conditioning, "negative_features"):
-        return conditioning.negative_features(node_id)
-    return conditioning.negative
+    """The negative prompt's rows when CFG needs them (PromptPair.negative_features: encoded on first use),
+    else None."""
+    return conditioning.negative_features(node_id) if needed else None
 
 
 NODES = [Sampler]
