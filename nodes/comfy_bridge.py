@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -137,11 +137,6 @@ def interrupt_check() -> None:
     """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel (call inside loops)."""
     import comfy.model_management as mm
     mm.throw_exception_if_processing_interrupted()
-
-
-def interrupt_callable() -> Callable[[], None]:
-    """interrupt_check as a plain callable to hand to happyhorse_core."""
-    return interrupt_check
 
 
 def interrupt_requested() -> bool:
