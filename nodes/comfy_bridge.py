@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -139,11 +139,6 @@ def interrupt_check() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
-def interrupt_callable() -> Callable[[], None]:
-    """interrupt_check as a plain callable to hand to happyhorse_core."""
-    return interrupt_check
-
-
 def interrupt_requested() -> bool:
     """True if the user pressed Cancel, without raising: consumes ComfyUI's interrupt flag as interrupt_check does."""
     import comfy.model_management as mm
@@ -191,10 +186,8 @@ def stochastic_round_seed(w: torch.Tensor, dtype: torch.dtype, seed: int) -> tor
 def stochastic_round(w: torch.Tensor, dtype: torch.dtype, key: Optional[str]) -> torch.Tensor:
     """`w` rounded to `dtype` as ModelPatcher rounds a patched weight: comfy.float.stochastic_rounding seeded
     with string_to_seed(key) (seed 0 without a key)."""
-    import comfy.float
     from comfy.model_patcher import string_to_seed
-    seed = string_to_seed(key) if key is not None else 0
-    return comfy.float.stochastic_rounding(w, dtype, seed=seed)
+    return stochastic_round_seed(w, dtype, string_to_seed(key) if key is not None else 0)
 
 
 # ----------------------------------------------------------------------------- model management

@@ -13,7 +13,7 @@ from ..happyhorse_core.decoders.turbo_loading import load_turbo_vaed
 from ..happyhorse_core.dit.attention import BACKENDS
 from ..happyhorse_core.dit.config import VARIANTS
 from ..happyhorse_core.dit.ops import FP8_SCOPES, WEIGHT_DTYPES
-from ..happyhorse_core.text.loading import load_encoder, load_text_stack
+from ..happyhorse_core.text.loading import load_encoder, load_text_stack, WEIGHT_DTYPES as TEXT_WEIGHT_DTYPES
 from ..happyhorse_core.weights.loading import load_dit
 from ..happyhorse_core.weights.sao_vae import read_sao_vae
 
@@ -150,8 +150,7 @@ class TextEncoderLoader(io.ComfyNode):
                 io.Combo.Input("encoder_name", options=_options(cb.list_models("text_encoders"), "no files found"),
                                tooltip="The T5Gemma folder ('<folder>/ (sharded)') or an encoder-only file in "
                                        "models/text_encoders."),
-                io.Combo.Input("weight_dtype", options=["bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled"],
-                               default="bf16",
+                io.Combo.Input("weight_dtype", options=list(TEXT_WEIGHT_DTYPES), default="bf16",
                                tooltip="bf16 = ~18.5 GB of weights; fp32 doubles that (only for checks); fp8 "
                                        "stores the layer linears in fp8 (~10.2 GB, upcast per matmul, any GPU), "
                                        "scaled = with a per-tensor scale (closer to bf16). Cards under 24 GB: fp8; "

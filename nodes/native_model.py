@@ -34,11 +34,11 @@ from typing import Optional
 import torch
 
 from ..happyhorse_core.dit.sequence import pack, unpack
+from ..happyhorse_core.geometry import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS
 from ..happyhorse_core.sampling.latents import video_from_model, video_to_model
 
 log = logging.getLogger("HappyHorse")
 
-VIDEO_CHANNELS, AUDIO_CHANNELS = 48, 64
 DEFAULT_SHIFT = 5.0
 WRAPPER_KEY = "happyhorse"
 RETURN_VELOCITY = "hh_return_velocity"  # transformer_options flag set by the HappyHorse guider
@@ -68,7 +68,7 @@ def check_shapes(shapes) -> tuple[torch.Size, torch.Size]:
         raise ValueError(f"the HappyHorse MODEL samples the joint video+audio latent, got {got}: connect the "
                          "LATENT of 'HappyHorse Pack AV Latent' to the sampler")
     video, audio = (torch.Size(s) for s in shapes)
-    if len(video) != 5 or video[1] != VIDEO_CHANNELS or len(audio) != 3 or audio[1] != AUDIO_CHANNELS:
+    if len(video) != 5 or video[1] != VIDEO_LATENT_CHANNELS or len(audio) != 3 or audio[1] != AUDIO_LATENT_CHANNELS:
         raise ValueError(f"joint latent parts must be video [B, 48, T, h, w] then audio [B, 64, F], got "
                          f"{list(video)} and {list(audio)}: build the LATENT with 'HappyHorse Pack AV Latent'")
     return video, audio
@@ -91,7 +91,7 @@ def comfy_classes() -> SimpleNamespace:
         """Wan2.2 48-channel video latents (the audio part is not normalised). process_in/out act on a
         bare video latent [B, 48, T, h, w]; the model applies them to the video part of packed latents."""
 
-        latent_channels = VIDEO_CHANNELS
+        latent_channels = VIDEO_LATENT_CHANNELS
         latent_dimensions = 3
         latent_rgb_factors = None  # no previewer on packed latents
         taesd_decoder_name = None

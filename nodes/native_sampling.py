@@ -12,7 +12,7 @@ bit in fp32 (COMFYUI_NATIVE.md §4):
     x' = σ'·ε + (1 − σ')·x0 with fresh noise per step; base = flow UniPC (bh2, order 2). Core
     `lcm` computes the same update, but draws its per-step noise on the latent's device from a
     different stream and scales the start by σ0, so it cannot reproduce the pack's clip.
-  * Per-step noise replays the pack's single CPU stream: a generator seeded with seed + row
+  * Per-step noise replays the pack's single CPU stream: a generator seeded with seed + row (batch_seed)
     draws the initial audio (unless a voice latent is given) and video noise, then video and
     audio noise per step.
   * HHNoise draws that initial state as a nested [video, audio] LATENT-layout noise.
@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import torch
 
 from ..happyhorse_core.sampling.guidance import apply_cfg
-from ..happyhorse_core.sampling.noise import initial_noise, make_generator, randn
+from ..happyhorse_core.sampling.noise import batch_seed, distill_step_noise, initial_noise, make_generator
 from ..happyhorse_core.sampling.scheduler import FlowUniPC, flow_sigmas
 
 from .native_model import RETURN_VELOCITY, check_shapes, join_packed, split_packed
@@ -97,7 +97,7 @@ class HHNoise:
         frames = audio.shape[2]
         vids, auds = [], []
         for b, voice in enumerate(_voice_rows(audio)):
-            a, v = initial_noise(make_generator(self.seed + b), frames, t, h, w, draw_audio=not voice)
+            a, v = initial_noise(make_generator(batch_seed(self.seed, b)), frames, t, h, w, draw_audio=not voice)
             vids.append(v)
             auds.append(audio[b:b + 1].float().cpu() if voice else a.transpose(1, 2).contiguous())
         return nested([torch.cat(vids), torch.cat(auds)])
@@ -235,7 +235,7 @@ def comfy_classes() -> SimpleNamespace:
             _, audio = split_packed(latent, shapes)
             gens = []
             for b, voice in enumerate(_voice_rows(audio)):
-                g = make_generator(seed + b)
+                g = make_generator(batch_seed(seed, b))
                 initial_noise(g, audio_shape[2], *video_shape[2:], draw_audio=not voice)
                 gens.append(g)
             return gens
@@ -246,9 +246,8 @@ def comfy_classes() -> SimpleNamespace:
             video_shape, audio_shape = shapes
             rows = []
             for g in gens:
-                v = randn((1, *video_shape[1:]), g)
-                a = randn((1, audio_shape[2], audio_shape[1]), g).transpose(1, 2)
-                rows.append(join_packed(v, a))
+                v, a = distill_step_noise(g, (1, *video_shape[1:]), (1, audio_shape[2], audio_shape[1]))
+                rows.append(join_packed(v, a.transpose(1, 2)))
             return torch.cat(rows)
 
     return SimpleNamespace(HHGuider=HHGuider, HHSampler=HHSampler)

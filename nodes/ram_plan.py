@@ -8,8 +8,8 @@ placed, `make_room(needed)` releases the OTHER tracked DiTs when the available R
 `ensure_loaded` reads a released model back from its file when it is used again. The text
 encoder loader's `release_after_encoding` releases T5Gemma as soon as the prompt is encoded.
 
-Pure Python + torch: the ComfyUI side (unloading a patcher from ComfyUI's list) is passed in as
-`unload`, so the plan is testable without ComfyUI.
+Pure Python + torch (and the core's module_bytes): the ComfyUI side (unloading a patcher from
+ComfyUI's list) is passed in as `unload`, so the plan is testable without ComfyUI.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import weakref
 from typing import Any, Callable, Optional
 
 import torch
+
+from ..happyhorse_core.dit.offload import module_bytes
 
 log = logging.getLogger("HappyHorse")
 
@@ -35,10 +37,6 @@ def available_ram() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def model_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-
-
 def is_released(loaded: Any) -> bool:
     return bool(getattr(loaded, "released", False))
 
@@ -46,7 +44,7 @@ def is_released(loaded: Any) -> bool:
 def track(loaded: Any, reload: Callable[[], torch.nn.Module], nbytes: Optional[int] = None) -> Any:
     """Register a loader's output (an object with `.model` or `.encoder`) and how to load it again."""
     loaded.reload = reload
-    loaded.nbytes = model_bytes(_module(loaded)) if nbytes is None else int(nbytes)
+    loaded.nbytes = module_bytes(_module(loaded)) if nbytes is None else int(nbytes)
     loaded.released = False
     _TRACKED[id(loaded)] = loaded
     return loaded

@@ -16,7 +16,7 @@ import traceback
 import torch
 
 from ..happyhorse_core.dit.compile import apply_compile
-from ..happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device
+from ..happyhorse_core.dit.memory_plan import activation_bytes, auto_blocks_on_device, RunShape
 from ..happyhorse_core.dit.offload import BlockSwap, module_bytes, plan_block_swap
 from ..happyhorse_core.sampling.pipeline import Hooks
 
@@ -46,11 +46,18 @@ def auto_blocks(model, device, run) -> int:
     return choice.blocks_on_device
 
 
+def run_shape(latent_frames: int, latent_h: int, latent_w: int, audio_frames: int, text, cfg: bool) -> RunShape:
+    """The token counts `placed` sizes block swap `auto` with; text rows = the longer of the prompt pair
+    (`text`: a sampling.pipeline.TextConditioning, negative None without CFG)."""
+    rows = max(t.shape[0] for t in (text.positive, text.negative) if t is not None)
+    return RunShape.from_latents(latent_frames, latent_h, latent_w, audio_frames, rows, cfg=cfg)
+
+
 @contextlib.contextmanager
 def placed(loaded, run=None):
     """Put a LoadedDiT where it runs for the duration of the block; yields the compute device.
 
-    `run` (memory_plan.RunShape) sizes the activations for block swap `auto`."""
+    `run` (memory_plan.RunShape, from run_shape) sizes the activations for block swap `auto`."""
     ram_plan.before_use(loaded, rewrap=build_patcher, unload=cb.unload_patcher)  # e.g. first-stage DiT before SR
     device = cb.torch_device()
     apply_compile(loaded.model, getattr(loaded, "compile", None))  # HappyHorse Compile node, or eager

@@ -5,7 +5,6 @@ import logging
 
 import torch
 
-from ..happyhorse_core.dit.memory_plan import RunShape
 from ..happyhorse_core.sampling.guidance import GuidanceConfig
 from ..happyhorse_core.sampling.latents import audio_from_model, audio_to_model, video_from_model, video_to_model
 from ..happyhorse_core.sampling.noise import batch_seed, generator_state, make_generator
@@ -15,7 +14,7 @@ from ..happyhorse_core.validation import check_clip_latents, check_guidance_widg
 from . import comfy_bridge as cb, comfy_layouts as layouts
 from .comfy_bridge import io
 from .node_warnings import collect
-from .runtime import hooks_for, oom_advice, placed
+from .runtime import hooks_for, oom_advice, placed, run_shape
 from .types import CATEGORY, HHConditioning, HHModel
 
 log = logging.getLogger("HappyHorse")
@@ -76,8 +75,7 @@ class Sampler(io.ComfyNode):
         text = TextConditioning(conditioning.positive, _negative(conditioning, mode == "base", cls.hidden.unique_id))
         image = video_to_model(layouts.latent_samples(first_frame, "video")[:1]) if first_frame is not None else None
         voice = audio_to_model(layouts.latent_samples(voice_latent, "audio")[:1]) if voice_latent is not None else None
-        run = RunShape.from_latents(video.shape[2], video.shape[3], video.shape[4], audio.shape[2],
-                                    max(t.shape[0] for t in (text.positive, text.negative) if t is not None), cfg=mode == "base")
+        run = run_shape(video.shape[2], video.shape[3], video.shape[4], audio.shape[2], text, cfg=mode == "base")
         outs_v, outs_a, streams = [], [], []
         with collect(cls.hidden.unique_id) as note, oom_advice("the HappyHorse sampler", model), \
                 placed(model, run) as device:
@@ -124,12 +122,9 @@ def noise_device_for(choice: str, compute_device: torch.device, note) -> str:
 
 
 def _negative(conditioning, needed: bool, node_id):
-    """The negative prompt's rows when CFG needs them (encoded now, on first use), else None."""
-    if not needed:
-        return None
-    if hasattr(conditioning, "negative_features"):
-        return conditioning.negative_features(node_id)
-    return conditioning.negative
+    """The negative prompt's rows when CFG needs them (PromptPair.negative_features: encoded on first use),
+    else None."""
+    return conditioning.negative_features(node_id) if needed else None
 
 
 NODES = [Sampler]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from ..happyhorse_core.dit.memory_plan import RunShape
 from ..happyhorse_core.sampling.guidance import GuidanceConfig
 from ..happyhorse_core.sampling.latents import audio_to_model, video_from_model, video_to_model
 from ..happyhorse_core.sampling.noise import batch_seed, make_generator, restore_generator
@@ -16,7 +15,7 @@ from . import comfy_bridge as cb, comfy_layouts as layouts
 from .comfy_bridge import io
 from .encode_nodes import encode_start_frame
 from .node_warnings import collect
-from .runtime import hooks_for, oom_advice, placed
+from .runtime import hooks_for, oom_advice, placed, run_shape
 from .sampler_nodes import NOISE_DEVICES, NOISE_STREAM_KEY, _negative, noise_device_for
 from .types import CATEGORY, HHConditioning, HHModel
 
@@ -89,9 +88,7 @@ class SuperResolution(io.ComfyNode):
         with collect(cls.hidden.unique_id) as note:
             image_latent = sr_first_frame(first_frame, image, vae, lh, lw)
             text = TextConditioning(conditioning.positive, _negative(conditioning, cfg, cls.hidden.unique_id))
-            run = RunShape.from_latents(video.shape[2], lh, lw, audio.shape[2],
-                                        max(t.shape[0] for t in (text.positive, text.negative) if t is not None),
-                                        cfg=cfg)
+            run = run_shape(video.shape[2], lh, lw, audio.shape[2], text, cfg=cfg)
             with oom_advice("HappyHorse Super-Resolution", sr_model), placed(sr_model, run) as device:
                 for b in range(video.shape[0]):
                     gen = sr_generator(video_latent, b, seed, noise_device, device, note)

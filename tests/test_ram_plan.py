@@ -8,9 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from happyhorse_core.dit.offload import module_bytes
 from happyhorse_core.testing.tiny_dit import tiny_dit
 from happyhorse_core.testing.tiny_text import random_encoder, tiny_encoder_config
-from nodes import ram_plan
+from pack_import import pack_module
+
+ram_plan = pack_module("nodes.ram_plan")
 
 
 class LoadedDiT:  # the fields of nodes.types.LoadedDiT that the RAM plan uses (nodes/types.py needs ComfyUI)
@@ -47,13 +50,13 @@ def machine(monkeypatch):
 
 def load_dit(variant: str) -> LoadedDiT:
     load = lambda: tiny_dit(variant)  # noqa: E731
-    ram_plan.make_room(ram_plan.model_bytes(tiny_dit(variant)))  # what the loader node does first
+    ram_plan.make_room(module_bytes(tiny_dit(variant)))  # what the loader node does first
     return ram_plan.track(LoadedDiT(model=load(), variant=variant, path=f"tiny_{variant}"), load)
 
 
 def test_1080p_workflow_holds_one_dit_at_sr_time(machine):
-    dit_bytes = ram_plan.model_bytes(tiny_dit("sr_1080p"))
-    machine["total"] = ram_plan.MARGIN_BYTES + int(1.5 * max(dit_bytes, ram_plan.model_bytes(tiny_dit())))
+    dit_bytes = module_bytes(tiny_dit("sr_1080p"))
+    machine["total"] = ram_plan.MARGIN_BYTES + int(1.5 * max(dit_bytes, module_bytes(tiny_dit())))
     unloaded = []
     cfg = tiny_encoder_config(vocab_size=97, hidden_size=48)
     enc_load = lambda: random_encoder(cfg, seed=3)  # noqa: E731
