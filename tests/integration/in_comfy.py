@@ -2,7 +2,7 @@
 
 A script calls start_comfy(HOME) before it imports comfy or torch, registers its checks with @check, and
 ends with report(): one JSON object {check name: "ok" | traceback} on stdout, which the pytest file that
-drives it asserts on. Every check runs even when an earlier one fails.
+drives it (through comfy_harness.check_script_tests) asserts on. Every check runs even when an earlier one fails.
 """
 from __future__ import annotations
 

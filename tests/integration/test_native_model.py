@@ -23,14 +23,13 @@ CHECKS = ["model_is_flow_base_model", "model_sampling_sd3_changes_shift", "sigma
 SLOW_CHECKS = ["torch_compile_model_per_block"]  # inductor on CPU: minutes
 
 
-def run_checks(comfy_python, names: list[str], label: str) -> dict:
-    return run_check_script(comfy_python, SCRIPT, *names, label=f"{label} in ComfyUI python (s)",
-                            timeout=1800)
+def run_checks(names: list[str], label: str) -> dict:
+    return run_check_script(SCRIPT, *names, label=f"{label} in ComfyUI python (s)", timeout=1800)
 
 
 @pytest.fixture(scope="module")
-def results(comfy_python) -> dict:
-    return run_checks(comfy_python, CHECKS, "native MODEL checks")
+def results() -> dict:
+    return run_checks(CHECKS, "native MODEL checks")
 
 
 def test_script_knows_every_check():
@@ -46,6 +45,6 @@ def test_native_check(results, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SLOW_CHECKS)
-def test_native_slow_check(comfy_python, name):
-    result = run_checks(comfy_python, [name], name)
+def test_native_slow_check(name):
+    result = run_checks([name], name)
     assert result.get(name) == "ok", result.get(name)
