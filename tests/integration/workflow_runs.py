@@ -8,7 +8,6 @@ Used by test_workflows_run.py; only widget values are changed, never the graph, 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import av
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from comfy_harness import CACHE, REPO, place_file
 
@@ -30,6 +29,7 @@ from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_E
                                          WAN22_VAE_FILE, write_tiny_models)
 from happyhorse_core.testing.tiny_lora import write_tiny_lora  # noqa: E402
 from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
+from weight_files import save_sharded  # noqa: E402
 from workflow_specs import ASSETS, FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
 FPS = 25
@@ -61,17 +61,6 @@ def install_tiny_models(models_dir: Path) -> None:
     place_file(native["stable_audio"], models_dir / "vae" / SAO_VAE_FILE)
 
 
-def _shard(tensors: dict, folder: Path, shards: int = 2) -> None:
-    """HF layout: model-0000i-of-0000n.safetensors + model.safetensors.index.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keys, weight_map = sorted(tensors), {}
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({k: tensors[k].contiguous() for k in keys[i::shards]}, str(folder / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in keys[i::shards]})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-
-
 def _link(target: Path, link: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
@@ -85,10 +74,10 @@ def install_release_layouts(models_dir: Path) -> None:
     dm, te, vae = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
     for key, variant in (("distill", "distill"), ("base", "base"), ("sr_1080p", "sr_1080p")):
         folder = dm / FILES[key].name.removesuffix("/ (sharded)")
-        _shard(load_file(str(dm / DIT_FILES[variant])), folder)
+        save_sharded(load_file(str(dm / DIT_FILES[variant])), folder, shards=2, metadata={"format": "pt"})
     tiny_te = te / Path(TEXT_ENCODER_FILE).parent
     folder = te / FILES["text_encoder"].name.removesuffix("/ (sharded)")
-    _shard(load_file(str(te / TEXT_ENCODER_FILE)), folder)
+    save_sharded(load_file(str(te / TEXT_ENCODER_FILE)), folder, shards=2, metadata={"format": "pt"})
     for f in tiny_te.iterdir():
         if not f.name.endswith(".safetensors"):
             shutil.copy2(f, folder / f.name)
