@@ -14,10 +14,10 @@ import shutil
 import struct
 import sys
 import wave
-import zlib
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -29,6 +29,7 @@ from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_E
                                          WAN22_VAE_FILE, write_tiny_models)
 from happyhorse_core.testing.tiny_lora import write_tiny_lora  # noqa: E402
 from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
+from make_workflow_assets import write_png as png_file  # noqa: E402
 from weight_files import save_sharded  # noqa: E402
 from workflow_specs import ASSETS, FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
@@ -90,17 +91,12 @@ def install_release_layouts(models_dir: Path) -> None:
 
 
 def write_png(path: Path, width: int = 320, height: int = 240) -> Path:
-    """An RGB gradient PNG (stdlib only: zlib + struct)."""
-    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 96))
-                    for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
-    return path
+    """An RGB gradient PNG [height, width]: red rises across, green down, blue 96 (make_workflow_assets' writer)."""
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[..., 0] = np.arange(width) * 255 // width
+    rgb[..., 1] = (np.arange(height) * 255 // height)[:, None]
+    rgb[..., 2] = 96
+    return png_file(path, rgb)
 
 
 def write_wav(path: Path, seconds: float = 1.5, rate: int = 22050) -> Path:
@@ -187,9 +183,8 @@ def mp4_files(output_dir: Path) -> set[Path]:
     return {Path(root) / f for root, _, files in os.walk(output_dir) for f in files if f.endswith(".mp4")}
 
 
-def _mono(path: Path, rate: int) -> "np.ndarray":
+def _mono(path: Path, rate: int) -> np.ndarray:
     """The first audio stream of a file as mono float32 at `rate` (PyAV's resampler)."""
-    import numpy as np
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     chunks = []
     with av.open(str(path)) as box:
@@ -203,7 +198,6 @@ def voice_match(mp4: Path, recording: Path, rate: int = 22050, max_lag: int = 40
     """Best normalised correlation between the mp4's sound and the start of `recording`, over shifts of up
     to max_lag samples either way (AAC priming / edit lists move the decoded start by ~1-2k samples).
     ~1.0 = the recording itself (AAC-coded); generated or silent audio stays far below."""
-    import numpy as np
     got, ref = _mono(mp4, rate), _mono(recording, rate)
     n = min(len(got), len(ref)) - max_lag
     if n < rate // 4:
