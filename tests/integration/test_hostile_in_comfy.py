@@ -18,4 +18,5 @@ CHECKS = ["negative_prompt_is_encoded_only_when_a_consumer_needs_it",
           "decode_audio_refuses_nan_instead_of_a_broken_track", "empty_latent_bounds_batch_times_seconds"]
 
 results, test_script_runs_exactly_these_checks, test_hostile_check = check_script_tests(
-    SCRIPT, CHECKS, label="hostile-input checks in ComfyUI python (s)", timeout=600)
+    SCRIPT, CHECKS, label="hostile-input checks in ComfyUI python (s)", timeout=600,
+    workdir="hostile")
