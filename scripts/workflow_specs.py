@@ -11,8 +11,8 @@ new module scripts/workflow_specs_<feature>.py (every such module is imported by
 features do not have to edit one shared list). The file name is Workflow.name + ".json"; ComfyUI's
 template browser shows that name as the title and workflows/<name>.jpg as the picture.
 
-The loaders use the names a user has after downloading (FILES[...].name); the tests swap them for the
-tiny random-weight files.
+The loaders use the names a user has after downloading (FILES[...].name); the tests lay the tiny
+random weights out under those same names (tests/integration/workflow_runs.install_release_layouts).
 """
 from __future__ import annotations
 
