@@ -117,7 +117,7 @@ def guarded(out: dict, key: str, fn):
     except torch.OutOfMemoryError as e:
         out[key] = f"out of GPU memory: {str(e).splitlines()[0]}"
     except Exception as e:
-        out[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        out[key] = gr.error_line(e)
     log(f"[{key}] {json.dumps(out[key])[:1500]}")
     return out[key]
 

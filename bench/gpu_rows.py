@@ -38,6 +38,11 @@ def peak_gb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
 
 
+def error_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for a row that failed while the others keep going."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 def timed(fn, device: torch.device) -> tuple[float, object]:
     sync(device)
     t0 = time.perf_counter()
@@ -175,7 +180,7 @@ def local_attention_methods(device: torch.device, frames: int, tpf: int, extra: 
             res[name] = {"first_s": round(first, 3), "s": best_of(fn, device, 2),
                          "max_abs_diff_vs_cat": round((out.float() - ref.float()).abs().max().item(), 5)}
         except Exception as e:  # report, keep going
-            res[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            res[name] = error_line(e)
     return res
 
 
@@ -199,5 +204,5 @@ def attention_backends(device: torch.device, L: int, heads=(40, 8), d=128) -> di
             res[name] = {"ms": round(best_of(lambda: attn.attention(q, k, v, name), device) * 1e3, 3),
                          "max_abs_diff_vs_sdpa": round((out.float() - ref.float()).abs().max().item(), 5)}
         except Exception as e:
-            res[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            res[name] = error_line(e)
     return res
