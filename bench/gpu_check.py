@@ -49,8 +49,8 @@ from happyhorse_core.geometry import ClipGeometry  # noqa: E402
 from happyhorse_core.sampling.pipeline import TextConditioning  # noqa: E402
 from happyhorse_core.sampling.super_resolution import SROptions, super_resolve  # noqa: E402
 import gpu_rows as gr  # noqa: E402
+from perf_table import REFERENCE  # noqa: E402
 
-REFERENCE = {"dit_256p_8steps_s": 1.6, "sr_1080p_step_s": 6.2, "decode_1080p_s": 5.8, "e2e_1080p_s": 38.4}
 TARGETS = {"dit_256p_8steps_s": 1.0, "sr_1080p_step_s": 4.6, "sr_1080p_step_s_fp8": 3.0, "e2e_1080p_s": 25.0,
            "first_compiled_step_256p_s": 60.0}
 KEYS = tuple(REFERENCE)
