@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from workflow_runs import (DOCUMENTED_NAMES, FRAME_S, LOADER_FILE_WIDGETS, expected_frames,  # first: puts scripts/
-                           install_inputs, install_tiny_models, mp4_files, mp4_outputs, read_mp4,  # on sys.path
-                           set_widgets, to_tiny, voice_match)
+                           install_inputs, install_tiny_models, mp4_files, mp4_outputs, node_id, read_mp4,  # on
+                           set_widgets, shipped_api, voice_match)  # sys.path
 
 from build_workflows import OUT_DIRS, build_all, stale_files  # noqa: E402
 from workflow_specs import ASSETS, DEFAULT_WORKFLOW, VOICE_TRACK  # noqa: E402
@@ -26,7 +26,6 @@ from comfy_harness import REPO, TIMINGS, place_file  # noqa: E402
 from comfy_ws import ComfyWS  # noqa: E402
 from comfyui_server import ComfyUIValidationError  # noqa: E402
 from happyhorse_core.testing.tiny_models import DIT_FILES, TEXT_ENCODER_DIR, WAN22_VAE_FILE  # noqa: E402
-from workflow_convert import ui_to_api  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +40,6 @@ class Run:
     size: tuple[int, int]  # mp4 width, height
     seconds: int
     shrink: dict = field(default_factory=dict)  # {class_type: {widget: value}}
-    titled: dict = field(default_factory=dict)  # {node title: {widget: value}}, applied after shrink
     original_voice: bool = False  # the mp4 must carry the input recording
 
 
@@ -79,26 +77,6 @@ def tiny_info(comfy) -> dict:
     return comfy.object_info()
 
 
-def shipped_api(name: str, info: dict, shrink: dict | None = None, titled: dict | None = None) -> dict:
-    """The shipped file as an API prompt with CPU-size widgets: shrink {class_type: values}, titled
-    {node title: values} (applied after shrink)."""
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-    api = to_tiny(ui_to_api(ui, info))
-    for class_type, values in (shrink or {}).items():
-        set_widgets(api, class_type, **values)
-    for key, values in (titled or {}).items():
-        ids = [str(n["id"]) for n in ui["nodes"] if key in (n.get("title"), n["type"])]
-        assert ids, f"{name}: no node titled {key!r}"
-        for nid in ids:
-            api[nid]["inputs"].update(values)
-    return api
-
-
-def node_id(api: dict, class_type: str) -> str:
-    (nid,) = [k for k, v in api.items() if v["class_type"] == class_type]
-    return nid
-
-
 # ----------------------------------------------------------------------------- every workflow
 def run_order(paths: list) -> list:
     """Known workflows in RUNS order, then any new file (whose test then fails asking for an entry)."""
@@ -110,7 +88,7 @@ def run_order(paths: list) -> list:
 def test_workflow_runs_to_mp4(path, comfy, tiny_info):
     run = RUNS.get(path.stem)
     assert run is not None, f"{path.name} is new: add its expected size and CPU shrink to RUNS"
-    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink, run.titled), timeout=1800)
+    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink), timeout=1800)
     TIMINGS[f"workflow {path.stem} (s)"] = result["seconds"]
     files = mp4_outputs(comfy, result)
     assert len(files) == 1, result["outputs"]

@@ -8,6 +8,7 @@ Used by test_workflows_run.py; only widget values are changed, never the graph, 
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from comfy_harness import CACHE, REPO, place_file
+from workflow_convert import ui_to_api
 
 if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))  # workflow_specs / build_workflows live there
@@ -145,6 +147,21 @@ def set_widgets(api: dict, class_type: str, **values) -> dict:
             hit = True
     assert hit, f"no {class_type} node in the graph"
     return api
+
+
+def shipped_api(name: str, info: dict, shrink: dict | None = None) -> dict:
+    """The shipped workflows/<name>.json as an API prompt (its file names checked by to_tiny) with CPU-size
+    widgets: shrink {class_type: {widget: value}}."""
+    api = to_tiny(ui_to_api(json.loads((REPO / "workflows" / f"{name}.json").read_text()), info))
+    for class_type, values in (shrink or {}).items():
+        set_widgets(api, class_type, **values)
+    return api
+
+
+def node_id(api: dict, class_type: str) -> str:
+    """The id of the one node of `class_type` in an API prompt."""
+    (nid,) = [k for k, v in api.items() if v["class_type"] == class_type]
+    return nid
 
 
 def nodes_of(api: dict, class_type: str) -> list[dict]:
