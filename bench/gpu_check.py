@@ -41,14 +41,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from happyhorse_core.decoders import TurboVAEDConfig  # noqa: E402
 from happyhorse_core.decoders.turbo_speed import DecodeSpeed  # noqa: E402
-from happyhorse_core.dit import SandwichDiT  # noqa: E402
+from happyhorse_core.dit import SandwichDiT, fp8  # noqa: E402
 from happyhorse_core.dit.align import padded_width  # noqa: E402
 from happyhorse_core.dit.config import PRESETS  # noqa: E402
 from happyhorse_core.dit.ops import Ops  # noqa: E402
 from happyhorse_core.geometry import ClipGeometry  # noqa: E402
 from happyhorse_core.sampling.pipeline import TextConditioning  # noqa: E402
+from happyhorse_core.sampling.super_resolution import SROptions, super_resolve  # noqa: E402
+import gpu_rows as gr  # noqa: E402
+from perf_table import REFERENCE  # noqa: E402
 
-REFERENCE = {"dit_256p_8steps_s": 1.6, "sr_1080p_step_s": 6.2, "decode_1080p_s": 5.8, "e2e_1080p_s": 38.4}
 TARGETS = {"dit_256p_8steps_s": 1.0, "sr_1080p_step_s": 4.6, "sr_1080p_step_s_fp8": 3.0, "e2e_1080p_s": 25.0,
            "first_compiled_step_256p_s": 60.0}
 KEYS = tuple(REFERENCE)
@@ -115,7 +117,7 @@ def guarded(out: dict, key: str, fn):
     except torch.OutOfMemoryError as e:
         out[key] = f"out of GPU memory: {str(e).splitlines()[0]}"
     except Exception as e:
-        out[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        out[key] = gr.error_line(e)
     log(f"[{key}] {json.dumps(out[key])[:1500]}")
     return out[key]
 
@@ -123,7 +125,6 @@ def guarded(out: dict, key: str, fn):
 def dit_row(name: str, model, *, base_cfg, sr_cfg, text, geo, sr_geo, device, budget: Budget,
             warm_runs: int = 1) -> dict:
     """256p 8 steps (after `warm_runs` untimed runs) and SR steps for one model configuration."""
-    import gpu_rows as gr
     row: dict = {"config": name}
     gr.set_structure(model, base_cfg)
     for _ in range(warm_runs):  # first-call work (cuBLAS/cuDNN init, compile) is reported, not counted
@@ -144,7 +145,6 @@ def dit_row(name: str, model, *, base_cfg, sr_cfg, text, geo, sr_geo, device, bu
 def run_matrix(args, device: torch.device, summary: dict, save) -> None:
     """All rows in priority order; `save()` writes the results file after each (a hard timeout
     then still leaves everything measured so far)."""
-    import gpu_rows as gr
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     budget = Budget(args.budget_s)
     base_cfg, sr_cfg, vaed_cfg = configs(args.tiny)
@@ -188,7 +188,6 @@ def run_matrix(args, device: torch.device, summary: dict, save) -> None:
 
 
 def micro_checks(summary: dict, base_cfg, sr_geo, device) -> dict:
-    import gpu_rows as gr
     micro: dict = {}
     heads, d = (base_cfg.num_heads_q, base_cfg.num_heads_kv), base_cfg.head_dim
     guarded(micro, "gemm_alignment", lambda: gr.gemm_alignment(
@@ -220,10 +219,8 @@ def free(reset_compiled: bool = False) -> None:
 
 
 def fp8_row(*, device, budget, **stages) -> dict:
-    import gpu_rows as gr
     model = gr.build_dit(stages["base_cfg"], device, weight_dtype="fp8_e4m3fn_fast", seed=5)
     model.attn_backend = "auto"
-    from happyhorse_core.dit import fp8
     row = dit_row("fp8_e4m3fn_fast", model, device=device, budget=budget, **stages)
     row["scaled_mm"] = ("rowwise" if fp8.rowwise_supported(device) else "per-tensor") \
         if fp8.scaled_mm_supported(device) else "not supported here: upcast per matmul"
@@ -233,7 +230,6 @@ def fp8_row(*, device, budget, **stages) -> dict:
 
 
 def compiled_row(*, device, budget, **stages) -> dict:
-    import gpu_rows as gr
     from happyhorse_core.dit.compile import CompileOptions, enable_compile
     model = gr.build_dit(stages["base_cfg"], device)
     model.attn_backend = "auto"
@@ -246,7 +242,6 @@ def compiled_row(*, device, budget, **stages) -> dict:
 
 def decode_rows(out: dict, vaed_cfg, sr_geo, device, budget: Budget, compiled: bool) -> None:
     """Turbo-VAED decode of a 1080p 5 s latent per speed option, into `out` by option name."""
-    import gpu_rows as gr
     latent = torch.randn(1, 48, sr_geo.latent_frames, sr_geo.latent_h, sr_geo.latent_w,
                          generator=torch.Generator().manual_seed(6))
     variants = [DecodeSpeed(torch.bfloat16, channels_last=True, compile=True)] if compiled else \
@@ -299,7 +294,6 @@ def targets_met(summary: dict, rows: list[dict]) -> dict:
 
 def e2e_run(summary, vaed_cfg, device, budget, *, base_cfg, sr_cfg, text, geo, sr_geo) -> None:
     """One real 1080p run (256p 8 steps + 5 SR steps + decode) with eager bf16 and the fastest decode."""
-    import gpu_rows as gr
     if not budget.allows(90, "measured e2e", summary, "e2e_measured"):
         return
 
@@ -315,7 +309,6 @@ def e2e_run(summary, vaed_cfg, device, budget, *, base_cfg, sr_cfg, text, geo, s
             gr.set_structure(model, base_cfg)
             _, (video, audio) = gr.sample(model, text, geo, device)
             gr.set_structure(model, sr_cfg)
-            from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
             v, _ = super_resolve(model, video, audio, text, latent_h=sr_geo.latent_h, latent_w=sr_geo.latent_w,
                                  generator=torch.Generator().manual_seed(2), opts=SROptions(steps=SR_STEPS_E2E),
                                  device=device)

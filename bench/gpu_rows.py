@@ -13,14 +13,14 @@ import torch
 
 from happyhorse_core.decoders import TurboVAED, TurboVAEDConfig
 from happyhorse_core.decoders.turbo_speed import DecodeSpeed, apply_decode_speed
-from happyhorse_core.dit import SandwichDiT, fp8
+from happyhorse_core.dit import SandwichDiT
 from happyhorse_core.dit.align import align_gemms_
 from happyhorse_core.dit.config import DiTConfig
 from happyhorse_core.dit.ops import Ops
-from happyhorse_core.dit.rope import rope_bands
 from happyhorse_core.geometry import ClipGeometry
 from happyhorse_core.sampling.pipeline import Hooks, SamplingOptions, TextConditioning, generate
 from happyhorse_core.sampling.super_resolution import SROptions, super_resolve
+from random_weights import materialise_random_
 
 
 def sync(device: torch.device) -> None:
@@ -38,6 +38,11 @@ def peak_gb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
 
 
+def error_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for a row that failed while the others keep going."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 def timed(fn, device: torch.device) -> tuple[float, object]:
     sync(device)
     t0 = time.perf_counter()
@@ -49,34 +54,11 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
 # -- models ---------------------------------------------------------------------------------------
 
 def build_dit(cfg: DiTConfig, device: torch.device, weight_dtype: str = "bf16", seed: int = 0) -> SandwichDiT:
-    """Meta skeleton -> empty tensors on `device` -> random init there (no host copy), fp8 weights
-    quantized with real per-tensor scales, then the loader's GEMM alignment."""
+    """Meta skeleton filled tensor by tensor on `device` (random_weights: no host copy, fp8 weights quantized
+    with real per-tensor scales), then the loader's GEMM alignment."""
     model = SandwichDiT(cfg, Ops(device="meta", weight_dtype=weight_dtype, fp8_scope="shared"))
-    model = model.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            for pname, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-                full = f"{name}.{pname}"
-                if full.endswith("rope.bands"):
-                    t.copy_(rope_bands(cfg.rope_bands, device=device))
-                elif pname == "weight_scale":
-                    continue  # set with its weight
-                elif t.ndim == 1:
-                    t.normal_(0.0, 0.02 if pname == "bias" else 0.1, generator=gen)
-                else:
-                    fill = torch.empty(t.shape, dtype=torch.bfloat16, device=device)
-                    fill.normal_(0.0, t.shape[1] ** -0.5, generator=gen)
-                    if fp8.is_fp8(t.dtype):
-                        q, s = fp8.quantize(fill, t.dtype, scaled=getattr(module, "weight_scale", None) is not None)
-                        t.copy_(q)
-                        if s is not None:
-                            module.weight_scale.copy_(s)
-                    else:
-                        t.copy_(fill.to(t.dtype))
-                    del fill
-    align_gemms_(model)
-    return model.eval()
+    align_gemms_(materialise_random_(model, device, seed))
+    return model
 
 
 def set_structure(model: SandwichDiT, cfg: DiTConfig) -> SandwichDiT:
@@ -198,7 +180,7 @@ def local_attention_methods(device: torch.device, frames: int, tpf: int, extra: 
             res[name] = {"first_s": round(first, 3), "s": best_of(fn, device, 2),
                          "max_abs_diff_vs_cat": round((out.float() - ref.float()).abs().max().item(), 5)}
         except Exception as e:  # report, keep going
-            res[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            res[name] = error_line(e)
     return res
 
 
@@ -222,5 +204,5 @@ def attention_backends(device: torch.device, L: int, heads=(40, 8), d=128) -> di
             res[name] = {"ms": round(best_of(lambda: attn.attention(q, k, v, name), device) * 1e3, 3),
                          "max_abs_diff_vs_sdpa": round((out.float() - ref.float()).abs().max().item(), 5)}
         except Exception as e:
-            res[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            res[name] = error_line(e)
     return res

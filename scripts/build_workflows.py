@@ -254,9 +254,7 @@ def _connect(wf, nodes, infos, n, inp_name, src_key, out_name, link_id) -> list:
 
 # ----------------------------------------------------------------------------- files
 def build_all(object_info: dict) -> dict[str, dict]:
-    """{file stem: workflow dict} for every description in workflow_specs (which may read the schema)."""
-    workflow_specs.OBJECT_INFO.clear()
-    workflow_specs.OBJECT_INFO.update(object_info)
+    """{file stem: workflow dict} for every description in workflow_specs."""
     return {wf.name: build(wf, object_info) for wf in all_workflows()}
 
 

@@ -11,8 +11,8 @@ new module scripts/workflow_specs_<feature>.py (every such module is imported by
 features do not have to edit one shared list). The file name is Workflow.name + ".json"; ComfyUI's
 template browser shows that name as the title and workflows/<name>.jpg as the picture.
 
-The loaders use the names a user has after downloading (FILES[...].name); the tests swap them for the
-tiny random-weight files.
+The loaders use the names a user has after downloading (FILES[...].name); the tests lay the tiny
+random weights out under those same names (tests/integration/workflow_runs.install_release_layouts).
 """
 from __future__ import annotations
 
@@ -193,12 +193,6 @@ def decoders(col, video_src=("sampler", "video_latent"), audio_src=("sampler", "
     return nodes
 
 
-def original_voice(col, seconds) -> Node:
-    """The user's recording cut to the clip (core Trim Audio Duration); SaveVideo stops it at the last frame."""
-    return Node("voice_cut", "TrimAudioDuration", col, {"start_index": 0.0, "duration": float(seconds)},
-                {"audio": ("voice", "AUDIO")}, title="Original voice, cut to the clip (set duration = seconds)")
-
-
 def save_nodes(col, prefix, images=("decode_video", "images"), audio=("decode_audio", "audio")) -> list[Node]:
     return [Node("create_video", "CreateVideo", col, {"fps": 25.0}, {"images": images, "audio": audio}),
             Node("save", "SaveVideo", col + 1, {"filename_prefix": f"video/{prefix}", "format": "mp4",
@@ -222,17 +216,6 @@ STANDARD_GROUPS = columns("Models", "Prompt and clip size", "Generate", "Decode"
 
 # ----------------------------------------------------------------------------- registry
 WORKFLOWS: list[Callable[[], Workflow]] = []
-OBJECT_INFO: dict = {}  # the live /object_info, set by build_workflows.build_all before the makers run
-
-
-def has_input(node_type: str, name: str) -> bool:
-    """Whether the live schema of `node_type` has input `name` (lets a spec use a new input once it exists)."""
-    info = OBJECT_INFO.get(node_type, {}).get("input", {})
-    return any(name in info.get(section, {}) for section in ("required", "optional"))
-
-
-def has_output(node_type: str, name: str) -> bool:
-    return name in OBJECT_INFO.get(node_type, {}).get("output_name", [])
 
 
 def workflow(make: Callable[[], Workflow]) -> Callable[[], Workflow]:
@@ -339,14 +322,11 @@ def low_vram() -> Workflow:
 
 @workflow
 def lipsync_audio() -> Workflow:
-    voice_out = has_output("HappyHorseAudioReference", "voice_for_video")  # the recording cut to the clip
-    cut = [] if voice_out else [original_voice(4, 5)]
-    sound = ("voice_ref", "voice_for_video") if voice_out else ("voice_cut", "AUDIO")
     nodes = [model_loader(), *text_nodes(line=VOICE_LINE), empty_latent(col=1, seconds=5), *voice(2),
-             sampler(3), *decoders(4, audio=False), audio_vae_loader(), *cut, *save_nodes(5, "hh_lipsync", audio=sound)]
+             sampler(3), *decoders(4, audio=False), audio_vae_loader(),
+             *save_nodes(5, "hh_lipsync", audio=("voice_ref", "voice_for_video"))]  # the recording cut to the clip
     link(nodes, "sampler", voice_latent=("voice_ref", "voice_latent"))
-    if has_input("HappyHorseEmptyLatent", "voice"):
-        link(nodes, "latent", voice=("voice", "AUDIO"))  # the clip lasts as long as the recording (at most seconds)
+    link(nodes, "latent", voice=("voice", "AUDIO"))  # the clip lasts as long as the recording (at most seconds)
     return Workflow(
         "HappyHorse Lip Sync to Your Voice 256p", "HappyHorse: lip-sync to your voice recording (distilled, 256p, 5 s)",
         "Load Audio reads your recording; HappyHorse Voice Reference encodes it with the Stable Audio VAE "

@@ -3,58 +3,31 @@
 Registered with @workflow (scripts/workflow_specs.py imports this module in all_workflows()).
 
 The 1080p workflows that start on an image give it to HappyHorse Super-Resolution too, which re-encodes
-it at the SR size (image + vae inputs, as the reference does). With a Super-Resolution node that has no
-image input yet, the image is encoded a second time through an Empty Latent at 1080p with the same aspect
-and seconds (its size is the SR target) into first_frame. Likewise the mp4's sound is Voice Reference's
-voice_for_video (the recording cut to the clip) when that output exists, else core Trim Audio Duration.
-The live schema decides (workflow_specs.has_input / has_output, read when the files are built).
+it at the SR size (image + vae inputs, as the reference does). The talking photo's mp4 carries Voice
+Reference's voice_for_video (the recording cut to the clip).
 """
 from __future__ import annotations
 
 from workflow_specs import (START_IMAGE, VOICE_LINE, VOICE_TRACK, Workflow, audio_vae_loader, columns, decoders,
-                            empty_latent, has_input, has_output, link, model_loader, original_voice, sampler,
-                            save_nodes, sr_loader, start_image, super_resolution, text_nodes, voice, wan_vae_loader,
-                            workflow)
+                            empty_latent, link, model_loader, sampler, save_nodes, sr_loader, start_image,
+                            super_resolution, text_nodes, voice, wan_vae_loader, workflow)
 
-SR_LATENT_TITLE = "SR size (1080p, same aspect and seconds)"
 SR_DECODE = {"video_src": ("sr", "video_latent"), "audio_src": ("sr", "audio_latent")}
 
 
-def _sr_first_frame(col_latent: int, col_image: int, seconds: int) -> list:
-    """Nothing when SR takes the image itself; else Empty Latent at the SR size + Image To Video (key i2v_sr)."""
-    if has_input("HappyHorseSuperResolution", "image"):
-        return []
-    return [empty_latent(col=col_latent, seconds=seconds, key="latent_sr", title=SR_LATENT_TITLE,
-                         resolution="1080p"),
-            *start_image(col_image, key="i2v_sr", latent="latent_sr")]
-
-
 def _sr_image(nodes: list) -> list:
-    """SR keeps the start image as its first frame: image + vae when it has them, else the i2v_sr latent."""
-    if has_input("HappyHorseSuperResolution", "image"):
-        return link(nodes, "sr", image=("image", "IMAGE"), vae=("wan_vae", "VAE"))
-    return link(nodes, "sr", first_frame=("i2v_sr", "first_frame"))
-
-
-def _voice_for_video(col: int, seconds: int) -> tuple[list, tuple[str, str]]:
-    """(extra nodes, the AUDIO for CreateVideo): the user's recording cut to the clip."""
-    if has_output("HappyHorseAudioReference", "voice_for_video"):
-        return [], ("voice_ref", "voice_for_video")
-    return [original_voice(col, seconds)], ("voice_cut", "AUDIO")
+    """SR keeps the start image as its first frame: it re-encodes the image with the Wan2.2 VAE at its size."""
+    return link(nodes, "sr", image=("image", "IMAGE"), vae=("wan_vae", "VAE"))
 
 
 @workflow
 def talking_photo() -> Workflow:
-    seconds = 5
-    cut, sound = _voice_for_video(5, seconds)
     nodes = [model_loader(), sr_loader(), *text_nodes(line=VOICE_LINE), wan_vae_loader(), audio_vae_loader(),
-             empty_latent(col=1, seconds=seconds), *start_image(2), *voice(2),
-             *_sr_first_frame(1, 2, seconds),
+             empty_latent(col=1, seconds=5), *start_image(2), *voice(2),
              sampler(3), super_resolution(4), *decoders(5, audio=False, **SR_DECODE),
-             *cut, *save_nodes(6, "hh_talking_photo", audio=sound)]
+             *save_nodes(6, "hh_talking_photo", audio=("voice_ref", "voice_for_video"))]
     link(nodes, "sampler", first_frame=("i2v", "first_frame"), voice_latent=("voice_ref", "voice_latent"))
-    if has_input("HappyHorseEmptyLatent", "voice"):
-        link(nodes, "latent", voice=("voice", "AUDIO"))  # the clip lasts as long as the recording (at most seconds)
+    link(nodes, "latent", voice=("voice", "AUDIO"))  # the clip lasts as long as the recording (at most seconds)
     _sr_image(nodes)
     return Workflow(
         "HappyHorse Talking Photo 1080p", "HappyHorse: talking photo (your image + your voice, 1080p, 5 s)",
@@ -71,9 +44,8 @@ def talking_photo() -> Workflow:
 
 @workflow
 def i2v_sr1080() -> Workflow:
-    seconds = 2
-    nodes = [model_loader(), sr_loader(), *text_nodes(), wan_vae_loader(), empty_latent(col=1, seconds=seconds),
-             *start_image(2), *_sr_first_frame(1, 2, seconds), sampler(3), super_resolution(4),
+    nodes = [model_loader(), sr_loader(), *text_nodes(), wan_vae_loader(), empty_latent(col=1, seconds=2),
+             *start_image(2), sampler(3), super_resolution(4),
              *decoders(5, **SR_DECODE), *save_nodes(6, "hh_i2v_1080p")]
     link(nodes, "sampler", first_frame=("i2v", "first_frame"))
     _sr_image(nodes)

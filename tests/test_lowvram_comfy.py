@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+from comfy_harness import check_script_tests  # noqa: E402
 
 pytestmark = pytest.mark.lowvram
 
@@ -25,23 +26,5 @@ CHECKS = ["detector_sees_cpu_weights_without_the_adapter",
           "forced_cast_is_bit_identical_text_encoder", "weight_patch_partial_equals_full_load_bf16",
           "weight_patch_partial_equals_full_load_fp8", "weight_patch_changes_the_output"]
 
-
-@pytest.fixture(scope="module")
-def results() -> dict:
-    home = os.environ.get("COMFYUI_HOME")
-    if not home or not (Path(home) / "venv" / "bin" / "python").is_file():
-        pytest.fail("COMFYUI_HOME is not set to a ComfyUI install made by scripts/setup_comfyui.sh: run "
-                    "`bash scripts/test.sh`, or export COMFYUI_HOME=$PWD/.cache/comfyui", pytrace=False)
-    proc = subprocess.run([str(Path(home) / "venv" / "bin" / "python"), str(SCRIPT), home],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def test_script_runs_exactly_these_checks(results):
-    assert sorted(results) == sorted(CHECKS)
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_partial_load_check(results, name):
-    assert results.get(name) == "ok", results.get(name)
+results, test_script_runs_exactly_these_checks, test_partial_load_check = check_script_tests(
+    SCRIPT, CHECKS, label="partial-load checks in ComfyUI python (s)", timeout=900)

@@ -49,15 +49,41 @@ def comfy_home() -> Path:
     return path
 
 
-def run_check_script(comfy_python: Path, script: Path, *args: str, label: str, timeout: int) -> dict:
+def run_check_script(script: Path, *args: str, label: str, timeout: int) -> dict:
     """Run a *_checks.py script in ComfyUI's own python (argv: COMFYUI_HOME, *args) and return the JSON object
     its last output line reports, {check name: "ok" | traceback}; its wall time goes into TIMINGS[label]."""
+    home = comfy_home()
+    python = home / "venv" / "bin" / "python"
+    if not python.is_file():
+        pytest.fail(f"COMFYUI_HOME={home} has no venv/bin/python (ComfyUI's own python): run "
+                    f"`bash scripts/setup_comfyui.sh {home}`.", pytrace=False)
     t0 = time.monotonic()
-    proc = subprocess.run([str(comfy_python), str(script), str(comfy_home()), *map(str, args)],
+    proc = subprocess.run([str(python), str(script), str(home), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
     TIMINGS[label] = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_script_tests(script: Path, checks: list[str], *, label: str, timeout: int, workdir: str = ""):
+    """The fixture and two tests that drive a *_checks.py script (see in_comfy.py), for a test module to bind:
+        results, test_script_runs_exactly_these_checks, test_x_check = check_script_tests(SCRIPT, CHECKS, ...)
+    `results` runs the script once per module in ComfyUI's own python (with a fresh temporary folder as its
+    argument when `workdir` names one); the first test asserts it ran exactly `checks`, the second, one test per
+    name in `checks`, that the check reported "ok"."""
+    @pytest.fixture(scope="module")
+    def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+        args = [tmp_path_factory.mktemp(workdir)] if workdir else []
+        return run_check_script(script, *args, label=label, timeout=timeout)
+
+    def test_script_runs_exactly_these_checks(results):
+        assert sorted(results) == sorted(checks)
+
+    @pytest.mark.parametrize("name", checks)
+    def test_check(results, name):
+        assert results.get(name) == "ok", results.get(name)
+
+    return results, test_script_runs_exactly_these_checks, test_check
 
 
 def session_server(request: pytest.FixtureRequest,

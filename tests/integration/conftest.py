@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from comfy_harness import comfy_home, install_native_vaes, print_timings, session_server  # noqa: E402
+from comfy_harness import install_native_vaes, print_timings, session_server  # noqa: E402
 from comfyui_server import ComfyUIServer  # noqa: E402
 
 
@@ -16,12 +16,6 @@ from comfyui_server import ComfyUIServer  # noqa: E402
 def comfy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ComfyUIServer:
     """The session's ComfyUI server with this repo loaded as the ComfyUI-HappyHorse pack."""
     return session_server(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def comfy_python() -> Path:
-    """ComfyUI's own python (for running code that imports comfy in a subprocess)."""
-    return comfy_home() / "venv" / "bin" / "python"
 
 
 @pytest.fixture(scope="session")

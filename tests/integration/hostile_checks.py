@@ -1,5 +1,5 @@
 """Hostile-input behaviour of the pack's nodes INSIDE ComfyUI's python (no server): run as
-    COMFYUI_HOME/venv/bin/python tests/integration/hostile_checks.py COMFYUI_HOME
+    COMFYUI_HOME/venv/bin/python tests/integration/hostile_checks.py COMFYUI_HOME WORKDIR
 Prints one JSON object {check name: "ok" | traceback}; test_hostile_in_comfy.py asserts on it.
 
 What is checked here needs ComfyUI's own modules (the node classes, the interrupt flag) but no
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 from in_comfy import check, report, start_comfy
 
-HOME = Path(sys.argv[1])
+HOME, WORK = Path(sys.argv[1]), Path(sys.argv[2])  # WORKDIR: a fresh folder from the test
 start_comfy(HOME)
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
@@ -28,10 +27,9 @@ load_text_stack = pack_module("happyhorse_core.text").load_text_stack
 write_tiny_text_folder = pack_module("happyhorse_core.testing.tiny_text").write_tiny_text_folder
 hh = SimpleNamespace(**{name: pack_module(f"nodes.{name}")
                         for name in ("decode_nodes", "encode_nodes", "sampler_nodes", "types")})
-TMP = Path(tempfile.mkdtemp(prefix="hh_hostile_"))
-write_tiny_text_folder(TMP / "t5", hidden_size=64, num_layers=4)
-ENCODER, TOKENIZER = load_text_stack(TMP / "t5", dtype=torch.float32)
-STACK = hh.types.LoadedTextEncoder(encoder=ENCODER, tokenizer=TOKENIZER, path=str(TMP / "t5"), patcher=None)
+write_tiny_text_folder(WORK / "t5", hidden_size=64, num_layers=4)
+ENCODER, TOKENIZER = load_text_stack(WORK / "t5", dtype=torch.float32)
+STACK = hh.types.LoadedTextEncoder(encoder=ENCODER, tokenizer=TOKENIZER, path=str(WORK / "t5"), patcher=None)
 
 
 def node(cls, node_id="7"):
@@ -75,10 +73,10 @@ def negative_prompt_is_encoded_only_when_a_consumer_needs_it():
 def negative_is_encoded_before_a_released_encoder_leaves_ram():
     """release_after_encoding: reading 18 GB again later would cost more than encoding the negative now."""
     ram_plan = pack_module("nodes.ram_plan")
-    encoder, tokenizer = load_text_stack(TMP / "t5", dtype=torch.float32)
-    stack = hh.types.LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=str(TMP / "t5"), patcher=None,
+    encoder, tokenizer = load_text_stack(WORK / "t5", dtype=torch.float32)
+    stack = hh.types.LoadedTextEncoder(encoder=encoder, tokenizer=tokenizer, path=str(WORK / "t5"), patcher=None,
                                        release_after_encoding=True)
-    ram_plan.track(stack, lambda: load_text_stack(TMP / "t5", dtype=torch.float32)[0])
+    ram_plan.track(stack, lambda: load_text_stack(WORK / "t5", dtype=torch.float32)[0])
     cond = text_encode(stack=stack)
     assert stack.released and cond.negative is not None and cond.negative_source is None
     assert cond.negative.shape[1] == 64 and torch.isfinite(cond.negative).all()

@@ -2,16 +2,17 @@
 
 A script calls start_comfy(HOME) before it imports comfy or torch, registers its checks with @check, and
 ends with report(): one JSON object {check name: "ok" | traceback} on stdout, which the pytest file that
-drives it asserts on. Every check runs even when an earlier one fails.
+drives it (through comfy_harness.check_script_tests) asserts on. Every check runs even when an earlier one fails.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, ContextManager, Iterable
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKS: dict[str, Callable[[], None]] = {}
@@ -35,15 +36,17 @@ def check(fn: Callable[[], None]) -> Callable[[], None]:
     return fn
 
 
-def report(only: Iterable[str] = ()) -> None:
-    """Run the registered checks (only those named in `only`, when given) and print the JSON results."""
+def report(only: Iterable[str] = (), around: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+    """Run the registered checks (only those named in `only`, when given), each inside a fresh `around()`
+    context (e.g. torch.inference_mode, as ComfyUI runs nodes), and print the JSON results."""
     only = set(only)
     results = {}
     for name, fn in CHECKS.items():
         if only and name not in only:
             continue
         try:
-            fn()
+            with around():
+                fn()
             results[name] = "ok"
         except Exception:  # report every check, not just the first failure
             results[name] = traceback.format_exc()

@@ -1,5 +1,5 @@
 """The native MODEL path INSIDE ComfyUI's python (no server): run as
-    COMFYUI_HOME/venv/bin/python tests/integration/native_checks.py COMFYUI_HOME WORKDIR [CHECK ...]
+    COMFYUI_HOME/venv/bin/python tests/integration/native_checks.py COMFYUI_HOME [CHECK ...]
 Prints one JSON object {check name: "ok" | traceback}; test_native_model.py asserts on it.
 
 Parity checks run the same clip twice on a tiny random DiT with fp32 compute: once through
@@ -10,28 +10,17 @@ so they must be equal bit for bit (torch.equal), not only close.
 """
 from __future__ import annotations
 
-import json
-import runpy
 import sys
-import traceback
 from pathlib import Path
 
-HOME, WORK = Path(sys.argv[1]), Path(sys.argv[2])
-ONLY = set(sys.argv[3:])
-REPO = Path(__file__).resolve().parents[2]
+from in_comfy import check, report, start_comfy
 
-_LAUNCH = runpy.run_path(str(HOME / "launch.py"), run_name="launch")   # keep: it holds the op library
-_LAUNCH["_declare_torchvision_ops"]()
-sys.path.insert(0, str(HOME / "ComfyUI"))
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True
+start_comfy(Path(sys.argv[1]))
 import torch  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
 import comfy.samplers  # noqa: E402
 from comfy_extras import nodes_custom_sampler as ncs  # noqa: E402
 
-sys.path.insert(0, str(REPO / "tests"))  # pack_import: the pack as one package, as ComfyUI loads it
 from pack_import import pack_module  # noqa: E402
 
 # the core through the pack, so that the models and the adapters share one copy of its classes
@@ -47,14 +36,8 @@ _pipeline = pack_module("happyhorse_core.sampling.pipeline")
 SamplingOptions, TextConditioning, generate = _pipeline.SamplingOptions, _pipeline.TextConditioning, _pipeline.generate
 tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
 
-CHECKS = {}
 T, H, W, F = 2, 4, 6, 5  # latent frames, latent h/w, audio frames: (F - 1) // 4 + 1 == T
 SEED = 1234
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 def out(node_output):
@@ -471,19 +454,5 @@ def lora_matching_nothing_is_an_error():
         raise AssertionError("a LoRA matching no key was accepted")
 
 
-def main() -> None:
-    results = {}
-    for name, fn in CHECKS.items():
-        if ONLY and name not in ONLY:
-            continue
-        try:
-            with torch.inference_mode():  # ComfyUI runs every node like this
-                fn()
-            results[name] = "ok"
-        except Exception:
-            results[name] = traceback.format_exc()
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main()
+    report(only=sys.argv[2:], around=torch.inference_mode)  # ComfyUI runs every node in inference mode

@@ -25,13 +25,8 @@ pipeline = pack_module("happyhorse_core.sampling.pipeline")
 SamplingOptions, TextConditioning, generate = pipeline.SamplingOptions, pipeline.TextConditioning, pipeline.generate
 tiny_dit = pack_module("happyhorse_core.testing.tiny_dit").tiny_dit
 
-
-def _load_pack_nodes():
-    """The pack's nodes/ package, inside the pack package (ComfyUI's `nodes` module owns that name here)."""
-    return pack_module("nodes.runtime"), pack_module("nodes.types")
-
-
-runtime, types = _load_pack_nodes()
+# the pack's nodes/ inside the pack package (ComfyUI's `nodes` module owns that name here)
+runtime, types = pack_module("nodes.runtime"), pack_module("nodes.types")
 OFFLOAD = torch.device("meta")
 mm.unet_offload_device = lambda: OFFLOAD
 EMPTIED = []

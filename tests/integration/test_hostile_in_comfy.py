@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import run_check_script
+from comfy_harness import check_script_tests
 
 pytestmark = [pytest.mark.integration, pytest.mark.badinput]
 
@@ -17,16 +17,6 @@ CHECKS = ["negative_prompt_is_encoded_only_when_a_consumer_needs_it",
           "truncation_is_warned_on_every_run", "decode_audio_cuts_each_clip_of_a_batch_to_its_video",
           "decode_audio_refuses_nan_instead_of_a_broken_track", "empty_latent_bounds_batch_times_seconds"]
 
-
-@pytest.fixture(scope="module")
-def results(comfy_python) -> dict:
-    return run_check_script(comfy_python, SCRIPT, label="hostile-input checks in ComfyUI python (s)", timeout=600)
-
-
-def test_script_runs_exactly_these_checks(results):
-    assert sorted(results) == sorted(CHECKS)
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_hostile_check(results, name):
-    assert results.get(name) == "ok", results.get(name)
+results, test_script_runs_exactly_these_checks, test_hostile_check = check_script_tests(
+    SCRIPT, CHECKS, label="hostile-input checks in ComfyUI python (s)", timeout=600,
+    workdir="hostile")

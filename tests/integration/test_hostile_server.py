@@ -16,14 +16,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from workflow_runs import (FRAME_S, install_inputs, install_tiny_models, mp4_outputs, read_mp4,  # first: puts
-                           set_widgets, to_tiny)  # scripts/ on sys.path
+from workflow_runs import (FRAME_S, install_inputs, install_tiny_models, mp4_outputs, node_id, read_mp4,  # first:
+                           shipped_api)  # puts scripts/ on sys.path
 
-from comfy_harness import REPO, TIMINGS  # noqa: E402
+from comfy_harness import TIMINGS  # noqa: E402
 from comfy_ws import ComfyWS  # noqa: E402
 from happyhorse_core.text.encoder import T5GemmaEncoderConfig  # noqa: E402
 from happyhorse_core.testing.tiny_text import hf_config_dict, random_encoder, write_tiny_tokenizer  # noqa: E402
-from workflow_convert import ui_to_api  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.badinput]
 
@@ -56,20 +55,8 @@ def info(comfy) -> dict:
     return comfy.object_info()
 
 
-def api_for(name: str, info: dict, shrink: dict) -> dict:
-    api = to_tiny(ui_to_api(json.loads((REPO / "workflows" / f"{name}.json").read_text()), info))
-    for class_type, values in shrink.items():
-        set_widgets(api, class_type, **values)
-    return api
-
-
-def node_id(api: dict, class_type: str) -> str:
-    (nid,) = [k for k, v in api.items() if v["class_type"] == class_type]
-    return nid
-
-
 def test_cancel_during_text_encoding_lands_in_text_encode(comfy, info):
-    api = api_for(T2V_256P, info, {
+    api = shipped_api(T2V_256P, info, {
         **SMALL, "HappyHorseTextEncoderLoader": {"encoder_name": f"{SLOW_TEXT_DIR}/model.safetensors"},
         "HappyHorseTextEncode": {"prompt": LONG_PROMPT}})
     encode = node_id(api, "HappyHorseTextEncode")
@@ -93,7 +80,7 @@ def test_cancel_during_text_encoding_lands_in_text_encode(comfy, info):
 
 
 def test_batch_of_four_keeps_sound_and_picture_in_sync(comfy, info):
-    api = api_for(T2V_256P, info, {
+    api = shipped_api(T2V_256P, info, {
         "HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64, "height": 64, "batch_size": 4},
         "HappyHorseSampler": {"steps": 2}})
     result = comfy.run_prompt(api, timeout=900)

@@ -23,17 +23,16 @@ CHECKS = ["model_is_flow_base_model", "model_sampling_sd3_changes_shift", "sigma
 SLOW_CHECKS = ["torch_compile_model_per_block"]  # inductor on CPU: minutes
 
 
-def run_checks(comfy_python, workdir: Path, names: list[str], label: str) -> dict:
-    return run_check_script(comfy_python, SCRIPT, workdir, *names, label=f"{label} in ComfyUI python (s)",
-                            timeout=1800)
+def run_checks(names: list[str], label: str) -> dict:
+    return run_check_script(SCRIPT, *names, label=f"{label} in ComfyUI python (s)", timeout=1800)
 
 
 @pytest.fixture(scope="module")
-def results(comfy_python, tmp_path_factory) -> dict:
-    return run_checks(comfy_python, tmp_path_factory.mktemp("native"), CHECKS, "native MODEL checks")
+def results() -> dict:
+    return run_checks(CHECKS, "native MODEL checks")
 
 
-def test_script_knows_every_check(comfy_python, tmp_path):
+def test_script_knows_every_check():
     script = SCRIPT.read_text()
     for name in CHECKS + SLOW_CHECKS:
         assert f"def {name}(" in script, name
@@ -46,6 +45,6 @@ def test_native_check(results, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SLOW_CHECKS)
-def test_native_slow_check(comfy_python, tmp_path, name):
-    result = run_checks(comfy_python, tmp_path, [name], name)
+def test_native_slow_check(name):
+    result = run_checks([name], name)
     assert result.get(name) == "ok", result.get(name)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import run_check_script
+from comfy_harness import check_script_tests
 
 pytestmark = pytest.mark.integration
 
@@ -15,16 +15,5 @@ CHECKS = ["oom_becomes_advice_and_model_is_offloaded", "oom_inside_a_forward_of_
           "other_errors_pass_through_untouched", "device_mismatch_becomes_advice_and_frees",
           "host_allocation_failures_become_advice", "next_prompt_runs_after_an_oom"]
 
-
-@pytest.fixture(scope="module")
-def results(comfy_python) -> dict:
-    return run_check_script(comfy_python, SCRIPT, label="oom_advice checks in ComfyUI python (s)", timeout=300)
-
-
-def test_script_runs_exactly_these_checks(results):
-    assert sorted(results) == sorted(CHECKS)
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_oom_check(results, name):
-    assert results.get(name) == "ok", results.get(name)
+results, test_script_runs_exactly_these_checks, test_oom_check = check_script_tests(
+    SCRIPT, CHECKS, label="oom_advice checks in ComfyUI python (s)", timeout=300)

@@ -17,17 +17,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from workflow_runs import (DOCUMENTED_NAMES, FRAME_S, LOADER_FILE_WIDGETS, expected_frames,  # first: puts scripts/
-                           install_inputs, install_tiny_models, mp4_files, mp4_outputs, read_mp4,  # on sys.path
-                           set_widgets, to_tiny, voice_match)
+                           install_inputs, install_tiny_models, mp4_files, mp4_outputs, node_id, read_mp4,  # on
+                           set_widgets, shipped_api, voice_match)  # sys.path
 
 from build_workflows import OUT_DIRS, build_all, stale_files  # noqa: E402
 from workflow_specs import ASSETS, DEFAULT_WORKFLOW, VOICE_TRACK  # noqa: E402
-from workflow_specs_use_cases import SR_LATENT_TITLE  # noqa: E402
 from comfy_harness import REPO, TIMINGS, place_file  # noqa: E402
 from comfy_ws import ComfyWS  # noqa: E402
 from comfyui_server import ComfyUIValidationError  # noqa: E402
 from happyhorse_core.testing.tiny_models import DIT_FILES, TEXT_ENCODER_DIR, WAN22_VAE_FILE  # noqa: E402
-from workflow_convert import ui_to_api  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +40,13 @@ class Run:
     size: tuple[int, int]  # mp4 width, height
     seconds: int
     shrink: dict = field(default_factory=dict)  # {class_type: {widget: value}}
-    titled: dict = field(default_factory=dict)  # {node title: {widget: value}}, applied after shrink
     original_voice: bool = False  # the mp4 must carry the input recording
-    if_present: dict = field(default_factory=dict)  # like shrink/titled, for nodes the live schema may drop
 
 
-# if_present: Trim Audio Duration and the SR-size Empty Latent are in the 1080p / voice workflows only while
-# Voice Reference has no voice_for_video output and Super-Resolution no image input (see workflow_specs_use_cases).
 # SR runs: the SR size depends only on the target class and the aspect: a 64x64 base and the 540p target
 # give 512x512 (1080p from 448x256 = 1920x1088 took 221 s on 2 busy cores)
 SR_SMALL = {"HappyHorseEmptyLatent": {**SMALL["HappyHorseEmptyLatent"], "width": 64, "height": 64},
             "HappyHorseSuperResolution": {"resolution": "540p", "steps": 2}}
-SR_FIRST_FRAME = {SR_LATENT_TITLE: {"resolution": "custom", "width": 512, "height": 512}}
-VOICE_1S = {"TrimAudioDuration": {"duration": 1.0}}
 
 # RUNS order is the run order: the upscale chain runs right after the default workflow and finds its
 # sampler and decoder outputs in ComfyUI's cache (same node ids and widgets), so only the upscale runs.
@@ -65,14 +57,13 @@ RUNS = {
     "HappyHorse Base Model with CFG 256p": Run((192, 128), 1, {**SMALL, "HappyHorseSampler": {"steps": 2}}),
     "HappyHorse Low VRAM fp8 and Block Swap 256p": Run((192, 128), 1, {**SMALL, "HappyHorseBlockSwap": {
         "blocks_on_device": 4}}),  # tiny: 8 blocks
-    "HappyHorse Lip Sync to Your Voice 256p": Run((192, 128), 1, SMALL, original_voice=True, if_present=VOICE_1S),
+    "HappyHorse Lip Sync to Your Voice 256p": Run((192, 128), 1, SMALL, original_voice=True),
     # MODEL + core LoRA loader + SamplerCustomAdvanced
     "HappyHorse Native MODEL with LoRA and Core Sampler 256p": Run((192, 128), 1, SMALL),
     "HappyHorse Text to Video 1080p with SR": Run((512, 512), 1, SR_SMALL),
     "HappyHorse Base Model and SR 1080p": Run((512, 512), 1, {**SR_SMALL, "HappyHorseSampler": {"steps": 2}}),
-    "HappyHorse Image to Video 1080p with SR": Run((512, 512), 1, SR_SMALL, if_present=SR_FIRST_FRAME),
-    "HappyHorse Talking Photo 1080p": Run((512, 512), 1, SR_SMALL, original_voice=True,
-                                          if_present={**VOICE_1S, **SR_FIRST_FRAME}),
+    "HappyHorse Image to Video 1080p with SR": Run((512, 512), 1, SR_SMALL),
+    "HappyHorse Talking Photo 1080p": Run((512, 512), 1, SR_SMALL, original_voice=True),
 }
 
 
@@ -86,27 +77,6 @@ def tiny_info(comfy) -> dict:
     return comfy.object_info()
 
 
-def shipped_api(name: str, info: dict, shrink: dict | None = None, titled: dict | None = None,
-                if_present: dict | None = None) -> dict:
-    """The shipped file as an API prompt with CPU-size widgets: shrink {class_type: values}, titled
-    {node title: values} (applied after shrink), if_present (either kind, skipped when no node matches)."""
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-    api = to_tiny(ui_to_api(ui, info))
-    for class_type, values in (shrink or {}).items():
-        set_widgets(api, class_type, **values)
-    for key, values in {**(titled or {}), **(if_present or {})}.items():
-        ids = [str(n["id"]) for n in ui["nodes"] if key in (n.get("title"), n["type"])]
-        assert ids or key in (if_present or {}), f"{name}: no node titled {key!r}"
-        for nid in ids:
-            api[nid]["inputs"].update(values)
-    return api
-
-
-def node_id(api: dict, class_type: str) -> str:
-    (nid,) = [k for k, v in api.items() if v["class_type"] == class_type]
-    return nid
-
-
 # ----------------------------------------------------------------------------- every workflow
 def run_order(paths: list) -> list:
     """Known workflows in RUNS order, then any new file (whose test then fails asking for an entry)."""
@@ -118,7 +88,7 @@ def run_order(paths: list) -> list:
 def test_workflow_runs_to_mp4(path, comfy, tiny_info):
     run = RUNS.get(path.stem)
     assert run is not None, f"{path.name} is new: add its expected size and CPU shrink to RUNS"
-    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink, run.titled, run.if_present), timeout=1800)
+    result = comfy.run_prompt(shipped_api(path.stem, tiny_info, run.shrink), timeout=1800)
     TIMINGS[f"workflow {path.stem} (s)"] = result["seconds"]
     files = mp4_outputs(comfy, result)
     assert len(files) == 1, result["outputs"]

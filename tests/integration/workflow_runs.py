@@ -15,14 +15,15 @@ import shutil
 import struct
 import sys
 import wave
-import zlib
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from comfy_harness import CACHE, REPO, place_file
+from workflow_convert import ui_to_api
 
 if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))  # workflow_specs / build_workflows live there
@@ -30,6 +31,8 @@ from happyhorse_core.testing.tiny_models import (DIT_FILES, SAO_VAE_FILE, TEXT_E
                                          WAN22_VAE_FILE, write_tiny_models)
 from happyhorse_core.testing.tiny_lora import write_tiny_lora  # noqa: E402
 from happyhorse_core.testing.tiny_native_vaes import cached_vae_files  # noqa: E402
+from make_workflow_assets import write_png as png_file  # noqa: E402
+from weight_files import save_sharded  # noqa: E402
 from workflow_specs import ASSETS, FILES, START_IMAGE, VOICE_TRACK  # noqa: E402
 
 FPS = 25
@@ -61,17 +64,6 @@ def install_tiny_models(models_dir: Path) -> None:
     place_file(native["stable_audio"], models_dir / "vae" / SAO_VAE_FILE)
 
 
-def _shard(tensors: dict, folder: Path, shards: int = 2) -> None:
-    """HF layout: model-0000i-of-0000n.safetensors + model.safetensors.index.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keys, weight_map = sorted(tensors), {}
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({k: tensors[k].contiguous() for k in keys[i::shards]}, str(folder / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in keys[i::shards]})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-
-
 def _link(target: Path, link: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
@@ -85,10 +77,10 @@ def install_release_layouts(models_dir: Path) -> None:
     dm, te, vae = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
     for key, variant in (("distill", "distill"), ("base", "base"), ("sr_1080p", "sr_1080p")):
         folder = dm / FILES[key].name.removesuffix("/ (sharded)")
-        _shard(load_file(str(dm / DIT_FILES[variant])), folder)
+        save_sharded(load_file(str(dm / DIT_FILES[variant])), folder, shards=2, metadata={"format": "pt"})
     tiny_te = te / Path(TEXT_ENCODER_FILE).parent
     folder = te / FILES["text_encoder"].name.removesuffix("/ (sharded)")
-    _shard(load_file(str(te / TEXT_ENCODER_FILE)), folder)
+    save_sharded(load_file(str(te / TEXT_ENCODER_FILE)), folder, shards=2, metadata={"format": "pt"})
     for f in tiny_te.iterdir():
         if not f.name.endswith(".safetensors"):
             shutil.copy2(f, folder / f.name)
@@ -101,17 +93,12 @@ def install_release_layouts(models_dir: Path) -> None:
 
 
 def write_png(path: Path, width: int = 320, height: int = 240) -> Path:
-    """An RGB gradient PNG (stdlib only: zlib + struct)."""
-    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 96))
-                    for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
-    return path
+    """An RGB gradient PNG [height, width]: red rises across, green down, blue 96 (make_workflow_assets' writer)."""
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[..., 0] = np.arange(width) * 255 // width
+    rgb[..., 1] = (np.arange(height) * 255 // height)[:, None]
+    rgb[..., 2] = 96
+    return png_file(path, rgb)
 
 
 def write_wav(path: Path, seconds: float = 1.5, rate: int = 22050) -> Path:
@@ -162,6 +149,21 @@ def set_widgets(api: dict, class_type: str, **values) -> dict:
     return api
 
 
+def shipped_api(name: str, info: dict, shrink: dict | None = None) -> dict:
+    """The shipped workflows/<name>.json as an API prompt (its file names checked by to_tiny) with CPU-size
+    widgets: shrink {class_type: {widget: value}}."""
+    api = to_tiny(ui_to_api(json.loads((REPO / "workflows" / f"{name}.json").read_text()), info))
+    for class_type, values in (shrink or {}).items():
+        set_widgets(api, class_type, **values)
+    return api
+
+
+def node_id(api: dict, class_type: str) -> str:
+    """The id of the one node of `class_type` in an API prompt."""
+    (nid,) = [k for k, v in api.items() if v["class_type"] == class_type]
+    return nid
+
+
 def nodes_of(api: dict, class_type: str) -> list[dict]:
     return [n for n in api.values() if n["class_type"] == class_type]
 
@@ -198,9 +200,8 @@ def mp4_files(output_dir: Path) -> set[Path]:
     return {Path(root) / f for root, _, files in os.walk(output_dir) for f in files if f.endswith(".mp4")}
 
 
-def _mono(path: Path, rate: int) -> "np.ndarray":
+def _mono(path: Path, rate: int) -> np.ndarray:
     """The first audio stream of a file as mono float32 at `rate` (PyAV's resampler)."""
-    import numpy as np
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     chunks = []
     with av.open(str(path)) as box:
@@ -214,7 +215,6 @@ def voice_match(mp4: Path, recording: Path, rate: int = 22050, max_lag: int = 40
     """Best normalised correlation between the mp4's sound and the start of `recording`, over shifts of up
     to max_lag samples either way (AAC priming / edit lists move the decoded start by ~1-2k samples).
     ~1.0 = the recording itself (AAC-coded); generated or silent audio stays far below."""
-    import numpy as np
     got, ref = _mono(mp4, rate), _mono(recording, rate)
     n = min(len(got), len(ref)) - max_lag
     if n < rate // 4:
